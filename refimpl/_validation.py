@@ -1,0 +1,95 @@
+"""Input checks shared by every module: one place, one wording.
+
+Each check raises ``ValueError`` (bad value) or ``TypeError`` (bad kind) naming
+the offending argument, so bad input never turns into a silent NaN later on.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "as_float_tensor",
+    "check_finite",
+    "check_in_range",
+    "check_probability_vector",
+    "check_strictly_decreasing",
+    "check_symmetric_positive_definite",
+]
+
+
+def as_float_tensor(value: object, name: str, dtype: torch.dtype | None = None) -> Tensor:
+    """Return ``value`` as a floating tensor (float64 unless it already is floating)."""
+    if isinstance(value, Tensor):
+        if dtype is not None:
+            return value.to(dtype)
+        return value if value.is_floating_point() else value.to(torch.float64)
+    try:
+        return torch.as_tensor(value, dtype=dtype or torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}") from err
+
+
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """Raise if ``x`` holds NaN or infinity."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not bool(torch.isfinite(x.detach()).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf)")
+    return x
+
+
+def check_in_range(t: Tensor, lo: float, hi: float, name: str) -> Tensor:
+    """Raise unless every entry of ``t`` lies in the closed interval [lo, hi]."""
+    check_finite(t, name)
+    # A relative slack of a few ulps lets grids computed by t(lambda(t)) hit the endpoints.
+    slack = 8 * torch.finfo(t.dtype).eps * max(abs(lo), abs(hi), 1.0)
+    t_lo, t_hi = (float(v) for v in t.detach().aminmax()) if t.numel() else (lo, hi)
+    if t_lo < lo - slack or t_hi > hi + slack:
+        raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}]; got values in [{t_lo:g}, {t_hi:g}]")
+    return t
+
+
+def check_strictly_decreasing(t: Tensor, name: str = "timesteps") -> Tensor:
+    """Raise unless ``t`` is a 1-D tensor of at least two strictly decreasing values."""
+    check_finite(t, name)
+    if t.ndim != 1 or t.numel() < 2:
+        raise ValueError(f"{name} must be a 1-D tensor with at least 2 entries, got shape {tuple(t.shape)}")
+    diffs = t[1:] - t[:-1]
+    if not bool((diffs < 0).all()):
+        i = int(torch.nonzero(diffs >= 0)[0])
+        raise ValueError(
+            f"{name} must be strictly decreasing; entry {i + 1} ({float(t[i + 1]):g}) "
+            f"does not go below entry {i} ({float(t[i]):g})"
+        )
+    return t
+
+
+def check_probability_vector(w: Tensor, name: str = "weights", atol: float = 1e-9) -> Tensor:
+    """Raise unless ``w`` is a 1-D vector of non-negative entries summing to one."""
+    check_finite(w, name)
+    if w.ndim != 1 or w.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor, got shape {tuple(w.shape)}")
+    if bool((w < 0).any()):
+        raise ValueError(f"{name} must be non-negative; smallest entry is {float(w.min()):g}")
+    total = float(w.sum())
+    if abs(total - 1.0) > atol:
+        raise ValueError(f"{name} must sum to 1 (within {atol:g}); they sum to {total:.12g}")
+    return w
+
+
+def check_symmetric_positive_definite(cov: Tensor, name: str = "covariances") -> Tensor:
+    """Raise unless every matrix in the batch ``cov`` (..., d, d) is symmetric positive definite."""
+    check_finite(cov, name)
+    if cov.ndim < 2 or cov.shape[-1] != cov.shape[-2]:
+        raise ValueError(f"{name} must have shape (..., d, d), got {tuple(cov.shape)}")
+    scale = cov.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1.0)
+    if not bool(((cov - cov.mT).abs() <= 1e-10 * scale).all()):
+        raise ValueError(f"{name} must be symmetric")
+    _, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        k = int(torch.nonzero(info.reshape(-1))[0])
+        raise ValueError(f"{name}[{k}] is not positive definite")
+    return cov

@@ -1,0 +1,108 @@
+"""The registry: every sampler with what it promises, so the shared property tests cover it on sight.
+
+A ``SamplerSpec`` declares the sampling function, its global order as implemented, whether it is
+stochastic, its encoder (the map back from data to noise) and whether that encoder is an exact
+inverse, how many model calls it makes for n steps, and the paper and equation it implements.
+``tests/test_registry.py`` iterates over ``REGISTRY``: measured order, call counts, bad input,
+invertibility and reproducibility with injected noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["REGISTRY", "SamplerSpec", "get_sampler", "register", "samplers"]
+
+
+def _one_call_per_step(n_steps: int) -> int:
+    return n_steps
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """What a registered sampler promises.
+
+    Attributes:
+        name: registry key.
+        sample: ``sample(model, x, timesteps, **options)`` with the shared signature.
+        order: global order of convergence as implemented (deterministic samplers: strong order of
+            the ODE solution; stochastic samplers: weak order).
+        stochastic: whether it injects noise (then ``sample`` takes ``noise`` and ``generator``).
+        paper: BibTeX key in ``book/references.bib``.
+        equation: arXiv version and equation number implemented.
+        encode: ``encode(model, x, timesteps)`` mapping data back to noise on the same grid, if any.
+        invertible: whether ``encode`` is an exact inverse of ``sample`` (up to round-off).
+        nfe: model calls for n steps.
+        min_steps: fewest steps the method accepts.
+        options: fixed keyword options passed to ``sample`` (e.g. ``eta=0``).
+    """
+
+    name: str
+    sample: Callable[..., Tensor]
+    order: float
+    stochastic: bool
+    paper: str
+    equation: str
+    encode: Callable[..., Tensor] | None = None
+    invertible: bool = False
+    nfe: Callable[[int], int] = _one_call_per_step
+    min_steps: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.invertible and self.encode is None:
+            raise ValueError(f"{self.name}: an invertible sampler needs an encode function")
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    def __call__(
+        self,
+        model: Any,
+        x: Tensor,
+        timesteps: Tensor,
+        *,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[..., None] | None = None,
+    ) -> Tensor:
+        """Run the sampler with its registered options; noise and generator reach stochastic ones only."""
+        kwargs: dict[str, Any] = dict(self.options, callback=callback)
+        if self.stochastic:
+            kwargs.update(noise=noise, generator=generator)
+        elif noise is not None or generator is not None:
+            raise ValueError(f"{self.name} is deterministic: it takes no noise or generator")
+        return self.sample(model, x, timesteps, **kwargs)
+
+
+_REGISTRY: dict[str, SamplerSpec] = {}
+REGISTRY: Mapping[str, SamplerSpec] = MappingProxyType(_REGISTRY)
+
+
+def register(spec: SamplerSpec) -> SamplerSpec:
+    """Add ``spec`` to the registry; names are unique."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"a sampler named {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    """The registered sampler called ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"no sampler named {name!r}; registered: {sorted(_REGISTRY)}") from None
+
+
+def samplers(*, stochastic: bool | None = None, invertible: bool | None = None) -> list[SamplerSpec]:
+    """Registered samplers, optionally filtered by their declared properties, in name order."""
+    return [
+        s
+        for _, s in sorted(_REGISTRY.items())
+        if (stochastic is None or s.stochastic == stochastic) and (invertible is None or s.invertible == invertible)
+    ]

@@ -1,0 +1,353 @@
+"""The analytic lab: a Gaussian mixture whose noised law, score, posterior and reverse kernels are exact.
+
+Data x_0 ~ sum_k w_k N(mu_k, Sigma_k). Under any schedule, x_t = alpha_t x_0 + sigma_t eps has law
+p_t = sum_k w_k N(alpha_t mu_k, C_k(t)) with C_k(t) = alpha_t^2 Sigma_k + sigma_t^2 I.
+
+Writing Sigma_k = U_k diag(l_k) U_k^T once, every C_k(t) = U_k diag(alpha_t^2 l_k + sigma_t^2) U_k^T
+is inverted for free, for any (alpha_t, sigma_t), so the whole lab is batched and exact:
+
+* responsibilities r_k(x_t) = P(k | x_t) and log p_t, by Bayes' rule;
+* the score grad log p_t = -sum_k r_k C_k^{-1}(x_t - alpha_t mu_k);
+* Tweedie's posterior mean E[x_0 | x_t] = sum_k r_k (mu_k + alpha_t Sigma_k C_k^{-1}(x_t - alpha_t mu_k))
+  (Efron 2011; Ho et al. 2020, arXiv:2006.11239v2, Eq. 15), and E[eps | x_t] = -sigma_t score;
+* the reverse kernel q(x_s | x_t), s < t: a mixture with weights r_k(x_t) of the Gaussian
+  conditionals of the jointly Gaussian (x_s, x_t) in component k;
+* for a single Gaussian (K = 1), the probability-flow ODE map x_t -> x_s in closed form:
+  U^T (x - alpha mu) scales by sqrt(c(s) / c(t)) coordinate-wise, c = alpha^2 l + sigma^2.
+
+Everything depends on time only through (alpha_t, sigma_t); ``ExactModel`` binds a schedule.
+Checked in ``tests/test_gmm.py`` against autograd, Monte Carlo (CLT bounds) and quadrature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from refimpl._validation import (
+    as_float_tensor,
+    check_finite,
+    check_probability_vector,
+    check_symmetric_positive_definite,
+)
+from refimpl.parameterization import from_x0_eps
+from refimpl.schedules import NoiseSchedule
+
+__all__ = ["ConditionalMixture", "ExactModel", "GaussianMixture"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _coef(a: object, dtype: torch.dtype) -> Tensor:
+    """alpha or sigma as a tensor of shape (B or 1, 1, 1) for (B, K, d) arithmetic."""
+    return as_float_tensor(a, "coefficient").to(dtype).reshape(-1, 1, 1)
+
+
+def _rotate(diff: Tensor, eigvecs: Tensor) -> Tensor:
+    """U_k^T diff_k: (B, K, d) -> (B, K, d), in each component's eigenbasis."""
+    return torch.einsum("kji,bkj->bki", eigvecs, diff)
+
+
+def _unrotate(y: Tensor, eigvecs: Tensor) -> Tensor:
+    """U_k y_k: (B, K, d) -> (B, K, d)."""
+    return torch.einsum("kij,bkj->bki", eigvecs, y)
+
+
+def _log_gauss(y: Tensor, var: Tensor) -> Tensor:
+    """log N(y; 0, diag(var)) summed over the last axis."""
+    return -0.5 * (y**2 / var + torch.log(var) + _LOG_2PI).sum(-1)
+
+
+def _check_points(x: Tensor, d: int, name: str = "x") -> Tensor:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating torch.Tensor of shape (B, {d})")
+    if x.ndim != 2 or x.shape[-1] != d:
+        raise ValueError(f"{name} must have shape (B, {d}), got {tuple(x.shape)}")
+    return check_finite(x, name)
+
+
+@dataclass(frozen=True, eq=False)
+class ConditionalMixture:
+    """A batch of Gaussian mixtures sharing component covariances, e.g. the reverse kernel q(x_s | x_t).
+
+    weights (B, K), means (B, K, d); component k has covariance U_k diag(variances_k) U_k^T with
+    variances (K, d) and eigvecs (K, d, d).
+    """
+
+    weights: Tensor
+    means: Tensor
+    variances: Tensor
+    eigvecs: Tensor
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        """log density at y of shape (B, d) (one point per mixture) or (M, B, d); returns (B,) or (M, B)."""
+        flat = y.reshape(-1, *self.means.shape[::2])  # (M, B, d)
+        diff = flat[:, :, None, :] - self.means  # (M, B, K, d)
+        rotated = torch.einsum("kji,mbkj->mbki", self.eigvecs, diff)
+        log_n = _log_gauss(rotated, self.variances) + torch.log(self.weights)
+        return torch.logsumexp(log_n, -1).reshape(y.shape[:-1])
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """One exact draw from each mixture of the batch: (B, d)."""
+        B, K, d = self.means.shape
+        k = torch.multinomial(self.weights, 1, generator=generator).squeeze(-1)
+        z = torch.randn(B, d, generator=generator, dtype=self.means.dtype)
+        scaled = torch.sqrt(self.variances[k]) * z
+        return self.means[torch.arange(B), k] + torch.einsum("bij,bj->bi", self.eigvecs[k], scaled)
+
+    def mean(self) -> Tensor:
+        """The mean of each mixture: (B, d)."""
+        return torch.einsum("bk,bkd->bd", self.weights, self.means)
+
+    def covariance(self) -> Tensor:
+        """The covariance of each mixture, the Gaussian moment fit: (B, d, d)."""
+        cov_k = torch.einsum("kij,kj,klj->kil", self.eigvecs, self.variances, self.eigvecs)
+        m = self.mean()
+        second = torch.einsum("bk,kij->bij", self.weights, cov_k) + torch.einsum(
+            "bk,bki,bkj->bij", self.weights, self.means, self.means
+        )
+        return second - m[:, :, None] * m[:, None, :]
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianMixture:
+    """x_0 ~ sum_k w_k N(mu_k, Sigma_k), with optional class labels per component.
+
+    Args:
+        weights: (K,) non-negative, summing to 1.
+        means: (K, d).
+        covariances: (K, d, d) symmetric positive definite.
+        labels: optional (K,) integer class of each component (for conditional models and guidance).
+    """
+
+    weights: Tensor
+    means: Tensor
+    covariances: Tensor
+    labels: Tensor | None = None
+    eigvals: Tensor = field(init=False, repr=False)
+    eigvecs: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        means = as_float_tensor(self.means, "means")
+        dtype = means.dtype
+        weights = as_float_tensor(self.weights, "weights", dtype)
+        covs = as_float_tensor(self.covariances, "covariances", dtype)
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
+        check_finite(means, "means")
+        K, d = means.shape
+        check_probability_vector(weights, "weights", atol=math.sqrt(torch.finfo(dtype).eps))
+        if weights.shape != (K,):
+            raise ValueError(f"weights must have shape ({K},) to match means, got {tuple(weights.shape)}")
+        if covs.shape != (K, d, d):
+            raise ValueError(f"covariances must have shape ({K}, {d}, {d}), got {tuple(covs.shape)}")
+        check_symmetric_positive_definite(covs, "covariances")
+        labels = self.labels
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if labels.shape != (K,) or labels.is_floating_point():
+                raise ValueError(f"labels must be an integer tensor of shape ({K},), got {tuple(labels.shape)}")
+        eigvals, eigvecs = torch.linalg.eigh(0.5 * (covs + covs.mT))
+        for name, value in [("weights", weights), ("means", means), ("covariances", covs), ("labels", labels),
+                            ("eigvals", eigvals), ("eigvecs", eigvecs)]:
+            object.__setattr__(self, name, value)
+
+    # --- basic facts ---------------------------------------------------------------------
+    @property
+    def K(self) -> int:
+        """Number of components."""
+        return self.means.shape[0]
+
+    @property
+    def d(self) -> int:
+        """Dimension."""
+        return self.means.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.means.dtype
+
+    def to(self, dtype: torch.dtype) -> GaussianMixture:
+        """The same mixture with parameters in ``dtype``."""
+        return GaussianMixture(self.weights.to(dtype), self.means.to(dtype), self.covariances.to(dtype), self.labels)
+
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """Mean (d,) and covariance (d, d) of the data law."""
+        m = self.weights @ self.means
+        second = torch.einsum("k,kij->ij", self.weights, self.covariances) + torch.einsum(
+            "k,ki,kj->ij", self.weights, self.means, self.means
+        )
+        return m, second - torch.outer(m, m)
+
+    def noised(self, alpha: float | Tensor, sigma: float | Tensor) -> GaussianMixture:
+        """The exact law of x_t = alpha x_0 + sigma eps, itself a Gaussian mixture (scalar alpha, sigma)."""
+        a, s = float(alpha), float(sigma)
+        eye = torch.eye(self.d, dtype=self.dtype)
+        return GaussianMixture(self.weights, a * self.means, a**2 * self.covariances + s**2 * eye, self.labels)
+
+    def condition(self, label: int) -> GaussianMixture:
+        """The mixture of the components labelled ``label``, weights renormalised."""
+        if self.labels is None:
+            raise ValueError("this mixture has no labels")
+        keep = self.labels == label
+        if not bool(keep.any()):
+            raise ValueError(f"no component has label {label}; labels are {sorted(set(self.labels.tolist()))}")
+        w = self.weights[keep]
+        return GaussianMixture(w / w.sum(), self.means[keep], self.covariances[keep], self.labels[keep])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n exact draws of x_0: (n, d)."""
+        if n < 1:
+            raise ValueError(f"n must be positive, got {n}")
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.d, generator=generator, dtype=self.dtype)
+        return self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], torch.sqrt(self.eigvals[k]) * z)
+
+    # --- the noised law at (alpha, sigma) ----------------------------------------------------
+    def _terms(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """y = U^T (x - alpha mu) (B, K, d), c = alpha^2 l + sigma^2, log w_k N_k (B, K), alpha (B|1, 1, 1)."""
+        x = _check_points(x, self.d)
+        dt = x.dtype
+        a, s = _coef(alpha, dt), _coef(sigma, dt)
+        eigvecs = self.eigvecs.to(dt)
+        y = _rotate(x[:, None, :] - a * self.means.to(dt), eigvecs)
+        c = a**2 * self.eigvals.to(dt) + s**2
+        return y, c, _log_gauss(y, c) + torch.log(self.weights.to(dt)), a
+
+    def log_prob_t(self, x: Tensor, alpha: object = 1.0, sigma: object = 0.0) -> Tensor:
+        """log p_t(x) at noise (alpha, sigma); the defaults give the data law. Returns (B,)."""
+        return torch.logsumexp(self._terms(x, alpha, sigma)[2], -1)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p_0(x), the data log density: (B,)."""
+        return self.log_prob_t(x)
+
+    def responsibilities(self, x: Tensor, alpha: object, sigma: object) -> Tensor:
+        """r_k(x_t) = P(component k | x_t): (B, K)."""
+        return torch.softmax(self._terms(x, alpha, sigma)[2], -1)
+
+    def score(self, x: Tensor, alpha: object, sigma: object) -> Tensor:
+        """grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha mu_k): (B, d)."""
+        y, c, log_n, _ = self._terms(x, alpha, sigma)
+        r = torch.softmax(log_n, -1)[..., None]
+        return -(r * _unrotate(y / c, self.eigvecs.to(x.dtype))).sum(1)
+
+    def x0_eps(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor]:
+        """Tweedie's E[x_0 | x_t] and E[eps | x_t], each (B, d), computed without cancellation."""
+        y, c, log_n, a = self._terms(x, alpha, sigma)
+        s = _coef(sigma, x.dtype)
+        r = torch.softmax(log_n, -1)[..., None]
+        eigvecs, eigvals = self.eigvecs.to(x.dtype), self.eigvals.to(x.dtype)
+        x0 = (r * (self.means.to(x.dtype) + _unrotate(a * eigvals / c * y, eigvecs))).sum(1)
+        eps = (r * _unrotate(s * y / c, eigvecs)).sum(1)
+        return x0, eps
+
+    def reverse_kernel(self, x_t: Tensor, alpha_t: object, sigma_t: object, alpha_s: object,
+                       sigma_s: object) -> ConditionalMixture:
+        """The exact q(x_s | x_t) for s < t (lambda_s > lambda_t), a mixture per row of x_t.
+
+        In component k, x_s ~ N(alpha_s mu_k, C_k(s)) and x_t = (alpha_t/alpha_s) x_s + sigma_{t|s} z, so
+        x_s | x_t, k is Gaussian with mean alpha_s mu_k + a C_k(s) C_k(t)^{-1} (x_t - alpha_t mu_k) and
+        covariance C_k(s) sigma_{t|s}^2 C_k(t)^{-1}, a = alpha_t / alpha_s,
+        sigma_{t|s}^2 = sigma_t^2 - a^2 sigma_s^2 (Kingma et al. 2021, arXiv:2107.00630v6, Eq. 25-27,
+        applied per component); the weights are r_k(x_t). alpha_s = 1, sigma_s = 0 gives p(x_0 | x_t).
+        """
+        a_t, s_t, a_s, s_s = (float(v) for v in (alpha_t, sigma_t, alpha_s, sigma_s))
+        if not a_s * s_t > a_t * s_s:
+            raise ValueError("reverse_kernel needs s earlier than t: alpha_s / sigma_s > alpha_t / sigma_t")
+        y_t, c_t, log_n, _ = self._terms(x_t, a_t, s_t)
+        dt = x_t.dtype
+        a = a_t / a_s
+        var_t_given_s = s_t**2 - a**2 * s_s**2
+        eigvals, eigvecs = self.eigvals.to(dt), self.eigvecs.to(dt)
+        c_s = a_s**2 * eigvals + s_s**2
+        means = a_s * self.means.to(dt) + _unrotate(a * c_s / c_t * y_t, eigvecs)
+        variances = c_s * var_t_given_s / c_t[0]
+        return ConditionalMixture(torch.softmax(log_n, -1), means, variances, eigvecs)
+
+    def pf_ode_map(self, x: Tensor, alpha_from: object, sigma_from: object, alpha_to: object,
+                   sigma_to: object) -> Tensor:
+        """Exact probability-flow ODE map from noise level (alpha_from, sigma_from) to (alpha_to, sigma_to).
+
+        Only for one Gaussian (K = 1): there the flow is linear and each eigen-coordinate of
+        x - alpha mu scales by sqrt(c_to / c_from), c = alpha^2 l + sigma^2 (dy/dt = (c'/2c) y).
+        """
+        if self.K != 1:
+            raise ValueError(f"the closed-form ODE map needs a single Gaussian (K = 1), this mixture has K = {self.K}")
+        y, c_from, _, _ = self._terms(x, alpha_from, sigma_from)
+        a_to, s_to = _coef(alpha_to, x.dtype), _coef(sigma_to, x.dtype)
+        c_to = a_to**2 * self.eigvals.to(x.dtype) + s_to**2
+        return (a_to * self.means.to(x.dtype) + _unrotate(torch.sqrt(c_to / c_from) * y, self.eigvecs.to(x.dtype)))[:, 0]
+
+
+@dataclass
+class ExactModel:
+    """A ``GaussianMixture`` under a schedule: an exact diffusion model predicting ``prediction``.
+
+    ``model(x, t)`` returns the exact eps, x0, v, score or velocity; the other methods expose the
+    rest of the lab at time t (a number, 0-d tensor, or a (B,) tensor of per-sample times).
+    """
+
+    mixture: GaussianMixture
+    schedule: NoiseSchedule
+    prediction: str = "eps"
+
+    def __post_init__(self) -> None:
+        from refimpl.models import check_model
+
+        check_model(self)
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        values = self.schedule(t)
+        x0, eps = self.mixture.x0_eps(x, values.alpha_t, values.sigma_t)
+        return from_x0_eps(self.prediction, x0, eps, values)
+
+    def with_prediction(self, prediction: str) -> ExactModel:
+        """The same exact model, answering ``prediction`` instead."""
+        return ExactModel(self.mixture, self.schedule, prediction)
+
+    def _a_s(self, t: object) -> tuple[Tensor, Tensor]:
+        values = self.schedule(t)
+        return values.alpha_t, values.sigma_t
+
+    def log_prob(self, x: Tensor, t: object) -> Tensor:
+        """log p_t(x): (B,)."""
+        return self.mixture.log_prob_t(x, *self._a_s(t))
+
+    def score(self, x: Tensor, t: object) -> Tensor:
+        """grad log p_t(x): (B, d)."""
+        return self.mixture.score(x, *self._a_s(t))
+
+    def x0(self, x: Tensor, t: object) -> Tensor:
+        """Tweedie's E[x_0 | x_t = x]: (B, d)."""
+        return self.mixture.x0_eps(x, *self._a_s(t))[0]
+
+    def eps(self, x: Tensor, t: object) -> Tensor:
+        """E[eps | x_t = x]: (B, d)."""
+        return self.mixture.x0_eps(x, *self._a_s(t))[1]
+
+    def responsibilities(self, x: Tensor, t: object) -> Tensor:
+        """P(component k | x_t = x): (B, K)."""
+        return self.mixture.responsibilities(x, *self._a_s(t))
+
+    def marginal(self, t: object) -> GaussianMixture:
+        """The exact law p_t of x_t."""
+        return self.mixture.noised(*self._a_s(t))
+
+    def reverse_kernel(self, x_t: Tensor, t: object, s: object) -> ConditionalMixture:
+        """The exact q(x_s | x_t) for s < t."""
+        return self.mixture.reverse_kernel(x_t, *self._a_s(t), *self._a_s(s))
+
+    def pf_ode_map(self, x: Tensor, t_from: object, t_to: object) -> Tensor:
+        """The exact probability-flow ODE solution map x_{t_from} -> x_{t_to} (single Gaussian only)."""
+        return self.mixture.pf_ode_map(x, *self._a_s(t_from), *self._a_s(t_to))
+
+    def sample_xt(self, n: int, t: object, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """n exact draws (x_0, x_t) with x_t = alpha_t x_0 + sigma_t eps."""
+        a, s = self._a_s(t)
+        x0 = self.mixture.sample(n, generator)
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        return x0, a.to(x0.dtype) * x0 + s.to(x0.dtype) * noise
