@@ -22,7 +22,9 @@ from refimpl.schedules import NoiseSchedule
 __all__ = ["GRIDS", "karras", "quadratic", "timesteps", "uniform_lambda", "uniform_t"]
 
 
-def _endpoints(schedule: NoiseSchedule, n_steps: int, t_start: float | None, t_end: float | None) -> tuple[Tensor, Tensor]:
+def _endpoints(
+    schedule: NoiseSchedule, n_steps: int, t_start: float | None, t_end: float | None
+) -> tuple[Tensor, Tensor]:
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
     t_start = schedule.check_t(schedule.t_max if t_start is None else t_start, "t_start")
@@ -38,7 +40,9 @@ def _pin(grid: Tensor, t_start: Tensor, t_end: Tensor) -> Tensor:
     return grid
 
 
-def uniform_t(schedule: NoiseSchedule, n_steps: int, t_start: float | None = None, t_end: float | None = None) -> Tensor:
+def uniform_t(
+    schedule: NoiseSchedule, n_steps: int, t_start: float | None = None, t_end: float | None = None
+) -> Tensor:
     """Equal steps in t."""
     t0, t1 = _endpoints(schedule, n_steps, t_start, t_end)
     return _pin(torch.linspace(float(t0), float(t1), n_steps + 1, dtype=torch.float64), t0, t1)
@@ -53,7 +57,9 @@ def uniform_lambda(
     return _pin(schedule.t_of_lambda(lam), t0, t1)
 
 
-def quadratic(schedule: NoiseSchedule, n_steps: int, t_start: float | None = None, t_end: float | None = None) -> Tensor:
+def quadratic(
+    schedule: NoiseSchedule, n_steps: int, t_start: float | None = None, t_end: float | None = None
+) -> Tensor:
     """Equal steps in sqrt(t): denser near t_end."""
     t0, t1 = _endpoints(schedule, n_steps, t_start, t_end)
     return _pin(torch.linspace(float(t0.sqrt()), float(t1.sqrt()), n_steps + 1, dtype=torch.float64) ** 2, t0, t1)

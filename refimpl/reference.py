@@ -16,6 +16,7 @@ that round-off or the reference's own error would bend the slope.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from refimpl._validation import as_float_tensor, check_finite
 from refimpl.grids import timesteps as make_grid
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 
-__all__ = ["OrderResult", "REFERENCE_TOL", "convergence_order", "measure_order", "solve_pf_ode"]
+__all__ = ["REFERENCE_TOL", "OrderResult", "convergence_order", "measure_order", "solve_pf_ode"]
 
 #: rtol = atol of the reference solve. DOP853's global error then stays within about 1e-12 of the
 #: state's scale on the toys (checked against the closed-form single-Gaussian map in the tests).
@@ -98,15 +99,13 @@ def convergence_order(steps: Sequence[int], errors: Sequence[float]) -> OrderRes
     steps, errors = tuple(int(n) for n in steps), tuple(float(e) for e in errors)
     if len(steps) < 2 or len(steps) != len(errors):
         raise ValueError("need at least two step counts, each with one error")
-    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(steps)):
         raise ValueError(f"step counts must increase strictly, got {steps}")
     if not all(math.isfinite(e) and e > 0 for e in errors):
         raise ValueError(f"errors must be finite and positive, got {errors}")
     log_n, log_e = np.log(steps), np.log(errors)
     slope = np.polyfit(log_n, log_e, 1)[0]
-    local = tuple(
-        float(-(log_e[i + 1] - log_e[i]) / (log_n[i + 1] - log_n[i])) for i in range(len(steps) - 1)
-    )
+    local = tuple(float(-(log_e[i + 1] - log_e[i]) / (log_n[i + 1] - log_n[i])) for i in range(len(steps) - 1))
     return OrderResult(steps, errors, float(-slope), local)
 
 

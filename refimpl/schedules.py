@@ -55,8 +55,9 @@ class ScheduleValues:
 
     def __getitem__(self, i: int | slice) -> ScheduleValues:
         """The values at entry i of a grid (``schedule(ts)[i]``)."""
-        return ScheduleValues(self.t[i], self.alpha_t[i], self.sigma_t[i], self.d_alpha_t[i], self.d_sigma_t[i],
-                              self.lambda_t[i])
+        return ScheduleValues(
+            self.t[i], self.alpha_t[i], self.sigma_t[i], self.d_alpha_t[i], self.d_sigma_t[i], self.lambda_t[i]
+        )
 
 
 class NoiseSchedule(ABC):
@@ -293,9 +294,7 @@ class DiscreteVP(VPSchedule):
 
     def _t_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
         # log alpha decreases in t: interpolate t against the reversed (increasing) knots.
-        t, _ = interp_with_slope(
-            log_alpha.to(torch.float64), self.log_alpha_knots.flip(0), self.t_knots.flip(0)
-        )
+        t, _ = interp_with_slope(log_alpha.to(torch.float64), self.log_alpha_knots.flip(0), self.t_knots.flip(0))
         return t.to(log_alpha.dtype)
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 
+os.environ.setdefault("MPLBACKEND", "Agg")  # before anything imports matplotlib: no display in tests
+
 import torch
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "dev", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("dev", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "ci",
     max_examples=25,

@@ -54,7 +54,8 @@ def test_predictions_are_consistent_with_the_score(gmm: GaussianMixture, s, data
         direct = model.with_prediction(kind)(x, v.t)
         via_eps = predict(model, x, v.t, kind)
         assert float((direct - via_eps).abs().max()) <= tol * (1 + float(direct.abs().max())) / max(
-            float(v.alpha_t), float(v.sigma_t), 1e-3)
+            float(v.alpha_t), float(v.sigma_t), 1e-3
+        )
 
 
 def test_tweedie_mean_equals_monte_carlo_posterior_mean() -> None:
@@ -92,8 +93,14 @@ def test_reverse_kernel_is_normalised_and_pushes_p_t_to_p_s(gmm: GaussianMixture
     x_t = _points(model, t, 1, seed)
     kernel = model.reverse_kernel(x_t, t, s_time)
     m, sd = float(kernel.mean()[0, 0]), math.sqrt(float(kernel.covariance()[0, 0, 0]))
-    mass, _ = quad(lambda y: math.exp(float(kernel.log_prob(torch.tensor([[y]])))), m - 12 * sd, m + 12 * sd,
-                   epsabs=1e-13, epsrel=1e-12, limit=200)
+    mass, _ = quad(
+        lambda y: math.exp(float(kernel.log_prob(torch.tensor([[y]])))),
+        m - 12 * sd,
+        m + 12 * sd,
+        epsabs=1e-13,
+        epsrel=1e-12,
+        limit=200,
+    )
     assert mass == pytest.approx(1.0, abs=1e-9)
 
     # As a function of x_t the integrand is p_s(y) q(x_t | x_s = y): a Gaussian bump at alpha_{t|s} y of
@@ -102,13 +109,14 @@ def test_reverse_kernel_is_normalised_and_pushes_p_t_to_p_s(gmm: GaussianMixture
     a_ts = float(v_t.alpha_t / v_s.alpha_t)
     sd_ts = math.sqrt(float(v_t.sigma_t**2 - a_ts**2 * v_s.sigma_t**2))
     for y in [float(kernel.mean()), float(model.marginal(s_time).moments()[0]) + 0.3]:
+
         def integrand(u: float, y: float = y) -> float:
             xt = torch.tensor([[u]])
-            return math.exp(float(model.reverse_kernel(xt, t, s_time).log_prob(torch.tensor([[y]])))
-                            + float(model.log_prob(xt, t)))
+            return math.exp(
+                float(model.reverse_kernel(xt, t, s_time).log_prob(torch.tensor([[y]]))) + float(model.log_prob(xt, t))
+            )
 
-        pushed, _ = quad(integrand, a_ts * y - 12 * sd_ts, a_ts * y + 12 * sd_ts, epsabs=1e-13, epsrel=1e-11,
-                         limit=200)
+        pushed, _ = quad(integrand, a_ts * y - 12 * sd_ts, a_ts * y + 12 * sd_ts, epsabs=1e-13, epsrel=1e-11, limit=200)
         exact = math.exp(float(model.log_prob(torch.tensor([[y]]), s_time)))
         assert pushed == pytest.approx(exact, rel=1e-8, abs=1e-12)
 
@@ -152,7 +160,9 @@ def test_closed_form_ode_map_agrees_with_reference_solver(d: int, s, data, seed:
     t_to = data.draw(times(s, 0.0, 0.45))
     x = _points(model, t_from, 4, seed)
     exact = model.pf_ode_map(x, t_from, t_to)
-    assert float((solve_pf_ode(model, x, t_from, t_to) - exact).abs().max()) <= 1e-10 * max(1.0, float(exact.abs().max()))
+    assert float((solve_pf_ode(model, x, t_from, t_to) - exact).abs().max()) <= 1e-10 * max(
+        1.0, float(exact.abs().max())
+    )
 
 
 @given(gmm=mixtures(), s=schedules(), data=st.data(), seed=st.integers(0, 1000))

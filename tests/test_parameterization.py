@@ -52,8 +52,9 @@ def test_named_conversions_are_the_textbook_formulas() -> None:
     _assert_close(v, v_.alpha_t * eps - v_.sigma_t * x0, 10)
     _assert_close(v_.alpha_t * x - v_.sigma_t * v, x0, 10)
     _assert_close(P.score_from_eps(eps, v_.sigma_t), -eps / v_.sigma_t, 10)
-    _assert_close(P.velocity_from_x0_eps(x0, eps, v_.d_alpha_t, v_.d_sigma_t), v_.d_alpha_t * x0 + v_.d_sigma_t * eps,
-                  100)
+    _assert_close(
+        P.velocity_from_x0_eps(x0, eps, v_.d_alpha_t, v_.d_sigma_t), v_.d_alpha_t * x0 + v_.d_sigma_t * eps, 100
+    )
 
 
 def test_per_sample_coefficients_broadcast() -> None:

@@ -86,8 +86,11 @@ def test_discrete_knots_match_the_ddpm_products() -> None:
 def test_discrete_schedules_match_diffusers(beta_schedule: str) -> None:
     """diffusers' DDPMScheduler (an independent implementation) has the same alpha-bar."""
     diffusers = pytest.importorskip("diffusers")
-    sched = diffusers.DDPMScheduler(beta_schedule=beta_schedule, beta_start=1e-4 if beta_schedule == "linear" else 0.00085,
-                                    beta_end=0.02 if beta_schedule == "linear" else 0.012)
+    sched = diffusers.DDPMScheduler(
+        beta_schedule=beta_schedule,
+        beta_start=1e-4 if beta_schedule == "linear" else 0.00085,
+        beta_end=0.02 if beta_schedule == "linear" else 0.012,
+    )
     ours = DiscreteVP.ddpm_linear() if beta_schedule == "linear" else DiscreteVP.scaled_linear()
     theirs = sched.alphas_cumprod.to(torch.float64)
     # diffusers accumulates in float32: compare at float32 resolution over 1000 products.

@@ -92,7 +92,7 @@ class ConditionalMixture:
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """One exact draw from each mixture of the batch: (B, d)."""
-        B, K, d = self.means.shape
+        B, _, d = self.means.shape
         k = torch.multinomial(self.weights, 1, generator=generator).squeeze(-1)
         z = torch.randn(B, d, generator=generator, dtype=self.means.dtype)
         scaled = torch.sqrt(self.variances[k]) * z
@@ -151,8 +151,14 @@ class GaussianMixture:
             if labels.shape != (K,) or labels.is_floating_point():
                 raise ValueError(f"labels must be an integer tensor of shape ({K},), got {tuple(labels.shape)}")
         eigvals, eigvecs = torch.linalg.eigh(0.5 * (covs + covs.mT))
-        for name, value in [("weights", weights), ("means", means), ("covariances", covs), ("labels", labels),
-                            ("eigvals", eigvals), ("eigvecs", eigvecs)]:
+        for name, value in [
+            ("weights", weights),
+            ("means", means),
+            ("covariances", covs),
+            ("labels", labels),
+            ("eigvals", eigvals),
+            ("eigvecs", eigvecs),
+        ]:
             object.__setattr__(self, name, value)
 
     # --- basic facts ---------------------------------------------------------------------
@@ -245,8 +251,9 @@ class GaussianMixture:
         eps = (r * _unrotate(s * y / c, eigvecs)).sum(1)
         return x0, eps
 
-    def reverse_kernel(self, x_t: Tensor, alpha_t: object, sigma_t: object, alpha_s: object,
-                       sigma_s: object) -> ConditionalMixture:
+    def reverse_kernel(
+        self, x_t: Tensor, alpha_t: object, sigma_t: object, alpha_s: object, sigma_s: object
+    ) -> ConditionalMixture:
         """The exact q(x_s | x_t) for s < t (lambda_s > lambda_t), a mixture per row of x_t.
 
         In component k, x_s ~ N(alpha_s mu_k, C_k(s)) and x_t = (alpha_t/alpha_s) x_s + sigma_{t|s} z, so
@@ -268,8 +275,21 @@ class GaussianMixture:
         variances = c_s * var_t_given_s / c_t[0]
         return ConditionalMixture(torch.softmax(log_n, -1), means, variances, eigvecs)
 
-    def pf_ode_map(self, x: Tensor, alpha_from: object, sigma_from: object, alpha_to: object,
-                   sigma_to: object) -> Tensor:
+    def wiener_gain(self, alpha: object, sigma: object) -> Tensor:
+        """The linear part of E[x_0 | x_t] for one Gaussian (K = 1): alpha Sigma (alpha^2 Sigma + sigma^2 I)^{-1}.
+
+        E[x_0 | x_t] = mu + G (x_t - alpha mu) with G this (d, d) matrix; alpha G is the fraction of each
+        eigen-direction's signal that the posterior mean recovers, l alpha^2 / (l alpha^2 + sigma^2).
+        """
+        if self.K != 1:
+            raise ValueError(f"the Wiener gain needs a single Gaussian (K = 1), this mixture has K = {self.K}")
+        a, s = float(alpha), float(sigma)
+        factor = a * self.eigvals[0] / (a**2 * self.eigvals[0] + s**2)
+        return torch.einsum("ij,j,kj->ik", self.eigvecs[0], factor, self.eigvecs[0])
+
+    def pf_ode_map(
+        self, x: Tensor, alpha_from: object, sigma_from: object, alpha_to: object, sigma_to: object
+    ) -> Tensor:
         """Exact probability-flow ODE map from noise level (alpha_from, sigma_from) to (alpha_to, sigma_to).
 
         Only for one Gaussian (K = 1): there the flow is linear and each eigen-coordinate of
@@ -280,7 +300,9 @@ class GaussianMixture:
         y, c_from, _, _ = self._terms(x, alpha_from, sigma_from)
         a_to, s_to = _coef(alpha_to, x.dtype), _coef(sigma_to, x.dtype)
         c_to = a_to**2 * self.eigvals.to(x.dtype) + s_to**2
-        return (a_to * self.means.to(x.dtype) + _unrotate(torch.sqrt(c_to / c_from) * y, self.eigvecs.to(x.dtype)))[:, 0]
+        return (a_to * self.means.to(x.dtype) + _unrotate(torch.sqrt(c_to / c_from) * y, self.eigvecs.to(x.dtype)))[
+            :, 0
+        ]
 
 
 @dataclass

@@ -32,8 +32,9 @@ def labelled_pair() -> GaussianMixture:
     return GaussianMixture(weights, means, covs, torch.tensor([0, 0, 1, 1]))
 
 
-def random_mixture(K: int = 4, d: int = 16, seed: int = 0, spread: float = 2.0,
-                   eig_range: tuple[float, float] = (0.05, 1.0)) -> GaussianMixture:
+def random_mixture(
+    K: int = 4, d: int = 16, seed: int = 0, spread: float = 2.0, eig_range: tuple[float, float] = (0.05, 1.0)
+) -> GaussianMixture:
     """K components in d dimensions with random means (norm about ``spread``), random full
     covariances and Dirichlet(2) weights.
 

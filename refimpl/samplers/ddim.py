@@ -78,9 +78,7 @@ def sample_ddim(
     return x
 
 
-def invert_ddim(
-    model: DiffusionModel, x: Tensor, timesteps: Tensor, *, callback: Callback | None = None
-) -> Tensor:
+def invert_ddim(model: DiffusionModel, x: Tensor, timesteps: Tensor, *, callback: Callback | None = None) -> Tensor:
     """DDIM inversion: from x at timesteps[-1] back up to timesteps[0] (the grid a sampler would use).
 
     Each step s -> t uses the model at the earlier point (x_s, s) in place of (x_t, t).

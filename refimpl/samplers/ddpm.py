@@ -33,7 +33,9 @@ def forward_sample(x0: Tensor, values_t: ScheduleValues, eps: Tensor) -> Tensor:
     return expand_like(values_t.alpha_t, x0) * x0 + expand_like(values_t.sigma_t, eps) * eps
 
 
-def ddpm_posterior(x_t: Tensor, x0: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> tuple[Tensor, Tensor]:
+def ddpm_posterior(
+    x_t: Tensor, x0: Tensor, values_t: ScheduleValues, values_s: ScheduleValues
+) -> tuple[Tensor, Tensor]:
     """Mean and variance of q(x_s | x_t, x_0), s < t (Ho et al. 2020, Eq. 6-7, for any s < t).
 
     mean = alpha_{t|s} sigma_s^2 / sigma_t^2 x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 x_0,

@@ -1,0 +1,72 @@
+# refimpl: the single entry point. `make book` and `make test` set everything up themselves.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch first, pinned: a CPU wheel lies on this machine's disk; with torch absent, any `torch>=X` would
+# pull a multi-GB CUDA build from the index.
+TORCH := torch==2.13.0
+JOBS ?= 2
+BOOK_ARGS := --all --warningiserror --keep-going
+QUICK_BOOK := book/_build/quick
+
+.PHONY: help setup lint format test test-fast test-notebooks book book-check lab bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,book,compare]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install what is missing (torch first)
+
+lint: setup  ## ruff: lint and format check (package, tests, scripts, notebook code)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@# notebook code cells, through jupytext (prose lines become comments: no line-length rule there)
+	@for nb in notebooks/*.md; do \
+	  $(VENV)/bin/jupytext --quiet --to py:percent -o - "$$nb" \
+	    | $(VENV)/bin/ruff check --quiet --extend-ignore E402,E501 --stdin-filename "$$nb.py" -; \
+	done
+
+format: setup  ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint  ## the whole suite: lint, every test (slow and notebooks included), the book and its maths check
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -n $(JOBS) --durations=15
+	$(MAKE) book-check
+
+test-fast: setup  ## the quick loop: no notebooks, no slow tests (under 2 minutes)
+	$(PY) -m pytest -n $(JOBS) -m "not slow"
+
+test-notebooks: setup  ## execute every notebook from a clean kernel (small sizes)
+	$(PY) -m pytest -n $(JOBS) -m notebook
+
+book: setup  ## execute every notebook (full size) and build the book into book/_build/html
+	rm -rf book/_build/html book/_build/jupyter_execute book/_build/.doctrees
+	env -u REFIMPL_QUICK $(VENV)/bin/jupyter-book build book $(BOOK_ARGS)
+	@echo "The book is at book/_build/html/index.html"
+
+book-check: setup  ## build the book (small sizes) and check in headless Chromium that its maths renders
+	rm -rf $(QUICK_BOOK)
+	REFIMPL_QUICK=1 $(VENV)/bin/jupyter-book build book $(BOOK_ARGS) --path-output $(QUICK_BOOK)
+	$(PY) scripts/check_book.py --html-dir $(QUICK_BOOK)/_build/html notebooks/01_analytic_lab notebooks/00_notation
+
+lab: setup  ## JupyterLab on the notebooks (MyST .md files open as notebooks)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+bench: setup  ## speed and accuracy tables (printed; nothing is asserted)
+	$(PY) -m refimpl.bench
+
+clean:  ## remove build outputs and caches (keeps .venv)
+	rm -rf book/_build .pytest_cache .ruff_cache .hypothesis bench-results
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,286 @@
+"""Check in a real headless browser that a page of the built book renders its maths offline.
+
+Opens ``<html-dir>/<page>`` from disk in headless Chromium (network name resolution blocked, so nothing can
+come from a CDN), lets MathJax run, and reads the rendered DOM back. The check fails unless every maths
+element Sphinx wrote (``span.math`` / ``div.math``) now holds a MathJax 3 ``mjx-container`` with rendered
+glyphs, no MathJax error box (``mjx-merror``) is present, and no raw TeX delimiter (``\\(``, ``\\[``, ``$$``,
+``\\begin{``) is left in the page's visible text outside code. It then saves a screenshot of the page for a
+person to look at (default ``book/_build/math-check.png``).
+
+Installs Debian's ``chromium`` with apt-get (as root) when ``chromium`` is not on PATH.
+
+Usage::
+
+    python scripts/check_book.py [PAGE ...] [--html-dir book/_build/html] [--screenshot PNG]
+
+PAGE is a page of the built book relative to the HTML folder, with or without ``.html``
+(default ``notebooks/00_notation``); the screenshot is of the first page. Exit status 0 with a one-line
+summary per page on success, 1 with a message naming the problem otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+DEFAULT_HTML_DIR = Path("book/_build/html")
+DEFAULT_PAGE = "notebooks/00_notation"
+CHROMIUM_TIMEOUT_S = 180
+VIRTUAL_TIME_BUDGET_MS = 10_000
+
+# Flags for a quiet, isolated, offline run (user data dir is added per run).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Resolve no host names: a page that needs a CDN for its maths fails here even on a networked machine.
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}",
+)
+
+# Raw TeX left in visible text means MathJax did not typeset it.
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{")
+# MathJax CHTML draws each character as <mjx-c class="mjx-c<hex code point>">.
+MJX_GLYPH = re.compile(r"mjx-c([0-9A-F]+)")
+# Text inside these elements is not checked for raw TeX (code may legitimately contain it).
+SKIP_TEXT_TAGS = frozenset("script style pre code textarea noscript template math svg".split())
+VOID_TAGS = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+
+
+class CheckError(Exception):
+    """A failed check, with the message to show."""
+
+
+@dataclass
+class Node:
+    """A minimal DOM element: tag name, attributes, children and direct text."""
+
+    tag: str
+    attrs: dict[str, str] = field(default_factory=dict)
+    children: list[Node] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> set[str]:
+        """The element's CSS classes."""
+        return set(self.attrs.get("class", "").split())
+
+    def iter(self) -> list[Node]:
+        """This element and all its descendants, in document order."""
+        out = [self]
+        for child in self.children:
+            out.extend(child.iter())
+        return out
+
+    def has_descendant(self, tag: str) -> bool:
+        """Whether some descendant element has this tag name."""
+        return any(node.tag == tag for node in self.iter()[1:])
+
+
+class _TreeBuilder(HTMLParser):
+    """Builds a :class:`Node` tree from serialized HTML (as ``chromium --dump-dom`` writes it)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document")
+        self._stack = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, {k: v or "" for k, v in attrs})
+        self._stack[-1].children.append(node)
+        if tag not in VOID_TAGS:
+            self._stack.append(node)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._stack[-1].children.append(Node(tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        # Close up to the matching open element; ignore a stray end tag.
+        for depth in range(len(self._stack) - 1, 0, -1):
+            if self._stack[depth].tag == tag:
+                del self._stack[depth:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self._stack[-1].text.append(data)
+
+
+def parse_html(markup: str) -> Node:
+    """Parse HTML into a :class:`Node` tree rooted at a ``#document`` node."""
+    builder = _TreeBuilder()
+    builder.feed(markup)
+    builder.close()
+    return builder.root
+
+
+def visible_text(node: Node) -> str:
+    """Text of ``node`` outside code, scripts and MathJax output, one fragment per line."""
+    if node.tag in SKIP_TEXT_TAGS or node.tag.startswith("mjx-"):
+        return ""
+    parts = list(node.text)
+    parts.extend(visible_text(child) for child in node.children)
+    return "\n".join(part for part in parts if part.strip())
+
+
+def math_elements(root: Node) -> list[Node]:
+    """The elements Sphinx writes for maths (class ``math``: inline ``span``, display ``div``)."""
+    return [node for node in root.iter() if node.tag in {"span", "div"} and "math" in node.classes]
+
+
+def is_rendered(container: Node) -> bool:
+    """Whether an ``mjx-container`` holds typeset output (CHTML glyphs or SVG paths)."""
+    return container.has_descendant("mjx-c") or container.has_descendant("svg")
+
+
+def is_red(node: Node) -> bool:
+    """Whether MathJax coloured this element red (its ``noundefined`` output for an unknown macro)."""
+    style = node.attrs.get("style", "").replace(" ", "").lower()
+    return "color:red" in style
+
+
+def glyph_text(node: Node) -> str:
+    """The characters MathJax CHTML drew in ``node`` (decoded from its ``mjx-c<hex>`` classes)."""
+    chars = []
+    for glyph in node.iter():
+        for cls in glyph.classes:
+            match = MJX_GLYPH.fullmatch(cls)
+            if glyph.tag == "mjx-c" and match:
+                chars.append(chr(int(match.group(1), 16)))
+    return "".join(chars)
+
+
+def find_chromium() -> str:
+    """Path of ``chromium``; install Debian's package with apt-get (as root) if it is not on PATH."""
+    path = shutil.which("chromium")
+    if path:
+        return path
+    if os.name != "posix" or os.geteuid() != 0:
+        raise CheckError("chromium is not on PATH: install Debian's chromium package, or run as root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    start = time.perf_counter()
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        print("check_book: chromium not on PATH, running:", " ".join(cmd), flush=True)
+        if subprocess.run(cmd, env=env, check=False).returncode != 0:
+            raise CheckError(f"'{' '.join(cmd)}' failed")
+    print(f"check_book: installed chromium in {time.perf_counter() - start:.0f} s", flush=True)
+    path = shutil.which("chromium")
+    if not path:
+        raise CheckError("apt-get installed chromium but 'chromium' is still not on PATH")
+    return path
+
+
+def run_chromium(chromium: str, url: str, extra: list[str]) -> str:
+    """Run headless Chromium on ``url`` with a fresh profile and return its standard output."""
+    with tempfile.TemporaryDirectory(prefix="check-book-chromium-") as profile:
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S)
+        except subprocess.TimeoutExpired as err:
+            raise CheckError(f"chromium did not finish within {CHROMIUM_TIMEOUT_S} s on {url}") from err
+    if proc.returncode != 0:
+        raise CheckError(f"chromium exited with {proc.returncode} on {url}:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def check_dom(page: str, source_html: str, rendered_dom: str) -> str:
+    """Check the rendered DOM of one page against its built HTML; return a one-line summary."""
+    expected = math_elements(parse_html(source_html))
+    if not expected:
+        raise CheckError(f"{page}: no maths in the built page (span.math, div.math); check a page with maths")
+    root = parse_html(rendered_dom)
+    if not any(node.tag == "body" for node in root.iter()):
+        raise CheckError(f"{page}: chromium returned no page body ({len(rendered_dom)} characters)")
+    problems: list[str] = []
+    containers = [node for node in root.iter() if node.tag == "mjx-container"]
+    rendered = [node for node in containers if is_rendered(node)]
+    display = [node for node in rendered if node.attrs.get("display") == "true"]
+    if len(rendered) < len(containers):
+        problems.append(f"{len(containers) - len(rendered)} mjx-container element(s) hold no typeset glyphs")
+    untypeset = [node for node in math_elements(root) if not node.has_descendant("mjx-container")]
+    if untypeset:
+        sample = " | ".join(visible_text(node).strip()[:80] for node in untypeset[:3])
+        problems.append(f"{len(untypeset)} of {len(expected)} maths elements not typeset, e.g. {sample}")
+    errors = [node for node in root.iter() if node.tag == "mjx-merror"]
+    if errors:
+        sample = " | ".join(node.attrs.get("data-mjx-error", "?") for node in errors[:3])
+        problems.append(f"{len(errors)} MathJax error(s): {sample}")
+    undefined = [node for node in root.iter() if node.tag == "mjx-mtext" and is_red(node)]
+    if undefined:
+        sample = " ".join(glyph_text(node) for node in undefined[:5])
+        problems.append(f"{len(undefined)} undefined TeX macro(s) shown in red: {sample}")
+    raw = sorted({m.group(0) for m in RAW_TEX.finditer(visible_text(root))})
+    if raw:
+        problems.append(f"raw TeX delimiters left in the page text: {' '.join(raw)}")
+    if not rendered:
+        problems.append("no rendered MathJax output (mjx-container) in the DOM: MathJax did not run")
+    if problems:
+        raise CheckError(f"{page}: maths not rendered:\n  - " + "\n  - ".join(problems))
+    return (
+        f"{page}: {len(rendered)} equations rendered by MathJax "
+        f"({len(display)} display, {len(rendered) - len(display)} inline), no raw TeX, no MathJax errors"
+    )
+
+
+def resolve_page(html_dir: Path, page: str) -> Path:
+    """The HTML file of ``page`` (relative to ``html_dir``, ``.html`` optional)."""
+    path = html_dir / page
+    if path.suffix != ".html":
+        path = path.with_name(path.name + ".html")
+    if not path.is_file():
+        raise CheckError(f"{path} does not exist: build the book first (make book)")
+    return path.resolve()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pages", nargs="*", default=[DEFAULT_PAGE], help=f"default: {DEFAULT_PAGE}")
+    parser.add_argument("--html-dir", type=Path, default=DEFAULT_HTML_DIR, help="built HTML folder")
+    parser.add_argument(
+        "--screenshot",
+        type=Path,
+        default=None,
+        help="PNG of the first page (default <html-dir>/../math-check.png)",
+    )
+    args = parser.parse_args(argv)
+    screenshot: Path = args.screenshot or args.html_dir.parent / "math-check.png"
+    try:
+        if not args.html_dir.is_dir():
+            raise CheckError(f"{args.html_dir} is not a folder: build the book first (make book)")
+        paths = [resolve_page(args.html_dir, page) for page in args.pages]
+        chromium = find_chromium()
+        summaries = []
+        for page, path in zip(args.pages, paths, strict=True):
+            dom = run_chromium(chromium, path.as_uri(), ["--dump-dom"])
+            summaries.append(check_dom(page, path.read_text(encoding="utf-8"), dom))
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        screenshot.unlink(missing_ok=True)
+        shot_flags = [f"--screenshot={screenshot.resolve()}", "--window-size=1200,900"]
+        run_chromium(chromium, paths[0].as_uri(), shot_flags)
+        if not screenshot.is_file() or screenshot.stat().st_size == 0:
+            raise CheckError(f"chromium wrote no screenshot to {screenshot}")
+    except CheckError as err:
+        print(f"check_book: FAIL: {err}", file=sys.stderr)
+        return 1
+    print(f"check_book: OK {summaries[0]}; screenshot {screenshot}")
+    for summary in summaries[1:]:
+        print(f"check_book: OK {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

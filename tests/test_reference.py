@@ -1,0 +1,74 @@
+"""The ground-truth helpers: the reference ODE solver and the order measurement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refimpl import grids
+from refimpl.reference import convergence_order, measure_order, solve_pf_ode
+from refimpl.samplers import sample_ddim
+from refimpl.schedules import get_schedule
+from toy_models import ExactModel, anisotropic_gaussian, ring
+
+
+def test_convergence_order_recovers_an_exact_power_law() -> None:
+    steps = (10, 20, 40, 80)
+    result = convergence_order(steps, [3.0 * n**-2.5 for n in steps])
+    assert result.order == pytest.approx(2.5, abs=1e-12)
+    assert all(p == pytest.approx(2.5, abs=1e-12) for p in result.local_orders)
+    assert "order 2.500" in str(result)
+
+
+def test_convergence_order_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="increase"):
+        convergence_order((20, 10), (1e-2, 1e-3))
+    with pytest.raises(ValueError, match="positive"):
+        convergence_order((10, 20), (1e-2, 0.0))
+    with pytest.raises(ValueError, match="at least two"):
+        convergence_order((10,), (1e-2,))
+
+
+def test_measure_order_refuses_errors_at_round_off() -> None:
+    """An 'error' at the level of the reference's accuracy says nothing about the order."""
+    s = get_schedule("vp_linear")
+    model = ExactModel(anisotropic_gaussian(2), s)
+    x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(0))[1]
+    exact = model.pf_ode_map(x, s.t_max, s.t_min)
+
+    def perfect(model, x, ts):  # a "sampler" that returns the exact answer
+        return exact + 1e-14
+
+    with pytest.raises(ValueError, match="round-off"):
+        measure_order(perfect, model, x, (8, 16), reference=exact)
+
+
+def test_reference_solve_runs_backwards_and_forwards() -> None:
+    """Solving from t_max to t_min and back returns the start to the solver's tolerance."""
+    s = get_schedule("vp_cosine")
+    model = ExactModel(ring(), s)
+    x = model.sample_xt(6, 0.8, torch.Generator().manual_seed(2))[1]
+    there = solve_pf_ode(model, x, 0.8, 0.05)
+    back = solve_pf_ode(model, there, 0.05, 0.8)
+    assert float((back - x).abs().max()) <= 1e-10 * max(1.0, float(x.abs().max()))
+
+
+def test_reference_agrees_with_ddim_in_the_limit() -> None:
+    """DDIM with many steps approaches the reference (first order): a sanity check of both directions."""
+    s = get_schedule("edm")
+    model = ExactModel(ring(), s)
+    x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(1))[1]
+    ref = solve_pf_ode(model, x, s.t_max, s.t_min)
+    err = [float((sample_ddim(model, x, grids.uniform_lambda(s, n)) - ref).abs().max()) for n in (200, 400)]
+    assert err[1] < 0.6 * err[0] and err[1] < 5e-3
+
+
+def test_reference_rejects_bad_input() -> None:
+    s = get_schedule("vp_linear")
+    model = ExactModel(ring(), s)
+    with pytest.raises(ValueError, match="must lie in"):
+        solve_pf_ode(model, torch.zeros(2, 2), 1.5, 0.1)
+    with pytest.raises(ValueError, match="non-finite"):
+        solve_pf_ode(model, torch.full((2, 2), float("inf")), 1.0, 0.1)
+    with pytest.raises(ValueError, match="positive"):
+        solve_pf_ode(model, torch.zeros(2, 2), 1.0, 0.1, rtol=0.0)
