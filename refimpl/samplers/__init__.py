@@ -3,6 +3,20 @@
 from refimpl.samplers._common import StepInfo, Trajectory
 from refimpl.samplers.ddim import ddim_sigma, ddim_step, invert_ddim, sample_ddim
 from refimpl.samplers.ddpm import ddpm_posterior, forward_sample, posterior_symbolic, sample_ddpm
+from refimpl.samplers.deis import deis_ab_coefficients, lagrange_integrals, sample_deis_ab, sample_deis_rhork
+from refimpl.samplers.dpm_solver import (
+    fast_orders,
+    fast_timesteps,
+    intermediate_values,
+    sample_dpm_solver,
+    sample_dpm_solver_adaptive,
+)
+from refimpl.samplers.dpm_solver_pp import (
+    dynamic_thresholding,
+    sample_dpm_solver_pp_2s,
+    sample_dpm_solver_pp_multistep,
+    sample_sde_dpm_solver_pp,
+)
 
 __all__ = [
     "StepInfo",
@@ -10,9 +24,22 @@ __all__ = [
     "ddim_sigma",
     "ddim_step",
     "ddpm_posterior",
+    "deis_ab_coefficients",
+    "dynamic_thresholding",
+    "fast_orders",
+    "fast_timesteps",
     "forward_sample",
+    "intermediate_values",
     "invert_ddim",
+    "lagrange_integrals",
     "posterior_symbolic",
     "sample_ddim",
     "sample_ddpm",
+    "sample_deis_ab",
+    "sample_deis_rhork",
+    "sample_dpm_solver",
+    "sample_dpm_solver_adaptive",
+    "sample_dpm_solver_pp_2s",
+    "sample_dpm_solver_pp_multistep",
+    "sample_sde_dpm_solver_pp",
 ]
