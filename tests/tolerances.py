@@ -36,3 +36,16 @@ def roundoff(n_ops: int, scale: float = 1.0, unit: float = U64, condition: float
 def clt_bound(std: float | torch.Tensor, n: int, z: float = Z) -> float | torch.Tensor:
     """z * std / sqrt(n): the deviation a mean of n i.i.d. terms stays within (see module docstring)."""
     return z * std / math.sqrt(n)
+
+
+#: Floating-point operations per solver step on state-sized values, for comparisons with float32 code
+#: (diffusers keeps its schedule and state in float32): each step's rounding, about this many U32 relative
+#: to the state's scale, is carried forward by a non-expanding step, so n steps differ by at most
+#: roundoff(SOLVER_OPS_PER_STEP * n, scale, U32).
+SOLVER_OPS_PER_STEP = 10
+
+
+def gaussian_covariance_clt(cov: torch.Tensor, n: int, z: float = Z) -> torch.Tensor:
+    """z * sd of each entry of a sample covariance of n Gaussian draws: sd(S_ij) = sqrt((C_ii C_jj + C_ij^2) / n)."""
+    var = torch.diagonal(cov)
+    return z * torch.sqrt((var[:, None] * var[None, :] + cov**2) / n)

@@ -22,6 +22,7 @@ the exponential integrator of their Sec. 3 with the linear part exact. Two famil
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ __all__ = [
     "RK_TABLEAUS",
     "deis_ab_coefficients",
     "lagrange_integrals",
+    "lagrange_integrals_symbolic",
     "sample_deis_ab",
     "sample_deis_rhork",
 ]
@@ -75,6 +77,24 @@ def lagrange_integrals(nodes: Tensor, a: Tensor, b: Tensor) -> Tensor:
         denominator = math.prod([theta[..., j] - root for root in others]) if others else 1.0
         out.append(numerator / denominator)
     return torch.stack(out, -1) * length
+
+
+def lagrange_integrals_symbolic(q: int) -> dict[str, Any]:
+    """The weights int_0^1 l_j(theta) dtheta of ``lagrange_integrals`` in closed form (sympy), for q points.
+
+    The step runs over theta in [0, 1]; the newest point is theta_0 = 0 and the older ones theta_1, ..., theta_{q-1}
+    lie behind it (negative). Returns the symbols ``thetas`` and the simplified ``weights`` (a list of q
+    expressions); a weight times (b - a) is the integral over [a, b].
+    """
+    import sympy as sp
+
+    theta = sp.Symbol("theta", real=True)
+    thetas = [sp.Integer(0), *sp.symbols(f"theta_1:{q}", negative=True)] if q > 1 else [sp.Integer(0)]
+    weights = []
+    for j in range(q):
+        basis = sp.Mul(*[(theta - thetas[k]) / (thetas[j] - thetas[k]) for k in range(q) if k != j])
+        weights.append(sp.factor(sp.integrate(sp.expand(basis), (theta, 0, 1))))
+    return {"theta": theta, "thetas": thetas[1:], "weights": weights}
 
 
 def _rho(lambda_: Tensor) -> Tensor:

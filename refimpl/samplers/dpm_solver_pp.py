@@ -58,9 +58,10 @@ def dynamic_thresholding(x0: Tensor, ratio: float = 0.995, max_value: float = 1.
         raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
     if not max_value > 0:
         raise ValueError(f"max_value must be positive, got {max_value}")
-    q = torch.quantile(x0.abs().reshape(x0.shape[0], -1), ratio, dim=1)
-    s = expand_like(torch.clamp(q, min=max_value), x0)
-    return torch.maximum(torch.minimum(x0, s), -s) * (max_value / s)
+    q = expand_like(torch.quantile(x0.abs().reshape(x0.shape[0], -1), ratio, dim=1), x0)
+    s = torch.clamp(q, min=max_value)
+    scale = torch.where(q > max_value, max_value / s, torch.ones_like(s))  # exactly 1 when already in range
+    return torch.maximum(torch.minimum(x0, s), -s) * scale
 
 
 def _x0(model: DiffusionModel, x: Tensor, values: ScheduleValues, threshold: dict | None) -> Tensor:
