@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,book,compare]'
+	@# k-diffusion for the oracle, without its dependencies (they pull torchvision, which does not import
+	@# beside the CPU torch wheel): refimpl.oracle loads only its sampling module (see adapters.py).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps k-diffusion==0.1.1.post1 2>&1 \
+	  | grep -v "dependency resolver\|requires" || true
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install what is missing (torch first)
