@@ -224,13 +224,25 @@ def check(impl: Implementation, config: Config, exact: bool = True) -> Report:
         )
         return report
     spec = get_sampler(config.method)
+    # A zero-length step (t -> t) spends a model call and cannot move the state: report it, and compare the
+    # rest against the reference on the grid without it (the state must then stay where it was).
+    keep = [0] + [i + 1 for i in range(len(run.times) - 1) if not run.times[i + 1] == run.times[i]]
+    for i in range(len(run.times) - 1):
+        if run.times[i + 1] == run.times[i]:
+            report.problems.append(
+                f"step {i} has zero length (t = {float(run.times[i]):.5g} to itself): "
+                "a model call that cannot move the state"
+            )
     try:
         used = noise if run.noise is None else run.noise
-        ref, report.nfe_expected = reference_run(config, model, x_T, run.times, used, run.denoise_final)
+        ref, report.nfe_expected = reference_run(config, model, x_T, run.times[keep], used, run.denoise_final)
     except ValueError as err:
         report.problems.append(f"its grid is not a valid grid for {config.method}: {err}")
         return report
-    ode = _exact_states(model, x_T, run.times) if exact and not spec.stochastic else [None] * len(run.times)
+    expand = [len([k for k in keep if k <= i]) - 1 for i in range(len(run.times))]
+    ref.states = [ref.states[j] for j in expand]
+    ode = _exact_states(model, x_T, run.times[keep]) if exact and not spec.stochastic else [None] * len(keep)
+    ode = [ode[j] for j in expand]
     scale = max(1.0, float(x_T.abs().max()))
     unit = max(torch.finfo(d).eps / 2 for d in (dtype, run.coefficient_dtype or dtype))
     report.tolerance = TOL_OPS * (config.n_steps + 1) * unit * scale
