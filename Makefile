@@ -15,7 +15,7 @@ JOBS ?= 2
 BOOK_ARGS := --all --warningiserror --keep-going
 QUICK_BOOK := book/_build/quick
 
-.PHONY: help setup lint format test test-fast test-notebooks book book-check lab bench clean
+.PHONY: help setup lint format test test-fast test-notebooks book book-check lab bench oracle mutants clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
@@ -70,6 +70,12 @@ lab: setup  ## JupyterLab on the notebooks (MyST .md files open as notebooks)
 
 bench: setup  ## speed and accuracy tables (printed; nothing is asserted)
 	$(PY) -m refimpl.bench
+
+oracle: setup  ## explore every third-party sampler against refimpl; report in bench-results/oracle-report.md
+	$(PY) -m refimpl.oracle.matrix --out bench-results
+
+mutants: setup  ## which seeded defects the oracle and the property suite catch
+	$(PY) -m refimpl.oracle.mutants
 
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf book/_build .pytest_cache .ruff_cache .hypothesis bench-results
