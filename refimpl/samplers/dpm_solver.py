@@ -124,12 +124,14 @@ def sample_dpm_solver(
     *,
     order: int = 3,
     orders: Sequence[int] | None = None,
+    r1: float = 0.5,
     callback: Callback | None = None,
 ) -> Tensor:
     """Singlestep DPM-Solver from x at timesteps[0] to timesteps[-1]: ``order`` model calls a step.
 
     ``orders`` (one entry per step) overrides ``order``, e.g. the DPM-Solver-fast recipe of ``fast_orders``.
-    Intermediate points: lambda_s + h/2 for order 2, lambda_s + h/3 and + 2h/3 for order 3.
+    Intermediate points: lambda_s + r1 h for order 2 (r1 = 1/2 in Algorithm 1; any r1 in (0, 1] is second
+    order), lambda_s + h/3 and + 2h/3 for order 3.
     """
     ts = check_sampler_inputs(model, x, timesteps)
     n = len(ts) - 1
@@ -140,16 +142,18 @@ def sample_dpm_solver(
     orders = list(orders)
     if len(orders) != n or any(k not in ORDERS for k in orders):
         raise ValueError(f"orders must list one order in {ORDERS} per step ({n} steps), got {orders}")
+    if not 0 < r1 <= 1:
+        raise ValueError(f"r1 must lie in (0, 1], got {r1}")
     schedule = model.schedule
     values = schedule(ts)
-    half, third, two_thirds = (intermediate_values(schedule, values, r) for r in (1 / 2, 1 / 3, 2 / 3))
+    mid, third, two_thirds = (intermediate_values(schedule, values, r) for r in (r1, 1 / 3, 2 / 3))
     for i in range(n):
         v_s, v_t = values[i], values[i + 1]
         x0, eps_s = predict_x0_eps(model, x, ts[i], v_s)
         if orders[i] == 1:
             x_next = dpm_solver_1_update(x, eps_s, v_s, v_t)
         elif orders[i] == 2:
-            x_next = dpm_solver_2_update(model, x, eps_s, v_s, half[i], v_t)[0]
+            x_next = dpm_solver_2_update(model, x, eps_s, v_s, mid[i], v_t)[0]
         else:
             x_next = dpm_solver_3_update(model, x, eps_s, v_s, third[i], two_thirds[i], v_t)
         if callback is not None:
