@@ -215,6 +215,19 @@ def test_affine_output_law_of_the_exact_flow_is_the_true_marginal() -> None:
     torch.testing.assert_close(C, C_0, rtol=IDENTITY_RTOL, atol=IDENTITY_RTOL)
 
 
+def test_affine_output_law_of_a_non_symmetric_map() -> None:
+    """x -> A x + b + N z with a non-symmetric A: mean A m + b, covariance A C A^T + N N^T."""
+    s, model, (m_T, C_T), _ = _gaussian_setup()
+    A, b, N = torch.tensor([[1.0, 2.0], [-0.5, 0.3]]), torch.tensor([0.2, -1.0]), torch.tensor([[0.4, 0.0], [0.1, 0.2]])
+
+    def affine(model, x, timesteps, noise):
+        return x @ A.T + b + noise[0] @ N.T
+
+    m, C = affine_output_law(affine, model, grids.uniform_t(s, 1), m_T, C_T)
+    torch.testing.assert_close(m, A @ m_T + b, rtol=IDENTITY_RTOL, atol=IDENTITY_RTOL)
+    torch.testing.assert_close(C, A @ C_T @ A.T + N @ N.T, rtol=IDENTITY_RTOL, atol=IDENTITY_RTOL)
+
+
 def test_sde_bad_input() -> None:
     s = get_schedule("vp_linear")
     model, x, ts = ExactModel(ring(), s), torch.randn(2, 2), grids.uniform_t(s, 3)
