@@ -62,9 +62,13 @@ def test_order_on_a_gaussian_against_the_closed_form(name: str, schedule_name: s
 @pytest.mark.slow
 @pytest.mark.parametrize("name", DETERMINISTIC)
 @settings(max_examples=5)
-@given(gmm=mixtures(), s=schedules(), data=st.data(), seed=st.integers(0, 1000))
+@given(gmm=mixtures().filter(lambda g: g.K >= 2), s=schedules(), data=st.data(), seed=st.integers(0, 1000))
 def test_order_on_mixtures_against_the_reference_solver(name: str, gmm, s, data, seed: int) -> None:
-    """Measured global order on drawn mixtures, schedules and end times, against DOP853 at 1e-13."""
+    """Measured global order on drawn mixtures, schedules and end times, against DOP853 at 1e-13.
+
+    Mixtures of two or more components: single Gaussians are the closed-form test's, whose end time avoids
+    their super-convergence (a linear ODE with a flat data prediction: DPM-Solver++(3M) measures 3.5 to 4).
+    """
     spec = get_sampler(name)
     t_end = data.draw(times(s, 0.0, 0.4))
     model = ExactModel(gmm, s)

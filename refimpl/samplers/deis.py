@@ -228,20 +228,10 @@ def sample_deis_rhork(
     return x
 
 
-register(
-    SamplerSpec(
-        name="deis_tab1",
-        sample=sample_deis_ab,
-        order=1,
-        stochastic=False,
-        paper="zhang2023deis",
-        equation="arXiv:2204.13902v4 Sec. 3.3, tAB-DEIS with a degree-0 polynomial (DDIM)",
-        options={"order": 1, "variable": "t"},
-    )
-)
-# tAB with degree >= 1 is third/second order only where eps is smooth in t: on a discrete schedule
-# (log alpha piecewise linear in t) it loses order once steps approach the knot spacing, so the registry,
-# whose order test draws discrete schedules too, holds the rho variant; tests/test_deis.py measures tAB.
+# The registry holds the rho variant: tAB (degree >= 1) is second/third order only where eps is smooth in t,
+# and on a discrete schedule (log alpha piecewise linear in t) it loses order once steps approach the knot
+# spacing, which the registry's order test (drawing discrete schedules) would see; tests/test_deis.py
+# measures tAB on smooth schedules. The lowest order of either (DDIM) is tested against sample_ddim.
 for _k in (2, 3):
     register(
         SamplerSpec(

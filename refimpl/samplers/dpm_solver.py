@@ -273,7 +273,8 @@ def sample_dpm_solver_adaptive(
     raise RuntimeError(f"the adaptive solver did not reach t_end in {max_trials} trial steps")
 
 
-for _k in ORDERS:
+# DPM-Solver-1 is DDIM (registered as "ddim"; tests/test_dpm_solver.py checks the identity).
+for _k in (2, 3):
     register(
         SamplerSpec(
             name=f"dpm_solver_{_k}",
@@ -282,7 +283,6 @@ for _k in ORDERS:
             stochastic=False,
             paper="lu2022dpmsolver",
             equation={
-                1: "arXiv:2206.00927v3 Eq. 3.7 (DPM-Solver-1)",
                 2: "arXiv:2206.00927v3 Algorithm 1 (DPM-Solver-2, r1 = 1/2)",
                 3: "arXiv:2206.00927v3 Algorithm 2 (DPM-Solver-3, r1 = 1/3, r2 = 2/3)",
             }[_k],
