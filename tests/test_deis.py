@@ -168,16 +168,16 @@ def test_deis_bad_input() -> None:
         sample_deis_ab(model, x, ts.flip(0))
 
 
-@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize(("variable", "order"), [("t", 2), ("t", 3), ("rho", 3)])
 @pytest.mark.parametrize("name", ["vp_linear", "vp_cosine", "edm"])
-def test_tab_orders_on_smooth_schedules(order: int, name: str) -> None:
-    """tAB-DEIS (not in the registry, see deis.py) reaches its order where eps is smooth in t: against the
+def test_ab_orders_outside_the_registry(variable: str, order: int, name: str) -> None:
+    """tAB2/3 and rhoAB3 (not in the registry, see deis.py) reach their orders on smooth schedules: against the
     closed-form Gaussian map, equal lambda steps from t_max to lambda = 1 (as in the registry's test)."""
     s = get_schedule(name)
     model = ExactModel(anisotropic_gaussian(3, seed=1), s)
     x = model.sample_xt(8, s.t_max, torch.Generator().manual_seed(0))[1]
     t_end = float(s.t_of_lambda(1.0))
     steps = (32, 64, 128, 256) if order == 2 else (64, 128, 256, 512)
-    sample = partial(sample_deis_ab, order=order, variable="t")
+    sample = partial(sample_deis_ab, order=order, variable=variable)
     result = measure_order(sample, model, x, steps, t_end=t_end, reference=model.pf_ode_map(x, s.t_max, t_end))
     assert result.order == pytest.approx(order, abs=ORDER_TOL), str(result)

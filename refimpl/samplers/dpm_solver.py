@@ -18,8 +18,10 @@ k terms and estimates the derivatives from k - 1 extra model calls inside the st
 * Adaptive step size (Sec. 3.3 and App. C, "DPM-Solver-12" and "-23"): the lower-order solution shares the
   higher one's model calls and their difference, in a mixed absolute/relative norm, drives h.
 
-``sample_dpm_solver`` and ``sample_dpm_solver_adaptive`` are registered or tested in
-``tests/test_dpm_solver.py`` and ``tests/test_registry.py``.
+DPM-Solver-2 and -3 are registered (their orders are measured by ``tests/test_registry.py``); DPM-Solver-1
+is DDIM, checked against ``sample_ddim`` in ``tests/test_dpm_solver.py``, which also tests the NFE recipe and
+the adaptive solver's error against its tolerance. Unlike the official code, the adaptive solver keeps
+eps(x_s, s) across a rejected trial instead of evaluating it again.
 """
 
 from __future__ import annotations
