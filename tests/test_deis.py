@@ -168,8 +168,10 @@ def test_deis_bad_input() -> None:
         sample_deis_ab(model, x, ts.flip(0))
 
 
-@pytest.mark.parametrize(("variable", "order"), [("t", 2), ("t", 3), ("rho", 3)])
-@pytest.mark.parametrize("name", ["vp_linear", "vp_cosine", "edm"])
+@pytest.mark.parametrize(
+    ("variable", "order", "name"),
+    [("t", 2, "vp_cosine"), ("t", 3, "vp_linear"), ("t", 3, "vp_cosine"), ("rho", 3, "vp_linear"), ("rho", 3, "edm")],
+)
 def test_ab_orders_outside_the_registry(variable: str, order: int, name: str) -> None:
     """tAB2/3 and rhoAB3 (not in the registry, see deis.py) reach their orders on smooth schedules: against the
     closed-form Gaussian map, equal lambda steps from t_max to lambda = 1 (as in the registry's test)."""
