@@ -165,6 +165,33 @@ def test_statistics_of_any_model_depend_only_on_what_it_predicts() -> None:
         assert abs(u - w).max() <= 1e-10 * max(1.0, abs(u).max())
 
 
+def test_the_sampler_follows_the_official_bookkeeping_of_algorithm_2() -> None:
+    """The loop, re-stated with the official code's lists: cache (x, f, lambda) per evaluated point; the predictor
+    uses the last p_i points (newest first); the corrector re-does the last step from the point before with the
+    points [-2, -1, -3, ...] and order p_{i-1}, then replaces the cached x (keeping f)."""
+    s = get_schedule("vp_linear")
+    gmm = random_mixture(K=3, d=2, seed=7)
+    model = ExactModel(gmm, s)
+    stats = empirical_model_statistics(model, gmm.sample(16), s.lambda_min, s.lambda_max, n_nodes=16)
+    x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(2))[1]
+    ts = grids.uniform_lambda(s, 8)
+    v = s(ts)
+    xs, fs, lams, p_prev, x_cur = [], [], [], 0, x
+    for i in range(8):
+        _, eps = predict_x0_eps(model, x_cur, ts[i], v[i])
+        l_i = torch.from_numpy(stats([float(v.lambda_t[i])])[0][0])
+        xs.append(x_cur)
+        fs.append((v.sigma_t[i] * eps - l_i * x_cur) / v.alpha_t[i])
+        lams.append(v.lambda_t[i])
+        if i > 0 and p_prev > 1:
+            idx = [-2, -1, *range(-3, -p_prev - 1, -1)]
+            xs[-1] = dpm_solver_v3_update(xs[-2], [(lams[j], fs[j]) for j in idx], v[i - 1], v[i], stats)
+        p_prev = min(3, i + 1)
+        x_cur = dpm_solver_v3_update(xs[-1], [(lams[-j], fs[-j]) for j in range(1, p_prev + 1)], v[i], v[i + 1], stats)
+    ours = sample_dpm_solver_v3(model, x, ts, statistics=stats, order=3)
+    assert float((ours - x_cur).abs().max()) <= IDENTITY_RTOL * float(ours.abs().max())
+
+
 def test_corrector_with_pseudo_order_two_is_second_order() -> None:
     """Order-1 predictor + pseudo-order-2 corrector (the official c_pseudo): global order 2, measured."""
     s = get_schedule("vp_linear")
