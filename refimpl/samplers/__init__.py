@@ -3,16 +3,31 @@
 from refimpl.samplers._common import StepInfo, Trajectory
 from refimpl.samplers.ddim import ddim_sigma, ddim_step, invert_ddim, sample_ddim
 from refimpl.samplers.ddpm import ddpm_posterior, forward_sample, posterior_symbolic, sample_ddpm
+from refimpl.samplers.dpm_solver_v3 import ModelStatistics, empirical_model_statistics, sample_dpm_solver_v3
+from refimpl.samplers.edm import sample_edm_euler, sample_edm_heun, sample_lms
+from refimpl.samplers.pndm import pndm_transfer, sample_pndm
+from refimpl.samplers.unipc import sample_unipc, unipc_corrector, unipc_predictor
 
 __all__ = [
+    "ModelStatistics",
     "StepInfo",
     "Trajectory",
     "ddim_sigma",
     "ddim_step",
     "ddpm_posterior",
+    "empirical_model_statistics",
     "forward_sample",
     "invert_ddim",
+    "pndm_transfer",
     "posterior_symbolic",
     "sample_ddim",
     "sample_ddpm",
+    "sample_dpm_solver_v3",
+    "sample_edm_euler",
+    "sample_edm_heun",
+    "sample_lms",
+    "sample_pndm",
+    "sample_unipc",
+    "unipc_corrector",
+    "unipc_predictor",
 ]
