@@ -73,3 +73,17 @@ def pearson_chi2(counts: object, probs: object) -> tuple[float, int]:
     keep = exp > 0
     stat = float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum())
     return stat, int(keep.sum()) - 1
+
+
+#: Gumbel-max with lattice uniforms: the derived law against the implementation evaluated exactly on the
+#: lattice. Per token, the derivation neglects the competitor's own lattice near u = 1 (at most one lattice
+#: point, mass delta, at each of the J = 60/c points that matter: relative J delta (e^c - 1)/c <= 5e-5 for
+#: c <= 4), -log(1 - j delta) ~ j delta (relative j delta / 2 < 1e-5) and second-order abstentions (delta^2);
+#: 1e-4 covers these for p >= delta / 4. A tail of n equal tokens adds their mutual lattice interaction,
+#: relative at most n delta (``gumbel_lattice_rtol``).
+GUMBEL_LATTICE_RTOL = 1e-4
+
+
+def gumbel_lattice_rtol(n_tail: int, delta: float) -> float:
+    """Tolerance of the derived lattice law for a tail of n_tail equal tokens (see GUMBEL_LATTICE_RTOL)."""
+    return GUMBEL_LATTICE_RTOL + n_tail * delta

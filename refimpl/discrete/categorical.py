@@ -8,15 +8,18 @@ bits). Gumbel-max picks argmax_i (log p_i + g_i) with g_i = -log(-log u_i), i.e.
 E_i = -log u_i ~ Exp(1). A rare token wins only when E_i is tiny, of the order of p_i; near u = 1 the
 lattice turns E_i into the multiples j delta (j >= 1) of delta, each with mass delta, so
 
-    P_delta(i) = delta * sum_{j>=1} exp(-(1 - p_i) j delta / p_i) = p_i * r(c_i),
+    P(i wins, no abstention) = delta * sum_{j>=1} exp(-(1 - p_i) j delta / p_i) = p_i * r(c_i),
     c_i = delta (1 - p_i) / p_i,   r(c) = c / expm1(c),                                (*)
 
 instead of p_i: a deficit of about delta / 2 for p_i >> delta, and an exponential suppression
-p_i * c_i exp(-c_i) for p_i <~ delta; the lost mass goes to the competitors in proportion to p_j, so the
-law is renormalised. That is ``gumbel_lattice_law``; ``gumbel_rare_win_probability`` evaluates the float32
-implementation exactly on the lattice (no Monte Carlo) to check it; float64 (delta = 2^-53) is the fix.
-Inverse-CDF sampling loses tail tokens differently: a float32 cumulative sum near 1 has spacing 2^-24,
-so the tokens summed last get probabilities rounded to the lattice (``inverse_cdf_lattice_law``).
+p_i * c_i exp(-c_i) for p_i <~ delta. The other end of the lattice, u = 0, gives g = -inf: each token
+abstains with probability delta, and then the others compete; to first order in delta this adds
+delta p_i sum_{j != i} p_j / (1 - p_j) to token i, a relative bonus delta p_h / (1 - p_h) from a dominant
+token h that is the same for every other token. That is ``gumbel_lattice_law``;
+``gumbel_tail_win_probability`` evaluates the float32 implementation exactly on the lattice (no Monte
+Carlo) to check it; float64 (delta = 2^-53) is the fix.
+Inverse-CDF sampling gives each token a whole number of lattice points (``inverse_cdf_lattice_law``): a
+token of p < delta gets 0 or delta.
 
 Randomness is passed in: the samplers take the uniforms ``u`` (or a generator that draws them).
 """
@@ -38,7 +41,7 @@ __all__ = [
     "entropy",
     "gumbel_lattice_law",
     "gumbel_max",
-    "gumbel_rare_win_probability",
+    "gumbel_tail_win_probability",
     "inverse_cdf",
     "inverse_cdf_lattice_law",
     "lattice_uniform",
@@ -98,14 +101,13 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
 
 
 def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
-    """The first index i with u * total < cdf_i, cdf = cumsum(probs) computed in the dtype of ``u``.
+    """The first index i with u < cdf_i, cdf = cumsum(probs) computed in the dtype of ``u``.
 
-    probs: (V,); u: (n,) uniforms in [0, 1). Scaling u by the computed total keeps every draw in range
-    even when the rounded cumulative sum does not reach 1.
+    probs: (V,); u: (n,) uniforms in [0, 1). If the rounded cumulative sum stops short of 1, the draws
+    above it go to the last token (the clamp), as in most implementations.
     """
     cdf = torch.cumsum(probs.to(u.dtype), 0)
-    idx = torch.searchsorted(cdf, u * cdf[-1], right=True)
-    return idx.clamp(max=probs.shape[-1] - 1)
+    return torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[-1] - 1)
 
 
 def sample_categorical(
@@ -144,56 +146,67 @@ def sample_categorical(
 def gumbel_lattice_law(p: Tensor | np.ndarray, delta: float) -> np.ndarray:
     """The law of Gumbel-max with uniforms of resolution delta, derived in (*) of the module docstring.
 
-    P_delta(i) is proportional to p_i * c_i / expm1(c_i) with c_i = delta (1 - p_i) / p_i; p_i = 0 stays 0.
+    P_delta(i) is proportional to p_i (r(c_i) + delta sum_{j != i} p_j / (1 - p_j)), c_i = delta (1 - p_i) / p_i,
+    r(c) = c / expm1(c): the lattice near u = 1 (the deficit r) and the atom u = 0, where a token's
+    Gumbel is -inf and it abstains (probability delta each), handing its win to the others; p_i = 0 stays 0.
     """
     p = np.asarray(p, dtype=np.float64)
     out = np.zeros_like(p)
     pos = p > 0
     c = delta * (1.0 - p[pos]) / p[pos]
-    # r(c) = c / expm1(c), with r(0) = 1 (a token of probability 1)
-    r = np.where(c > 0, c / np.expm1(np.maximum(c, 1e-300)), 1.0)
-    out[pos] = p[pos] * r
+    r = np.where(c > 0, c / np.expm1(np.maximum(c, 1e-300)), 1.0)  # r(0) = 1: a token of probability 1
+    odds = np.where(p < 1, p / np.where(p < 1, 1 - p, 1.0), 0.0)  # p_j / (1 - p_j)
+    out[pos] = p[pos] * (r + delta * (odds.sum() - odds[pos]))
     return out / out.sum()
 
 
-def gumbel_rare_win_probability(p_rare: float, dtype: torch.dtype = torch.float32, tail: float = 60.0) -> float:
-    """Exact probability that a token of probability ``p_rare`` wins Gumbel-max against one of 1 - p_rare.
+def gumbel_tail_win_probability(
+    p: float, n_tail: int = 1, dtype: torch.dtype = torch.float32, bits: int | None = None, tail: float = 60.0
+) -> float:
+    """Exact probability that one of ``n_tail`` tokens of probability p each wins Gumbel-max against a head
+    token of probability 1 - n_tail p, with lattice uniforms (no Monte Carlo).
 
-    The implementation ``gumbel_max`` is evaluated in ``dtype`` at every lattice point u = 1 - j delta of
-    the rare token's uniform with j delta (1 - p) / p <= ``tail`` (the rest contribute below
-    exp(-tail)); for each, the other token's uniform loses on exactly the lattice points below
-    exp(-exp(-(l_rare + g_rare - l_other))), counted in closed form. Ties go to the other token (index 0).
-    Costs about tail * p / delta evaluations: meant for p up to ~1e-4 in float32.
+    The tail's best score comes from the largest of its n_tail uniforms, u_max = 1 - j delta with
+    probability (1 - (j-1) delta)^n - (1 - j delta)^n; ``gumbel_max``'s score log p + g(u_max) is evaluated
+    in ``dtype`` (float64 if ``bits`` emulates coarser uniforms) for every j with j c <= ``tail``,
+    c = delta (1 - p) / p (the rest contribute below exp(-tail)); the head loses on exactly the lattice
+    points below exp(-exp(l_head - score)), counted in closed form (ties go to the head, index 0).
+    Costs about tail / c evaluations: meant for p up to ~1e-4 in float32.
     """
-    if not 0 < p_rare < 0.5:
-        raise ValueError(f"p_rare must lie in (0, 0.5), got {p_rare}")
-    delta = uniform_resolution(dtype)
-    c = delta * (1 - p_rare) / p_rare
-    J = math.ceil(tail / c)
+    head = 1.0 - n_tail * p
+    if not (p > 0 and head > p):
+        raise ValueError(f"need 0 < p and a head 1 - n_tail p larger than p; got p = {p}, n_tail = {n_tail}")
+    delta = uniform_resolution(dtype if bits is None else bits)
+    work = dtype if bits is None else torch.float64
+    c = delta * (1 - p) / p
+    J = min(math.ceil(tail / c), round(1 / delta))
     if J > 50_000_000:
-        raise ValueError(f"p_rare = {p_rare:g} needs {J} lattice points in {dtype}; use gumbel_lattice_law")
+        raise ValueError(f"p = {p:g} needs {J} lattice points; use gumbel_lattice_law")
     j = torch.arange(1, J + 1, dtype=torch.float64)
-    u = (1.0 - j * delta).to(dtype)  # exact: every 1 - j delta is representable in dtype
-    logits = torch.log(torch.tensor([1.0 - p_rare, p_rare], dtype=torch.float64)).to(dtype)
-    score_rare = (logits[1] + -torch.log(-torch.log(u))).to(torch.float64)
-    # the other token loses iff l_other + g(u_other) < score_rare  <=>  u_other < exp(-exp(l_other - score))
-    threshold = torch.exp(-torch.exp(float(logits[0]) - score_rare))
+    pmf = torch.exp(n_tail * torch.log1p(-(j - 1) * delta)) - torch.exp(n_tail * torch.log1p(-j * delta))
+    u = (1.0 - j * delta).to(work)  # exact: every 1 - j delta is representable
+    logits = torch.log(torch.tensor([head, p], dtype=torch.float64)).to(work)
+    score = (logits[1] + -torch.log(-torch.log(u))).to(torch.float64)
+    # the head loses iff l_head + g(u_head) < score  <=>  u_head < exp(-exp(l_head - score))
+    threshold = torch.exp(-torch.exp(float(logits[0]) - score))
     losing = torch.ceil(threshold / delta) * delta  # mass of the lattice points k delta < threshold
-    return float(delta * losing.sum())
+    # beyond J the head loses only at u_head = 0 (g = -inf: it abstains), mass delta
+    abstain = delta * math.exp(n_tail * math.log1p(-J * delta))
+    return float((pmf * losing).sum()) + abstain
 
 
 def inverse_cdf_lattice_law(probs: Tensor, dtype: torch.dtype = torch.float32) -> np.ndarray:
     """The exact law of ``inverse_cdf`` with lattice uniforms of ``dtype``: counts of lattice points.
 
-    Token i gets delta * #{k : cdf_{i-1} <= k delta / total < cdf_i} with the cumulative sum rounded in
-    ``dtype`` as ``inverse_cdf`` computes it. (Exact for float32; in float64 the count is computed in
-    float64 too and is exact up to one lattice point, 1e-16, per token.)
+    Token i gets delta * #{k : cdf_{i-1} <= k delta < cdf_i} with the cumulative sum rounded in ``dtype``
+    as ``inverse_cdf`` computes it, and the last token also every k delta >= cdf_{V-1}. A token of
+    p < delta gets 0 or delta. (torch's CPU cumsum accumulates float32 in double; a running float32 sum
+    near 1, spacing 2^-24, would not grow by tokens of p < 2^-25 summed last, and they would get nothing.)
     """
     delta = uniform_resolution(dtype)
-    cdf = torch.cumsum(probs.to(dtype), 0)
-    edges = (cdf / cdf[-1]).to(torch.float64).numpy()  # u * total < cdf_i  <=>  u < cdf_i / total (to rounding)
-    counts = np.ceil(np.concatenate([[0.0], edges]) / delta)
-    counts[-1] = 1.0 / delta  # u < 1 always; the clamp sends the rest to the last token
+    cdf = torch.cumsum(probs.to(dtype), 0).to(torch.float64).numpy()
+    counts = np.minimum(np.ceil(np.concatenate([[0.0], cdf]) / delta), 1.0 / delta)
+    counts[-1] = 1.0 / delta  # every u < 1 is drawn by some token; the clamp sends the rest to the last
     return np.diff(counts) * delta
 
 
