@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -188,17 +189,24 @@ def weighted_least_squares(
     return c
 
 
+@lru_cache(maxsize=8)
+def _gauss_legendre(n_quad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of n_quad-point Gauss-Legendre for the uniform probability measure on [-1, 1]."""
+    t, wq = np.polynomial.legendre.leggauss(n_quad)
+    return t, wq / 2
+
+
 def best_coefficients(f: Callable[[np.ndarray], np.ndarray], m: int, n_quad: int = 400) -> np.ndarray:
     """c*_j = int f phi_j dmu: the coefficients of the orthogonal projection P f (Gauss-Legendre)."""
-    t, wq = np.polynomial.legendre.leggauss(n_quad)
-    return legendre_features(t, m).T @ (wq / 2 * f(t))
+    t, wq = _gauss_legendre(n_quad)
+    return legendre_features(t, m).T @ (wq * f(t))
 
 
 def l2_error(c: np.ndarray, f: Callable[[np.ndarray], np.ndarray], n_quad: int = 400) -> float:
     """|f - sum_j c_j phi_j|^2 in L^2(mu), mu uniform on [-1, 1] (Gauss-Legendre with n_quad nodes)."""
-    t, wq = np.polynomial.legendre.leggauss(n_quad)
+    t, wq = _gauss_legendre(n_quad)
     resid = f(t) - legendre_features(t, len(c)) @ c
-    return float(np.sum(wq / 2 * resid**2))
+    return float(np.sum(wq * resid**2))
 
 
 def least_squares_errors(
