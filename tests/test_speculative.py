@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from tolerances import LP_ATOL, roundoff
 
@@ -44,6 +44,8 @@ def problems(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int, str]:
     return p, draw(laws(V)), n, method
 
 
+@example((np.array([0.4, 0.3, 0.15, 0.1, 0.05]), np.array([0.1, 0.2, 0.3, 0.25, 0.15]), 3, "without_replacement"))
+@example((np.array([0.4, 0.3, 0.15, 0.1, 0.05]), np.array([0.1, 0.2, 0.3, 0.25, 0.15]), 3, "with_replacement"))
 @given(problems())
 def test_the_linear_program_equals_the_subset_formula(problem: tuple) -> None:
     """HiGHS's optimum equals 1 + min_H [p(H) - P(drafts in H)] (and the sorted-prefix form, i.i.d. drafts)."""
@@ -62,6 +64,8 @@ def test_one_draft_gives_one_minus_total_variation(problem: tuple) -> None:
     assert abs(acceptance_rate(single_draft_kernel, p, q, 1) - (1 - tv)) <= roundoff(64)
 
 
+@example((np.array([0.4, 0.3, 0.15, 0.1, 0.05]), np.array([0.1, 0.2, 0.3, 0.25, 0.15]), 3, "without_replacement"))
+@example((np.array([0.4, 0.3, 0.15, 0.1, 0.05]), np.array([0.1, 0.2, 0.3, 0.25, 0.15]), 3, "with_replacement"))
 @given(problems())
 def test_every_verification_algorithm_has_the_target_law_and_stays_below_the_optimum(problem: tuple) -> None:
     """Enumerated over all draft tuples: the output law is p to round-off, and the acceptance rate is at

@@ -41,6 +41,7 @@ __all__ = [
     "entropy",
     "gumbel_lattice_law",
     "gumbel_max",
+    "gumbel_noise",
     "gumbel_tail_win_probability",
     "inverse_cdf",
     "inverse_cdf_lattice_law",
@@ -88,6 +89,11 @@ def _check_probs(probs: Tensor, name: str = "probs") -> Tensor:
     return probs
 
 
+def gumbel_noise(u: Tensor) -> Tensor:
+    """g = -log(-log u) ~ Gumbel(0, 1) by inversion, in the dtype of u; u = 0 gives -inf (never wins)."""
+    return -torch.log(-torch.log(u))
+
+
 def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
     """argmax_i (logits_i + g_i), g = -log(-log u), computed in the dtype of ``u``.
 
@@ -96,8 +102,7 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
     """
     if logits.shape[-1] != u.shape[-1]:
         raise ValueError(f"logits (..., {logits.shape[-1]}) and u (..., {u.shape[-1]}) differ in the last axis")
-    g = -torch.log(-torch.log(u))  # Gumbel(0, 1) by inversion; u = 0 gives g = -inf (never wins)
-    return torch.argmax(logits.to(u.dtype) + g, dim=-1)
+    return torch.argmax(logits.to(u.dtype) + gumbel_noise(u), dim=-1)
 
 
 def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
@@ -186,7 +191,7 @@ def gumbel_tail_win_probability(
     pmf = torch.exp(n_tail * torch.log1p(-(j - 1) * delta)) - torch.exp(n_tail * torch.log1p(-j * delta))
     u = (1.0 - j * delta).to(work)  # exact: every 1 - j delta is representable
     logits = torch.log(torch.tensor([head, p], dtype=torch.float64)).to(work)
-    score = (logits[1] + -torch.log(-torch.log(u))).to(torch.float64)
+    score = (logits[1] + gumbel_noise(u)).to(torch.float64)  # gumbel_max's score of the tail's best
     # the head loses iff l_head + g(u_head) < score  <=>  u_head < exp(-exp(l_head - score))
     threshold = torch.exp(-torch.exp(float(logits[0]) - score))
     losing = torch.ceil(threshold / delta) * delta  # mass of the lattice points k delta < threshold
