@@ -209,6 +209,8 @@ def rrs_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...], method: st
         if reach <= 0.0:
             return out
         residual = np.maximum(r - qk, 0.0)
+        if residual.sum() <= 1e-12:  # r = q_k: the acceptance above was 1 up to round-off; nothing is left
+            return out + reach * r
         r = residual / residual.sum()
         if method == "without_replacement":
             qk = qk.copy()
@@ -224,7 +226,8 @@ def _kseq_rho(p: np.ndarray, q: np.ndarray, n: int) -> float:
         beta = np.minimum(q, p / rho).sum()
         return rho * beta - (1.0 - (1.0 - beta) ** n)
 
-    if gap(1.0) >= 0:  # p = q on the support: rho = 1 already valid
+    # gap(1) = (1 - beta)^n - (1 - beta) <= 0, zero for n = 1 or p = q; gap(n) >= 0 since 1 - (1 - b)^n <= n b
+    if n == 1 or gap(1.0) >= -1e-15:
         return 1.0
     return float(brentq(gap, 1.0, float(n), xtol=1e-15, rtol=4 * np.finfo(float).eps))
 
