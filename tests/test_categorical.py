@@ -21,6 +21,16 @@ from refimpl.discrete.categorical import (
 D32 = uniform_resolution(torch.float32)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These samplers work on many small tensors, where torch's intra-op threads only add overhead (on a
+    loaded 2-core machine, 16x): run each test on one thread and restore the setting after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize(("dtype", "bits"), [(torch.float32, 24), (torch.float64, 53)])
 def test_cpu_uniforms_lie_on_the_lattice(dtype: torch.dtype, bits: int) -> None:
     """torch.rand on the CPU returns k 2^-bits, k < 2^bits: the resolution the derivation starts from."""

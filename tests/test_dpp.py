@@ -110,7 +110,7 @@ def test_the_discrete_law_sums_to_one_and_matches_samples() -> None:
     assert abs(sum(law.values()) - 1) <= roundoff(200)
     subsets = list(law)
     probs = np.array([law[s] for s in subsets])
-    n = 10_000
+    n = 6_000
     ours = sample_projection_dpp_discrete(K, np.random.default_rng(4), n)
     samples = {"refimpl": [tuple(s) for s in ours]}
     dpp = FiniteDPP("correlation", projection=True, K=K)
@@ -178,7 +178,7 @@ def test_volume_sampling_on_a_finite_set_by_enumeration(m: int, n: int) -> None:
 def test_continuous_volume_sampling_is_unbiased() -> None:
     """E[Q f] = P f for n = m + 4 generalised volume samples on [-1, 1], per coefficient within a CLT bound
     (Bonferroni over the m coefficients; with n >= m + 3 the estimate's variance is finite)."""
-    m, n, reps = 4, 8, 3000
+    m, n, reps = 4, 8, 2000
     f = lambda x: np.exp(x) * np.sin(3 * x)  # noqa: E731
     rng = np.random.default_rng(8)
     C = np.array([(lambda x: weighted_least_squares(x, f(x), m))(sample_volume(n, m, rng)) for _ in range(reps)])
