@@ -73,6 +73,8 @@ def check_law(p: object, name: str = "p") -> np.ndarray:
 def _check_method(method: str, n: int, V: int) -> None:
     if method not in DRAFT_METHODS:
         raise ValueError(f"method must be one of {DRAFT_METHODS}, got {method!r}")
+    if not isinstance(n, (int, np.integer)):
+        raise TypeError(f"the number of drafts n must be an integer, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"the number of drafts n must be >= 1, got {n}")
     if method == "without_replacement" and n > V:
@@ -88,6 +90,7 @@ def draft_law(q: np.ndarray, n: int, method: str = "with_replacement") -> tuple[
     """
     q = check_law(q, "q")
     _check_method(method, n, q.size)
+    n = int(n)
     support = [i for i in range(q.size) if q[i] > 0]
     if method == "without_replacement" and n > len(support):
         raise ValueError(f"q has only {len(support)} tokens of positive probability, fewer than n = {n}")
