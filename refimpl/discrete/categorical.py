@@ -1,7 +1,8 @@
 """Categorical sampling and its precision: Gumbel-max and inverse-CDF in float32 and float64.
 
-Zheng et al. (arXiv:2409.02908v5, Sec. 5) observe that Gumbel-max sampling with 32-bit uniforms
-under-samples rare tokens, which lowers the effective temperature of a masked diffusion model's samples.
+Zheng et al. (arXiv:2409.02908v5, the section on categorical sampling) observe that Gumbel-max sampling
+with 32-bit uniforms under-samples rare tokens, which lowers the effective temperature of a masked
+diffusion model's samples.
 This module makes the mechanism exact. A uniform from ``torch.rand`` on the CPU lies on the lattice
 {k delta : k = 0, ..., 1/delta - 1} with delta = 2^-24 in float32 and 2^-53 in float64 (24 and 53 random
 bits). Gumbel-max picks argmax_i (log p_i + g_i) with g_i = -log(-log u_i), i.e. argmin_i E_i / p_i with

@@ -2,18 +2,18 @@
 
 Sequences x in {0, ..., V-1}^L with a known joint law p_0 (V^L entries); the mask token is V. The forward
 process masks each token independently: at time t in [0, 1] a token is still visible with probability
-alpha_t (alpha_0 = 1, alpha_1 = 0), MDLM / Zheng et al. (arXiv:2409.02908v5, Sec. 2).
+alpha_t (alpha_0 = 1, alpha_1 = 0), MDLM / Zheng et al. (arXiv:2409.02908v5, their background section).
 
 * The exact denoiser is the law of the masked tokens given the visible ones, p_0(x | x agrees with z),
   and it does not depend on t: the likelihood q(z_t | x_0) = alpha_t^{#visible} (1 - alpha_t)^{#masked}
   1[x_0 agrees with z_t] depends on x_0 only through the indicator, so alpha_t cancels in Bayes' rule
-  (Zheng et al., Sec. 3, "time-agnostic"). ``posterior_bayes`` carries alpha_t through Bayes' rule;
+  (Zheng et al., "time-agnostic"). ``posterior_bayes`` carries alpha_t through Bayes' rule;
   ``SequenceLaw.denoise`` does not; the tests check that they agree at every t.
 * The step-by-step sampler moves from t to s < t: a masked token is revealed with probability
   (alpha_s - alpha_t) / (1 - alpha_t), its value drawn from the denoiser, and stays masked otherwise.
   Tokens revealed in the same step are drawn independently from their marginals, so with finitely many
   steps its law is not exactly p_0; ``exact_law_steps`` computes that law by enumeration.
-* The first-hitting sampler (Zheng et al., Sec. 4, Alg. 1) jumps to the next time a token is revealed:
+* The first-hitting sampler (Zheng et al.'s FHS) jumps to the next time a token is revealed:
   with n tokens masked at time t, the first of their n i.i.d. reveal times is
   t' = alpha^{-1}(1 - u^{1/n} (1 - alpha_t)), u ~ U(0, 1); one masked position, uniform, is revealed
   there. One model call per token; its law is exactly p_0 (the chain rule in a random order).
@@ -190,7 +190,7 @@ def mdlm_step(
     """One reverse step t -> s (alpha_s > alpha_t) of MDLM's sampler on z (B, L).
 
     Each masked position draws from the categorical over V tokens and the mask with probabilities
-    (alpha_s - alpha_t)/(1 - alpha_t) * x0_probs and (1 - alpha_s)/(1 - alpha_t) (Zheng et al. Sec. 2,
+    (alpha_s - alpha_t)/(1 - alpha_t) * x0_probs and (1 - alpha_s)/(1 - alpha_t) (Zheng et al.,
     the reverse kernel q(z_s | z_t, x_0) with x_0 replaced by the denoiser); visible tokens stay.
     ``dtype`` is the precision of the Gumbel-max draw (float32 shows the tail deficit).
     """
@@ -242,7 +242,7 @@ def sample_mdlm(
 
 
 def first_hitting_time(t: Tensor, n_masked: Tensor, u: Tensor, schedule: MaskSchedule) -> Tensor:
-    """The time of the next reveal: alpha^{-1}(1 - u^{1/n} (1 - alpha_t)) (Zheng et al., Alg. 1).
+    """The time of the next reveal: alpha^{-1}(1 - u^{1/n} (1 - alpha_t)) (Zheng et al.'s first-hitting sampler).
 
     P(no reveal of n masked tokens in (s, t)) = ((1 - alpha_s)/(1 - alpha_t))^n; inverting at u gives it.
     """

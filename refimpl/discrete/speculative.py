@@ -3,7 +3,7 @@
 A draft model proposes n tokens (x_1, ..., x_n) from a draft law P_draft built from q; a verification
 algorithm outputs a token y whose law must be the target p. A verification algorithm is a coupling pi
 of P_draft (on draft tuples) and p (on tokens); it accepts when y is one of the drafts. Hu et al.
-(arXiv:2502.18779v1, Sec. 3) write the best acceptance rate as the optimal-transport linear program
+(arXiv:2502.18779v1) write the best acceptance rate as the optimal-transport linear program
 
     alpha* = max_pi  sum_{x, y} pi(x, y) 1[y in x]   s.t.  sum_y pi(x, y) = P_draft(x),  sum_x pi(x, y) = p(y),
 
@@ -187,7 +187,7 @@ def optimal_acceptance_sorted(p: np.ndarray, q: np.ndarray, n: int) -> float:
 
 
 def single_draft_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.ndarray:
-    """Speculative sampling on the first draft only (Leviathan et al. arXiv:2211.17192, Alg. 1)."""
+    """Speculative sampling on the first draft only (arXiv:2211.17192, speculative sampling)."""
     x = drafts[0]
     accept = min(1.0, p[x] / q[x])
     residual = np.maximum(p - q, 0.0)
@@ -236,7 +236,7 @@ def _kseq_rho(p: np.ndarray, q: np.ndarray, n: int) -> float:
 
 
 def kseq_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.ndarray:
-    """SpecTr K-SEQ (Sun et al. arXiv:2310.15141, Alg. 3) for i.i.d. drafts: conditional law of the output.
+    """SpecTr K-SEQ (Sun et al. arXiv:2310.15141) for i.i.d. drafts: conditional law of the output.
 
     Accept x_k with probability min(1, p(x_k) / (rho q(x_k))), the first accepted wins; if none is,
     draw from the residual norm(p - min(p, rho q)).

@@ -6,13 +6,13 @@ measure on [-1, 1] and phi_j = sqrt(2j + 1) P_j the orthonormal Legendre polynom
 ground set with a projection kernel).
 
 * Christoffel function k_m(x) = sum_j phi_j(x)^2 = K_m(x, x); optimal i.i.d. sampling draws from
-  rho = (k_m / m) mu and weights w = m / k_m (Cohen & Migliorati, recalled in Nouy & Michel Sec. 2).
+  rho = (k_m / m) mu and weights w = m / k_m (Cohen & Migliorati arXiv:1608.00512, recalled by Nouy & Michel).
 * The projection DPP with kernel K_m(x, y) = phi(x)^T phi(y): m points with joint density
   det[K_m(x_i, x_j)] / m! w.r.t. mu^m; its one-point intensity is K_m(x, x) (each point is rho-distributed).
   Sampled by the chain rule (Hough-Krishnapur-Peres-Virag): the k-th point has density
   |P_k^perp phi(x)|^2 / (m - k + 1), P_k^perp the projection off span(phi(x_1..x_{k-1})), drawn by rejection
   from rho (acceptance |P_k^perp phi(x)|^2 / |phi(x)|^2).
-* Generalised volume sampling of n >= m points (Nouy & Michel Sec. 3): density
+* Generalised volume sampling of n >= m points (Nouy & Michel): density
   (n - m)! / n! det(sum_i w(x_i) phi(x_i) phi(x_i)^T) prod_i rho(x_i) w.r.t. mu^n; it is the union of a
   projection DPP (m points) and n - m i.i.d. rho points in random order (the volume-rescaled sampling of
   Derezinski, Warmuth & Hsu, generalised). Its weighted least-squares estimate is unbiased: E[Q f] = P f.
