@@ -103,6 +103,20 @@ def test_christoffel_sampling_has_the_density() -> None:
     assert dist <= math.sqrt(math.log(2 / 1e-6) / (2 * n)) + 1e-5  # + trapezoid error of the CDF
 
 
+def test_the_one_point_intensity_is_the_christoffel_function() -> None:
+    """A uniformly chosen point of each DPP sample has density K(x, x) / m = rho: Kolmogorov distance of
+    2000 such points (independent across samples) within the DKW bound."""
+    m, n = 6, 2000
+    rng = np.random.default_rng(11)
+    x = np.sort([rng.choice(sample_projection_dpp(m, rng)) for _ in range(n)])
+    grid = np.linspace(-1, 1, 4001)
+    dens = christoffel(grid, m) / m / 2  # w.r.t. dx
+    cdf_grid = np.concatenate([[0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(grid))])
+    cdf = np.interp(x, grid, cdf_grid)
+    dist = np.maximum(np.abs(np.arange(1, n + 1) / n - cdf), np.abs(np.arange(n) / n - cdf)).max()
+    assert dist <= math.sqrt(math.log(2 / 1e-6) / (2 * n)) + 1e-5  # + trapezoid error of the CDF
+
+
 def test_the_discrete_law_sums_to_one_and_matches_samples() -> None:
     """P(S) = det(K_S) sums to 1; our samples and DPPy's (GS and Chol) pass Pearson chi-square on all subsets."""
     K = random_projection(7, 3, 3)
