@@ -41,6 +41,9 @@ class SamplerSpec:
         nfe: model calls for n steps.
         min_steps: fewest steps the method accepts.
         options: fixed keyword options passed to ``sample`` (e.g. ``eta=0``).
+        order_steps: step counts (uniform-lambda grids over the toys' whole time range) at which the order
+            is measured, for a method whose errors reach the asymptotic regime late (e.g. multistep methods
+            in sigma); None lets the tests choose from the order.
     """
 
     name: str
@@ -54,6 +57,7 @@ class SamplerSpec:
     nfe: Callable[[int], int] = _one_call_per_step
     min_steps: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
+    order_steps: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.invertible and self.encode is None:

@@ -38,6 +38,57 @@ def clt_bound(std: float | torch.Tensor, n: int, z: float = Z) -> float | torch.
     return z * std / math.sqrt(n)
 
 
+# --- discrete laws (chapters 11 and 12) -------------------------------------------------------------------
+
+#: False-alarm probability of each chi-square goodness-of-fit check with a fixed seed (as Z = 5 for the
+#: CLT bounds: a check this strict fails by chance once in a million seeds).
+CHI2_FALSE_ALARM = 1e-6
+
+#: The linear program (HiGHS, feasibility tolerances 1e-10, O(1) data) against the subset formula: the
+#: issue's figure 1e-9, ten times the solver's tolerance.
+LP_ATOL = 1e-9
+
+
+def chi2_bound(dof: int, false_alarm: float = CHI2_FALSE_ALARM) -> float:
+    """The (1 - false_alarm) quantile of chi-square with ``dof`` degrees of freedom."""
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(1.0 - false_alarm, dof))
+
+
+def pearson_chi2(counts: object, probs: object) -> tuple[float, int]:
+    """Pearson's statistic sum (O - E)^2 / E over the cells with E > 0, and its degrees of freedom.
+
+    Cells of expected count below 5 are pooled into one (the chi-square approximation needs E >~ 5).
+    """
+    import numpy as np
+
+    counts = np.asarray(counts, dtype=np.float64)
+    expected = counts.sum() * np.asarray(probs, dtype=np.float64)
+    if np.any(counts[expected <= 0] > 0):  # an impossible outcome was observed
+        return float("inf"), int((expected > 0).sum()) - 1
+    small = expected < 5
+    obs = np.append(counts[~small], counts[small].sum())
+    exp = np.append(expected[~small], expected[small].sum())
+    keep = exp > 0
+    stat = float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum())
+    return stat, int(keep.sum()) - 1
+
+
+#: Gumbel-max with lattice uniforms: the derived law against the implementation evaluated exactly on the
+#: lattice. Per token, the derivation neglects the competitor's own lattice near u = 1 (at most one lattice
+#: point, mass delta, at each of the J = 60/c points that matter: relative J delta (e^c - 1)/c <= 5e-5 for
+#: c <= 4), -log(1 - j delta) ~ j delta (relative j delta / 2 < 1e-5) and second-order abstentions (delta^2);
+#: 1e-4 covers these for p >= delta / 4. A tail of n equal tokens adds their mutual lattice interaction,
+#: relative at most n delta (``gumbel_lattice_rtol``).
+GUMBEL_LATTICE_RTOL = 1e-4
+
+
+def gumbel_lattice_rtol(n_tail: int, delta: float) -> float:
+    """Tolerance of the derived lattice law for a tail of n_tail equal tokens (see GUMBEL_LATTICE_RTOL)."""
+    return GUMBEL_LATTICE_RTOL + n_tail * delta
+
+
 #: Floating-point operations per solver step on state-sized values, for comparisons with float32 code
 #: (diffusers keeps its schedule and state in float32): each step's rounding, about this many U32 relative
 #: to the state's scale, is carried forward by a non-expanding step, so n steps differ by at most

@@ -17,8 +17,13 @@ from refimpl.samplers.dpm_solver_pp import (
     sample_dpm_solver_pp_multistep,
     sample_sde_dpm_solver_pp,
 )
+from refimpl.samplers.dpm_solver_v3 import ModelStatistics, empirical_model_statistics, sample_dpm_solver_v3
+from refimpl.samplers.edm import sample_edm_euler, sample_edm_heun, sample_lms
+from refimpl.samplers.pndm import pndm_transfer, sample_pndm
+from refimpl.samplers.unipc import sample_unipc, unipc_corrector, unipc_predictor
 
 __all__ = [
+    "ModelStatistics",
     "StepInfo",
     "Trajectory",
     "ddim_sigma",
@@ -26,12 +31,14 @@ __all__ = [
     "ddpm_posterior",
     "deis_ab_coefficients",
     "dynamic_thresholding",
+    "empirical_model_statistics",
     "fast_orders",
     "fast_timesteps",
     "forward_sample",
     "intermediate_values",
     "invert_ddim",
     "lagrange_integrals",
+    "pndm_transfer",
     "posterior_symbolic",
     "sample_ddim",
     "sample_ddpm",
@@ -41,5 +48,13 @@ __all__ = [
     "sample_dpm_solver_adaptive",
     "sample_dpm_solver_pp_2s",
     "sample_dpm_solver_pp_multistep",
+    "sample_dpm_solver_v3",
+    "sample_edm_euler",
+    "sample_edm_heun",
+    "sample_lms",
+    "sample_pndm",
     "sample_sde_dpm_solver_pp",
+    "sample_unipc",
+    "unipc_corrector",
+    "unipc_predictor",
 ]

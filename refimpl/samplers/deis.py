@@ -32,6 +32,7 @@ from refimpl._util import expand_like
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
+from refimpl.samplers.dpm_solver import ASYMPTOTIC_STEPS
 from refimpl.schedules import NoiseSchedule
 
 __all__ = [
@@ -245,6 +246,7 @@ register(
         paper="zhang2023deis",
         equation="arXiv:2204.13902v4 Sec. 4, rhoAB-DEIS with a degree-1 polynomial in rho",
         options={"order": 2, "variable": "rho"},
+        order_steps=ASYMPTOTIC_STEPS[2],
     )
 )
 register(
@@ -257,5 +259,6 @@ register(
         equation="arXiv:2204.13902v4 Sec. 4, rhoRK-DEIS with Kutta's third-order tableau",
         nfe=lambda n: 3 * n,
         options={"method": "kutta3"},
+        order_steps=ASYMPTOTIC_STEPS[3],
     )
 )

@@ -30,7 +30,7 @@ from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers._exponential import phi
-from refimpl.samplers.dpm_solver import intermediate_values
+from refimpl.samplers.dpm_solver import ASYMPTOTIC_STEPS, intermediate_values
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
@@ -280,6 +280,7 @@ register(
         paper="lu2022dpmsolverpp",
         equation="arXiv:2211.01095v3 Algorithm 1 (DPM-Solver++(2S), r = 1/2)",
         nfe=lambda n: 2 * n,
+        order_steps=ASYMPTOTIC_STEPS[2],
     )
 )
 register(
@@ -291,6 +292,7 @@ register(
         paper="lu2022dpmsolverpp",
         equation="arXiv:2211.01095v3 Algorithm 2 (DPM-Solver++(2M))",
         options={"order": 2},
+        order_steps=ASYMPTOTIC_STEPS[2],
     )
 )
 register(
@@ -303,6 +305,7 @@ register(
         equation="arXiv:2211.01095v3 Sec. 4 (multistep, order 3; exact phi coefficients; 2S warm-up)",
         nfe=lambda n: n + 1,
         options={"order": 3, "warmup": "singlestep"},
+        order_steps=ASYMPTOTIC_STEPS[3],
     )
 )
 register(
