@@ -36,3 +36,16 @@ def roundoff(n_ops: int, scale: float = 1.0, unit: float = U64, condition: float
 def clt_bound(std: float | torch.Tensor, n: int, z: float = Z) -> float | torch.Tensor:
     """z * std / sqrt(n): the deviation a mean of n i.i.d. terms stays within (see module docstring)."""
     return z * std / math.sqrt(n)
+
+
+#: Rounding operations per step of an encode-then-decode round trip that act on state-sized numbers: each
+#: direction evaluates one or two DDIM transfers a x + b eps (3 operations each), a combination or mixing of
+#: states (3) and the model's eps (its rounding is a couple of units relative to the state): about 8 per
+#: direction, 16 per round-trip step. Rounding is relative to the largest state computed (the data or the
+#: latent), and the method's amplification factor multiplies the bound (see SamplerSpec.amplification).
+ROUNDTRIP_OPS_PER_STEP = 16
+
+
+def roundtrip_bound(n_steps: int, scale: float, unit: float = U64, amplification: float = 1.0) -> float:
+    """Round-off bound of an n-step exact round trip: ROUNDTRIP_OPS_PER_STEP n u scale amplification."""
+    return roundoff(ROUNDTRIP_OPS_PER_STEP * n_steps, scale, unit, amplification)
