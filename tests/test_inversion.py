@@ -18,6 +18,7 @@ from strategies import mixtures, schedules, times
 from tolerances import IDENTITY_RTOL, ORDER_TOL, U32, U64, roundoff, roundtrip_bound
 
 from refimpl import get_sampler, grids
+from refimpl.models import predict_x0_eps
 from refimpl.parameterization import x0_from_eps
 from refimpl.samplers import (
     CoupledState,
@@ -29,6 +30,7 @@ from refimpl.samplers import (
     edict_step_inverse,
     extract_noise_maps,
     invert_bdia,
+    invert_ddim,
     invert_edict,
     sample_bdia,
     sample_ddim,
@@ -239,3 +241,35 @@ def test_bad_mixing_weight_gamma_and_shapes_raise_clear_errors() -> None:
         sample_edit_friendly(model, NoiseMaps(x, torch.randn(3, 4, 2)), ts)
     with pytest.raises(ValueError, match="no noise or generator"):
         sample_edit_friendly(model, NoiseMaps(x, torch.randn(5, 4, 2)), ts, noise=torch.randn(5, 4, 2))
+
+
+# --- an independent implementation ---------------------------------------------------------------------------
+def test_ddim_inversion_step_matches_diffusers_inverse_scheduler() -> None:
+    """diffusers' DDIMInverseScheduler.step(eps, t, x) moves x from t - 100 to t (leading spacing, 10 steps);
+    fed our eps at the current point (x, t - 100), as in Dhariwal & Nichol's inversion, it equals one step of
+    ``invert_ddim`` on DiscreteVP ddpm_linear (index k sits at t = (k + 1) / 1000). diffusers keeps alpha-bar
+    in float32 (1000 products): compared at that resolution, 1000 u32 relative."""
+    from diffusers import DDIMInverseScheduler
+
+    sched = DDIMInverseScheduler(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=0,
+        timestep_spacing="leading",
+    )
+    sched.set_timesteps(10)
+    s = get_schedule("ddpm_linear")
+    model = ExactModel(ring(), s)
+    x = _data(model)
+    for k in sched.timesteps[1:].tolist():
+        t_from, t_to = (k - 100 + 1) / 1000, (k + 1) / 1000
+        _, eps = predict_x0_eps(model, x, torch.tensor(t_from), s(t_from))
+        theirs = sched.step(eps, k, x).prev_sample
+        ours = invert_ddim(model, x, torch.tensor([t_to, t_from]))
+        scale = max(_largest(x), _largest(ours))
+        assert float((theirs - ours).abs().max()) <= roundoff(1000, scale, U32)
+        x = ours
