@@ -158,6 +158,7 @@ register(
         encode=invert_bdia,
         invertible=True,
         amplification=lambda n: 1.0,  # gamma = 1: the inverse divides by gamma = 1 (no growth)
+        order_steps=(32, 64, 128, 256),  # at 16 steps its error can pass through zero (pre-asymptotic)
         paper="zhang2023bdia",
         equation="arXiv:2307.10829 BDIA-DDIM update with gamma = 1 (official code's convention)",
     )
