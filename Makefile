@@ -15,7 +15,7 @@ JOBS ?= 2
 BOOK_ARGS := --all --warningiserror --keep-going
 QUICK_BOOK := book/_build/quick
 
-.PHONY: help setup lint format test test-fast test-notebooks book book-check lab bench clean
+.PHONY: help setup lint format test test-fast test-notebooks book book-check lab bench oracle mutants clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,book,compare]'
+	@# k-diffusion for the oracle, without its dependencies (they pull torchvision, which does not import
+	@# beside the CPU torch wheel): refimpl.oracle loads only its sampling module (see adapters.py).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps k-diffusion==0.1.1.post1 2>&1 \
+	  | grep -v "dependency resolver\|requires" || true
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install what is missing (torch first)
@@ -66,6 +70,12 @@ lab: setup  ## JupyterLab on the notebooks (MyST .md files open as notebooks)
 
 bench: setup  ## speed and accuracy tables (printed; nothing is asserted)
 	$(PY) -m refimpl.bench
+
+oracle: setup  ## explore every third-party sampler against refimpl; report in bench-results/oracle-report.md
+	$(PY) -m refimpl.oracle.matrix --out bench-results
+
+mutants: setup  ## which seeded defects the oracle and the property suite catch
+	$(PY) -m refimpl.oracle.mutants
 
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf book/_build .pytest_cache .ruff_cache .hypothesis bench-results

@@ -102,3 +102,15 @@ def plot_convergence(
     ax.set_ylabel("max-abs error (log scale)")
     ax.legend()
     return line
+
+
+def plot_oracle_report(ax: Axes, report: object, label: str | None = None) -> Line2D:
+    """Deviation from the reference per step (log scale) of an oracle ``Report``, with its tolerance dotted."""
+    steps = [s.i for s in report.steps]
+    devs = [max(s.dev_reference, 1e-17) for s in report.steps]
+    (line,) = ax.semilogy(steps, devs, "o-", ms=3, label=label or report.implementation)
+    ax.axhline(report.tolerance, ls=":", color=line.get_color(), lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("|x - refimpl| (max-abs, log scale)")
+    ax.legend(fontsize=8)
+    return line

@@ -1,0 +1,91 @@
+"""Explore the configuration space with hypothesis, and let it shrink a failure to the smallest configuration.
+
+The property explored is "the implementation agrees with refimpl" (``core.check`` passes). hypothesis
+draws step counts (1 and 2 always included), schedules, prediction types, dtypes, toys and the
+implementation's own options; when a draw fails it shrinks it, so the configuration reported is a
+smallest one that still fails. Runs are derandomized (the same examples every time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from refimpl.oracle.core import Config, Implementation, Report, check
+
+__all__ = ["Finding", "config_strategy", "explore"]
+
+
+@dataclass
+class Finding:
+    """The outcome of exploring one implementation: examples tried and the smallest failure, if any."""
+
+    implementation: str
+    method: str
+    examples: int
+    failure: Report | None
+    impl_options: dict[str, Any]
+
+
+def config_strategy(
+    method: str,
+    schedules: tuple[str, ...] = ("ddpm_linear",),
+    max_steps: int = 25,
+    predictions: tuple[str, ...] = ("eps", "x0", "v"),
+    dtypes: tuple[str, ...] = ("float64", "float32"),
+    toys: tuple[str, ...] = ("ring", "mixture16"),
+    options: dict[str, Any] | None = None,
+) -> Any:
+    """A hypothesis strategy of ``Config`` for ``method``; ``options`` maps option names to strategies."""
+    from hypothesis import strategies as st
+
+    options = options or {}
+    return st.builds(
+        Config,
+        method=st.just(method),
+        n_steps=st.one_of(st.sampled_from([1, 2]), st.integers(1, max_steps)),
+        schedule=st.sampled_from(schedules),
+        toy=st.sampled_from(toys),
+        prediction=st.sampled_from(predictions),
+        dtype=st.sampled_from(dtypes),
+        options=st.fixed_dictionaries(options).map(lambda d: tuple(sorted(d.items()))),
+    )
+
+
+def explore(
+    make_impl: Callable[..., Implementation],
+    method: str,
+    impl_options: dict[str, Any] | None = None,
+    max_examples: int = 40,
+    **strategy_kwargs: Any,
+) -> Finding:
+    """Run hypothesis over configurations (and the implementation's options) and shrink the first failure."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    impl_options = impl_options or {}
+    seen: dict[str, Any] = {"examples": 0, "failure": None, "impl_options": {}}
+
+    @settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(config=config_strategy(method, **strategy_kwargs), chosen=st.fixed_dictionaries(impl_options))
+    def agrees(config: Config, chosen: dict[str, Any]) -> None:
+        seen["examples"] += 1
+        report = check(make_impl(**chosen), config, exact=False)
+        if not report.passed:
+            seen["failure"], seen["impl_options"] = report, chosen  # the last failure seen is the shrunk one
+            raise AssertionError(report.problems[0])
+
+    try:
+        agrees()
+    except AssertionError:
+        pass
+    impl_name = make_impl(**seen["impl_options"]).name
+    return Finding(impl_name, method, seen["examples"], seen["failure"], seen["impl_options"])

@@ -1,0 +1,44 @@
+"""The mutation catalogue is itself under test: every mutant applies once, changes behaviour, and is caught."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refimpl import grids
+from refimpl.oracle.mutants import CATALOGUE, build, oracle_catches
+from refimpl.registry import get_sampler
+from refimpl.schedules import get_schedule
+from toy_models import ExactModel, ring
+
+NAMES = [m.name for m in CATALOGUE]
+
+
+def test_names_are_unique_and_the_catalogue_is_large_enough() -> None:
+    assert len(set(NAMES)) == len(NAMES)
+    assert len({m.kind for m in CATALOGUE}) >= min(len(CATALOGUE), 8)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mutant_applies_once_and_changes_the_output(name: str) -> None:
+    mutant = next(m for m in CATALOGUE if m.name == name)
+    s = get_schedule("vp_cosine")
+    model, ts = ExactModel(ring(), s), grids.uniform_lambda(s, 6)
+    x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(0))[1]
+    kwargs = {"noise": torch.randn(6, 4, 2, generator=torch.Generator().manual_seed(1))} if mutant.stochastic else {}
+    original = get_sampler(mutant.method).sample(model, x, ts, **kwargs)
+    mutated = build(mutant)(model, x, ts, **kwargs)
+    assert float((mutated - original).abs().max()) > 1e-12 or mutated.shape != original.shape
+
+
+def test_a_snippet_that_does_not_occur_exactly_once_is_refused() -> None:
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="occurs 0 times"):
+        build(replace(CATALOGUE[0], old="this text is not in the module"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_the_oracle_catches_every_catalogued_mutant(name: str) -> None:
+    assert oracle_catches(next(m for m in CATALOGUE if m.name == name)) is not None
