@@ -53,8 +53,9 @@ class SamplerSpec:
             of ``encode`` can grow by the end of an n-step round trip, beyond the size of the states computed:
             1 when no mode grows, p^-2n for EDICT (its inverse mixing), gamma^-n for BDIA (its inverse
             divides by gamma). ``tests/test_registry.py`` multiplies its round-off bound by it.
-        order_steps: step counts at which the shared tests measure the order, for a method whose asymptotic
-            regime starts later than the tests' default for its order (EDICT: 64 steps); None: the default.
+        order_steps: step counts (uniform-lambda grids over the toys' whole time range) at which the order
+            is measured, for a method whose errors reach the asymptotic regime late (e.g. multistep methods
+            in sigma); None lets the tests choose from the order.
     """
 
     name: str

@@ -25,3 +25,4 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)  # one process per core (pytest -n); intra-op threads only oversubscribe

@@ -31,7 +31,7 @@ APPROXIMATE = [name for name in WITH_ENCODER if name not in INVERTIBLE]
 
 
 def steps_for(spec: SamplerSpec) -> tuple[int, ...]:
-    """Step counts in the asymptotic regime on the toys, with errors far above round-off (or the spec's own)."""
+    """Step counts in the asymptotic regime on the toys, with errors far above round-off (the spec's own if set)."""
     if spec.order_steps is not None:
         return spec.order_steps
     return (32, 64, 128, 256) if spec.order < 1.5 else (16, 32, 64, 128)

@@ -1,0 +1,149 @@
+"""UniPC: UniP-1 is DDIM, the coefficient system, the corrector against its closed form, diffusers, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from diffusers import UniPCMultistepScheduler
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import schedules
+from tolerances import IDENTITY_RTOL, ORDER_TOL
+
+from refimpl import grids
+from refimpl.models import CountingModel, predict_x0_eps
+from refimpl.reference import measure_order
+from refimpl.samplers import sample_ddim, sample_unipc, unipc_corrector, unipc_predictor
+from refimpl.samplers._exponential import phi
+from refimpl.samplers.unipc import unipc_coefficients, unipc_step
+from refimpl.schedules import DiscreteVP, get_schedule
+from toy_models import ExactModel, anisotropic_gaussian, random_mixture, ring
+
+
+@given(s=schedules(), n=st.integers(1, 10), prediction=st.sampled_from(["x0", "eps"]))
+def test_unip_1_is_ddim(s, n: int, prediction: str) -> None:
+    """UniP-1 without corrector is the first-order exponential integrator, i.e. DDIM, in either prediction."""
+    model = ExactModel(ring(), s)
+    x = model.sample_xt(5, s.t_max, torch.Generator().manual_seed(n))[1]
+    ts = grids.uniform_lambda(s, n)
+    a = sample_unipc(model, x, ts, order=1, corrector=False, prediction=prediction)
+    b = sample_ddim(model, x, ts)
+    v = s(ts)
+    scale = float(b.abs().max()) + float(x.abs().max()) * float((v.alpha_t[1:] / v.alpha_t[:-1]).max())
+    assert float((a - b).abs().max()) <= IDENTITY_RTOL * scale
+
+
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@given(h=st.floats(0.01, 3.0), r=st.lists(st.floats(-3.0, -0.2), min_size=0, max_size=2, unique=True))
+def test_coefficients_solve_the_order_conditions(variant: str, h: float, r: list[float]) -> None:
+    """sum_m a_m r_m^(k-1) = hh phi_{k+1}(hh) k! / B(hh) for k = 1..p (Zhao et al. 2023, Eq. 8), data prediction."""
+    rks = torch.tensor([*r, 1.0], dtype=torch.float64)
+    hh = torch.tensor(-h, dtype=torch.float64)
+    a = unipc_coefficients(rks, hh, variant)
+    b_h = hh if variant == "bh1" else torch.expm1(hh)
+    for k in range(1, len(rks) + 1):
+        target = hh * phi(k + 1, hh) * math.factorial(k) / b_h
+        cond = float(torch.linalg.cond(torch.stack([rks ** (j - 1) for j in range(1, len(rks) + 1)])))
+        assert float((a * rks ** (k - 1)).sum()) == pytest.approx(float(target), abs=IDENTITY_RTOL * cond)
+
+
+@pytest.mark.parametrize("prediction", ["x0", "eps"])
+def test_unic_1_is_the_exponential_integral_of_the_linear_interpolant(prediction: str) -> None:
+    """With the solved coefficient, UniC-1 integrates the straight line through (lambda_t, m_t), (lambda_s, m_s)
+    exactly: x_s = DDIM - k_s hh^2 phi_2(hh) (m_s - m_t) / hh (the exponential trapezoidal rule), for both B(h)."""
+    s = get_schedule("vp_linear")
+    v_t, v_s = s(0.6), s(0.35)
+    x, m_t, m_s = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    h = v_s.lambda_t - v_t.lambda_t
+    hh, c, k_s = (
+        (-h, v_s.sigma_t / v_t.sigma_t, v_s.alpha_t)
+        if prediction == "x0"
+        else (h, v_s.alpha_t / v_t.alpha_t, v_s.sigma_t)
+    )
+    expected = c * x - k_s * torch.expm1(hh) * m_t - k_s * hh * phi(2, hh) * (m_s - m_t)
+    for variant in ("bh1", "bh2"):
+        got = unipc_corrector(x, m_t, [], m_s, v_t, v_s, variant=variant, prediction=prediction, simplified=False)
+        assert float((got - expected).abs().max()) <= IDENTITY_RTOL * float(expected.abs().max())
+
+
+def _diffusers_unipc(order: int, variant: str, predict_x0: bool, lower_order_final: bool, n: int):
+    """diffusers' UniPCMultistepScheduler ("linspace" spacing, final sigma at step 0) with float64 sigmas.
+
+    Convention: its DDPM step k is our t = (k + 1) / N and its last sigma ("sigma_min") is step 0, t = 1 / N;
+    it stores sigmas in float32, so we put ours (float64, the same schedule) in their place.
+    """
+    s = DiscreteVP.ddpm_linear()
+    scheduler = UniPCMultistepScheduler(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, solver_order=order, solver_type=variant,
+        predict_x0=predict_x0, lower_order_final=lower_order_final, timestep_spacing="linspace",
+        final_sigmas_type="sigma_min",
+    )  # fmt: skip
+    scheduler.set_timesteps(n)
+    ts = torch.tensor([(int(k) + 1) / 1000 for k in scheduler.timesteps] + [1 / 1000], dtype=torch.float64)
+    scheduler.sigmas = torch.exp(-s.lambda_t(ts))
+    return s, scheduler, ts
+
+
+@pytest.mark.parametrize(
+    ("order", "variant", "predict_x0", "lower_order_final"),
+    [(1, "bh2", True, False), (2, "bh1", True, False), (2, "bh2", True, True), (3, "bh1", True, True),
+     (3, "bh2", True, False), (2, "bh2", False, False), (3, "bh1", False, True)],
+)  # fmt: skip
+def test_agrees_with_diffusers(order: int, variant: str, predict_x0: bool, lower_order_final: bool) -> None:
+    n = 7
+    s, scheduler, ts = _diffusers_unipc(order, variant, predict_x0, lower_order_final, n)
+    model = ExactModel(random_mixture(K=3, d=2, seed=3), s)
+    x = model.sample_xt(5, ts[0], torch.Generator().manual_seed(1))[1]
+    theirs = x
+    for k, t in zip(scheduler.timesteps, ts, strict=False):
+        theirs = scheduler.step(model(theirs, t), k, theirs).prev_sample
+    prediction = "x0" if predict_x0 else "eps"
+    ours = sample_unipc(
+        model, x, ts, order=order, variant=variant, prediction=prediction, lower_order_final=lower_order_final
+    )
+    assert float((ours - theirs).abs().max()) <= IDENTITY_RTOL * float(ours.abs().max())
+
+
+def test_the_corrector_raises_the_order_by_one() -> None:
+    """UniP-1 and UniP-2 alone are of order 1 and 2; with UniC, 2 and 3 (measured on the Gaussian toy)."""
+    s = get_schedule("vp_linear")
+    model = ExactModel(anisotropic_gaussian(3, seed=1), s)
+    x = model.sample_xt(8, s.t_max, torch.Generator().manual_seed(0))[1]
+    ref = model.pf_ode_map(x, s.t_max, s.t_min)
+    for p, corrector, order in [(1, False, 1), (1, True, 2), (2, False, 2), (2, True, 3)]:
+        result = measure_order(
+            lambda m, x, ts, p=p, c=corrector: sample_unipc(m, x, ts, order=p, variant="bh1", corrector=c),
+            model, x, (32, 64, 128, 256), reference=ref,
+        )  # fmt: skip
+        assert result.order == pytest.approx(order, abs=ORDER_TOL), str(result)
+
+
+def test_one_model_call_per_step_with_the_corrector() -> None:
+    s = get_schedule("vp_cosine")
+    for order in (1, 2, 3):
+        for n in (1, 2, 5):
+            model = CountingModel(ExactModel(ring(), s))
+            sample_unipc(model, torch.randn(3, 2), grids.uniform_lambda(s, n), order=order)
+            assert model.calls == n
+
+
+def test_bad_input() -> None:
+    s = get_schedule("vp_linear")
+    model, x, ts = ExactModel(ring(), s), torch.randn(3, 2), grids.uniform_t(s, 5)
+    for order in (0, 4, 2.5, True):
+        with pytest.raises(ValueError, match="order"):
+            sample_unipc(model, x, ts, order=order)
+    with pytest.raises(ValueError, match="B\\(h\\)"):
+        sample_unipc(model, x, ts, variant="bh3")
+    with pytest.raises(ValueError, match="prediction"):
+        sample_unipc(model, x, ts, prediction="v")
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        sample_unipc(model, x, ts.flip(0))
+    v_t, v_s = s(ts[0]), s(ts[1])
+    x0, _ = predict_x0_eps(model, x, ts[0])
+    with pytest.raises(ValueError, match="needs 3 stored model outputs, 1 available"):
+        unipc_step(x, [(v_t.lambda_t, x0)], v_t, v_s, 3)
+    with pytest.raises(ValueError, match="B\\(h\\)"):
+        unipc_predictor(x, x0, [(v_t.lambda_t - 0.1, x0)], v_t, v_s, variant="bh0", simplified=False)
