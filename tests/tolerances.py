@@ -87,3 +87,16 @@ GUMBEL_LATTICE_RTOL = 1e-4
 def gumbel_lattice_rtol(n_tail: int, delta: float) -> float:
     """Tolerance of the derived lattice law for a tail of n_tail equal tokens (see GUMBEL_LATTICE_RTOL)."""
     return GUMBEL_LATTICE_RTOL + n_tail * delta
+
+
+#: Rounding operations per step of an encode-then-decode round trip that act on state-sized numbers: each
+#: direction evaluates one or two DDIM transfers a x + b eps (3 operations each), a combination or mixing of
+#: states (3) and the model's eps (its rounding is a couple of units relative to the state): about 8 per
+#: direction, 16 per round-trip step. Rounding is relative to the largest state computed (the data or the
+#: latent), and the method's amplification factor multiplies the bound (see SamplerSpec.amplification).
+ROUNDTRIP_OPS_PER_STEP = 16
+
+
+def roundtrip_bound(n_steps: int, scale: float, unit: float = U64, amplification: float = 1.0) -> float:
+    """Round-off bound of an n-step exact round trip: ROUNDTRIP_OPS_PER_STEP n u scale amplification."""
+    return roundoff(ROUNDTRIP_OPS_PER_STEP * n_steps, scale, unit, amplification)
