@@ -3,7 +3,8 @@
 ``digits_images`` scales the 0..16 grey levels to [-1, 1]; ``gaussian_fit`` turns any data set into a
 single-Gaussian ``GaussianMixture`` (the exact toy closest to it); ``dct_basis`` is the orthonormal 2-D
 DCT-II basis, the frequency coordinates of the "frequency view" of Yang et al. (Diffusion Probabilistic
-Model Made Slim, arXiv:2211.17106v1, Sec. 3).
+Model Made Slim, arXiv:2211.17106v1, Sec. 3). ``digits_split`` is the fixed train / held-out split of the
+trained toys (``toy_models.train``, ``toy_models.metrics``) and ``as_images`` the (B, 1, 8, 8) image view.
 """
 
 from __future__ import annotations

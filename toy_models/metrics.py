@@ -161,20 +161,24 @@ class DigitsMetric:
         """digits-FD of images against the held-out images."""
         return frechet_distance(*gaussian_stats(self.features(images)), *self.heldout_stats)
 
-    def floor(self, n: int, draws: int = FLOOR_DRAWS, seed: int = 0) -> float:
-        """digits-FD of n training images against the held-out ones: the mean over ``draws`` class-balanced
-        random subsets (n // 10 images of each class, drawn without replacement from a seeded generator)."""
+    def floor_draws(self, n: int, draws: int = FLOOR_DRAWS, seed: int = 0) -> Tensor:
+        """digits-FD of ``draws`` class-balanced random sets of n training images (n // 10 of each class, drawn
+        without replacement from a seeded generator) against the held-out ones: (draws,) float64."""
         per_class = n // 10
         counts = torch.bincount(self.train_labels, minlength=10)
         if n % 10 or not 2 <= per_class <= int(counts.min()):
             raise ValueError(f"n must be a multiple of 10 between 20 and {10 * int(counts.min())}, got {n}")
         g = torch.Generator().manual_seed(seed)
         members = [torch.nonzero(self.train_labels == c).squeeze(1) for c in range(10)]
-        total = 0.0
-        for _ in range(draws):
+        out = torch.zeros(draws, dtype=torch.float64)
+        for i in range(draws):
             pick = torch.cat([m[torch.randperm(m.numel(), generator=g)[:per_class]] for m in members])
-            total += frechet_distance(*gaussian_stats(self.train_features[pick]), *self.heldout_stats)
-        return total / draws
+            out[i] = frechet_distance(*gaussian_stats(self.train_features[pick]), *self.heldout_stats)
+        return out
+
+    def floor(self, n: int, draws: int = FLOOR_DRAWS, seed: int = 0) -> float:
+        """The floor of digits-FD at n images: the mean of ``floor_draws`` (real training images vs held-out)."""
+        return float(self.floor_draws(n, draws, seed).mean())
 
     def ceiling(self, n: int, seed: int = 0) -> float:
         """digits-FD of n images of i.i.d. uniform [-1, 1] pixels against the held-out ones."""
