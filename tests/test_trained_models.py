@@ -87,6 +87,7 @@ def test_trained_error_is_well_below_an_untrained_networks(checkpoints, kind: st
     assert trained_hi < WELL_BELOW_UNTRAINED * untrained_lo, (trained_hi, untrained_lo)
 
 
+@pytest.mark.slow
 def test_unet_beats_the_best_linear_denoiser(checkpoints) -> None:
     """On held-out digits the UNet's eps error is below that of the exact eps of the training set's Gaussian fit
     (the Wiener filter, the best denoiser that is linear in x_t), paired on the same (x_0, t, eps)."""
