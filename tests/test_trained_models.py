@@ -157,9 +157,9 @@ def test_every_registered_sampler_runs_on_the_trained_models(checkpoints, kind: 
     out = spec(model, x, ts, **kwargs)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert bool(torch.isfinite(out).all())
-    if spec.encode is not None:
-        back = spec.encode(model, out, ts)
-        assert back.shape == x.shape and bool(torch.isfinite(back).all())
+    if spec.encode is not None:  # encode, then decode from the latent (a tensor, or a sampler's own state)
+        again = spec(model, spec.encode(model, out, ts), ts)
+        assert again.shape == x.shape and bool(torch.isfinite(again).all())
 
 
 def test_classifier_free_guidance_on_the_unet(checkpoints) -> None:
