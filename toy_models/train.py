@@ -14,8 +14,11 @@ exponential moving average (EMA) of the weights, which is what the checkpoint st
 Determinism: the weights are initialised from ``torch.manual_seed(seed)``; every batch, time and noise is
 drawn on the CPU from one ``torch.Generator`` seeded with ``seed``, so a CUDA run sees the same data as a
 CPU run; ``torch.use_deterministic_algorithms(True)`` and a fixed thread count (``--threads``) make two CPU
-runs give identical weights. ``--quick`` (the size knob) trains a tenth of the steps and writes to a
-temporary folder unless ``--out`` says otherwise.
+runs give identical weights: ``python -m toy_models.train all`` reproduces the committed checkpoints bit for
+bit. The default is one thread: on a 2-core machine shared with other work two threads contend and run
+several times slower than one (on a quiet machine ``--threads 2`` is faster, with other rounding, so other
+weights). ``--quick`` (the size knob) trains a tenth of the steps and writes to a temporary folder unless
+``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -352,13 +355,9 @@ def _sync(device: str) -> None:
 
 def _write(kind: str, config: Any, out_dir: Path, device: torch.device, threads: int, progress: bool) -> Path:
     net, log, snapshots = train(kind, config, device, threads, progress)
-    data: dict[str, Any] = {}
-    if kind != "classifier":
-        data = expected_data(kind, config)
-        if kind == "mlp":
-            data.update(n_heldout=config.n_heldout, heldout_seed=config.heldout_seed)
-    else:
-        data = expected_data("unet", config)  # the digits split
+    data = expected_data(kind, config)  # the mixture's seeds, or the digits split
+    if kind == "mlp":
+        data.update(n_heldout=config.n_heldout, heldout_seed=config.heldout_seed)
     path = save_checkpoint(out_dir / CHECKPOINT_NAMES[kind], kind, config, net, data=data, log=log, snapshots=snapshots)
     summary = f"{kind}: {log['wall_s']:.1f} s on {device}, checkpoint {path} ({path.stat().st_size / 1e6:.2f} MB)"
     if "heldout_eps_mse" in log:
