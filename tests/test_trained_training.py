@@ -7,10 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from toy_models import trained
 from toy_models.metrics import ClassifierConfig
 from toy_models.mlp import MLPConfig
 from toy_models.train import CONFIGS, main, pick_device, quick_config, train
-from toy_models.trained import load_checkpoint
+from toy_models.trained import load_checkpoint, load_mlp
 from toy_models.unet import UNetConfig
 
 TINY = {
@@ -67,14 +68,19 @@ def test_training_restores_global_torch_settings() -> None:
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, det)
 
 
-def test_entry_point_writes_a_loadable_checkpoint(tmp_path, capsys) -> None:
+def test_entry_point_writes_a_loadable_checkpoint(tmp_path, capsys, monkeypatch) -> None:
     main(["mlp", "--steps", "3", "--device", "cpu", "--out", str(tmp_path)])
     assert "mlp:" in capsys.readouterr().out
     ckpt = load_checkpoint(tmp_path / "mlp.pt", "mlp")
     assert ckpt.config == replace(MLPConfig(), steps=3)
     assert ckpt.log["loss"].shape == (3,)
+    assert load_mlp(tmp_path / "mlp.pt").config.steps == 3  # an explicit path loads whatever recipe it holds
     with pytest.raises(ValueError, match="differs from the expected one"):
         load_checkpoint(tmp_path / "mlp.pt", "mlp", expect=MLPConfig())
+    # A committed checkpoint that no longer matches the code's recipe is refused, with the fix in the message.
+    monkeypatch.setattr(trained, "CHECKPOINT_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"'steps': \(3, 6000\).*retrain with `python -m toy_models.train mlp`"):
+        load_mlp()
 
 
 def test_size_knob_device_and_bad_input() -> None:

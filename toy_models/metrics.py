@@ -195,11 +195,15 @@ class DigitsMetric:
 
 
 def load_metric(path: str | None = None) -> DigitsMetric:
-    """The digits metric with the committed classifier (``toy_models/checkpoints/digits_classifier.pt``)."""
+    """The digits metric with the classifier at ``path``, by default the committed one
+    (``toy_models/checkpoints/digits_classifier.pt``, which must hold the recipe ``ClassifierConfig()``)."""
     from toy_models.digits import as_images, digits_images, digits_split
     from toy_models.trained import CHECKPOINT_DIR, load_checkpoint
 
-    ckpt = load_checkpoint(path or CHECKPOINT_DIR / "digits_classifier.pt", "classifier")
+    if path is None:  # the committed classifier must hold the code's recipe
+        ckpt = load_checkpoint(CHECKPOINT_DIR / "digits_classifier.pt", "classifier", expect=ClassifierConfig())
+    else:
+        ckpt = load_checkpoint(path, "classifier")
     x, y = digits_images()
     train, held_out = digits_split()
     images = as_images(x.to(torch.float32))

@@ -228,7 +228,10 @@ def load_checkpoint(
             for f in fields(config)
             if getattr(config, f.name) != getattr(expect, f.name)
         }
-        raise ValueError(f"{path.name}: its config differs from the expected one in (stored, expected): {diff}")
+        raise ValueError(
+            f"{path.name}: its config differs from the expected one in (stored, expected): {diff}; "
+            f"retrain with `python -m toy_models.train {kind}`"
+        )
     _check_data(kind, config, payload.get("data", {}), path)
     net = build_network(kind, config)
     try:
@@ -241,10 +244,14 @@ def load_checkpoint(
 
 
 def load_mlp(path: Path | str | None = None, device: torch.device | str = "cpu") -> Checkpoint:
-    """The committed 2-D eps-MLP (``toy_models/checkpoints/mlp.pt``)."""
-    return load_checkpoint(path or CHECKPOINT_DIR / "mlp.pt", "mlp", device=device)
+    """The 2-D eps-MLP at ``path``; by default the committed one, which must hold the recipe ``MLPConfig()``."""
+    if path is None:
+        return load_checkpoint(CHECKPOINT_DIR / "mlp.pt", "mlp", expect=MLPConfig(), device=device)
+    return load_checkpoint(path, "mlp", device=device)
 
 
 def load_unet(path: Path | str | None = None, device: torch.device | str = "cpu") -> Checkpoint:
-    """The committed digits UNet (``toy_models/checkpoints/unet.pt``)."""
-    return load_checkpoint(path or CHECKPOINT_DIR / "unet.pt", "unet", device=device)
+    """The digits UNet at ``path``; by default the committed one, which must hold the recipe ``UNetConfig()``."""
+    if path is None:
+        return load_checkpoint(CHECKPOINT_DIR / "unet.pt", "unet", expect=UNetConfig(), device=device)
+    return load_checkpoint(path, "unet", device=device)
