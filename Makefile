@@ -19,7 +19,7 @@ export MKL_NUM_THREADS := 1
 BOOK_ARGS := --all --warningiserror --keep-going
 QUICK_BOOK := book/_build/quick
 
-.PHONY: help setup lint format test test-fast test-notebooks book book-check lab bench oracle mutants clean
+.PHONY: help setup lint format test test-fast test-notebooks book book-check lab bench oracle mutants train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
@@ -74,6 +74,9 @@ lab: setup  ## JupyterLab on the notebooks (MyST .md files open as notebooks)
 
 bench: setup  ## speed and accuracy tables (printed; nothing is asserted)
 	$(PY) -m refimpl.bench
+
+train: setup  ## retrain the MLP, UNet and digits classifier into toy_models/checkpoints/ (CPU: minutes)
+	$(PY) -m toy_models.train all
 
 oracle: setup  ## explore every third-party sampler against refimpl; report in bench-results/oracle-report.md
 	$(PY) -m refimpl.oracle.matrix --out bench-results

@@ -7,6 +7,7 @@ so a chapter's figure cell stays a few lines long. ``sized`` is the notebooks' s
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -20,7 +21,15 @@ from torch import Tensor
 
 from refimpl.reference import OrderResult
 
-__all__ = ["density_grid", "plot_convergence", "plot_density", "plot_trajectories", "setup_style", "sized"]
+__all__ = [
+    "density_grid",
+    "plot_convergence",
+    "plot_density",
+    "plot_image_grid",
+    "plot_trajectories",
+    "setup_style",
+    "sized",
+]
 
 T = TypeVar("T")
 
@@ -114,3 +123,31 @@ def plot_oracle_report(ax: Axes, report: object, label: str | None = None) -> Li
     ax.set_ylabel("|x - refimpl| (max-abs, log scale)")
     ax.legend(fontsize=8)
     return line
+
+
+def plot_image_grid(
+    ax: Axes, images: Tensor, ncol: int = 10, vmin: float = -1.0, vmax: float = 1.0, cmap: str = "gray_r"
+) -> object:
+    """Tile images (n, 1, h, w), (n, h, w) or flat square (n, h*w) row-major into rows of ``ncol``, with
+    one-pixel gaps; image i sits in row i // ncol, column i % ncol. Values are clipped to [vmin, vmax]."""
+    x = images.detach().to("cpu", torch.float64)
+    if x.ndim == 2:
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            raise ValueError(f"flat images must be square, got {x.shape[1]} pixels")
+        x = x.reshape(-1, side, side)
+    elif x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    elif x.ndim != 3:
+        raise ValueError(f"images must have shape (n, 1, h, w), (n, h, w) or (n, h*w), got {tuple(images.shape)}")
+    n, h, w = x.shape
+    nrow = -(-n // ncol)
+    canvas = torch.full((nrow * (h + 1) - 1, ncol * (w + 1) - 1), float("nan"), dtype=torch.float64)
+    for i in range(n):
+        r, c = divmod(i, ncol)
+        canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = x[i].clamp(vmin, vmax)
+    image = ax.imshow(canvas.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    return image

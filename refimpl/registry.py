@@ -2,7 +2,8 @@
 
 A ``SamplerSpec`` declares the sampling function, its global order as implemented, whether it is
 stochastic, its encoder (the map back from data to noise) and whether that encoder is an exact
-inverse, how many model calls it makes for n steps, and the paper and equation it implements.
+inverse (with the factor by which its rounding can grow), how many model calls it makes for n steps, and
+the paper and equation it implements.
 ``tests/test_registry.py`` iterates over ``REGISTRY``: measured order, call counts, bad input,
 invertibility and reproducibility with injected noise.
 """
@@ -24,6 +25,10 @@ def _one_call_per_step(n_steps: int) -> int:
     return n_steps
 
 
+def _no_amplification(n_steps: int) -> float:
+    return 1.0
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """What a registered sampler promises.
@@ -36,11 +41,18 @@ class SamplerSpec:
         stochastic: whether it injects noise (then ``sample`` takes ``noise`` and ``generator``).
         paper: BibTeX key in ``book/references.bib``.
         equation: arXiv version and equation number implemented.
-        encode: ``encode(model, x, timesteps)`` mapping data back to noise on the same grid, if any.
+        encode: ``encode(model, x, timesteps)`` mapping data back to the sampler's latent on the same grid, if
+            any. The latent is a tensor, or for a method whose state is not one tensor the object that ``sample``
+            accepts in place of x: a ``CoupledState`` (EDICT's pair of sequences, BDIA's two neighbouring
+            states) or ``NoiseMaps`` (edit-friendly DDPM: x_T with the noise of every step).
         invertible: whether ``encode`` is an exact inverse of ``sample`` (up to round-off).
         nfe: model calls for n steps.
         min_steps: fewest steps the method accepts.
         options: fixed keyword options passed to ``sample`` (e.g. ``eta=0``).
+        amplification: for invertible samplers, a bound on how much a rounding error committed in one step
+            of ``encode`` can grow by the end of an n-step round trip, beyond the size of the states computed:
+            1 when no mode grows, p^-2n for EDICT (its inverse mixing), gamma^-n for BDIA (its inverse
+            divides by gamma). ``tests/test_registry.py`` multiplies its round-off bound by it.
         order_steps: step counts (uniform-lambda grids over the toys' whole time range) at which the order
             is measured, for a method whose errors reach the asymptotic regime late (e.g. multistep methods
             in sigma); None lets the tests choose from the order.
@@ -52,11 +64,12 @@ class SamplerSpec:
     stochastic: bool
     paper: str
     equation: str
-    encode: Callable[..., Tensor] | None = None
+    encode: Callable[..., Any] | None = None
     invertible: bool = False
     nfe: Callable[[int], int] = _one_call_per_step
     min_steps: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
+    amplification: Callable[[int], float] = _no_amplification
     order_steps: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -67,14 +80,17 @@ class SamplerSpec:
     def __call__(
         self,
         model: Any,
-        x: Tensor,
+        x: Any,
         timesteps: Tensor,
         *,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         callback: Callable[..., None] | None = None,
     ) -> Tensor:
-        """Run the sampler with its registered options; noise and generator reach stochastic ones only."""
+        """Run the sampler with its registered options; noise and generator reach stochastic ones only.
+
+        x is the start state (B, ...) or a latent returned by ``encode``.
+        """
         kwargs: dict[str, Any] = dict(self.options, callback=callback)
         if self.stochastic:
             kwargs.update(noise=noise, generator=generator)

@@ -55,7 +55,7 @@ def execute_notebook(path: Path) -> None:
         resources={"metadata": {"path": str(path.parent)}},  # the kernel's working directory
     )
     client.reset_execution_trackers()
-    with client.setup_kernel(env={**os.environ, "REFIMPL_QUICK": "1"}):
+    with client.setup_kernel(env={**os.environ, "REFIMPL_QUICK": "1", "OMP_NUM_THREADS": "1"}):
         for index, cell in enumerate(nb.cells):
             try:
                 client.execute_cell(cell, index)

@@ -89,6 +89,44 @@ def gumbel_lattice_rtol(n_tail: int, delta: float) -> float:
     return GUMBEL_LATTICE_RTOL + n_tail * delta
 
 
+#: Rounding operations per step of an encode-then-decode round trip that act on state-sized numbers: each
+#: direction evaluates one or two DDIM transfers a x + b eps (3 operations each), a combination or mixing of
+#: states (3) and the model's eps (its rounding is a couple of units relative to the state): about 8 per
+#: direction, 16 per round-trip step. Rounding is relative to the largest state computed (the data or the
+#: latent), and the method's amplification factor multiplies the bound (see SamplerSpec.amplification).
+ROUNDTRIP_OPS_PER_STEP = 16
+
+
+def roundtrip_bound(n_steps: int, scale: float, unit: float = U64, amplification: float = 1.0) -> float:
+    """Round-off bound of an n-step exact round trip: ROUNDTRIP_OPS_PER_STEP n u scale amplification."""
+    return roundoff(ROUNDTRIP_OPS_PER_STEP * n_steps, scale, unit, amplification)
+
+
+# --- trained toy models (tests/test_trained_*.py) ---------------------------------------------------------------
+
+
+def clt_difference_bound(std_1: float, n_1: int, std_2: float, n_2: int, z: float = Z) -> float:
+    """z * sqrt(std_1^2 / n_1 + std_2^2 / n_2): how far two independent Monte Carlo means of one expectation
+    may differ (CLT for the difference of means; see the module docstring). Two estimates that share their
+    data points and differ only in the noise drawn are positively correlated, so this bound is conservative."""
+    return z * math.sqrt(std_1**2 / n_1 + std_2**2 / n_2)
+
+
+#: "Well below an untrained network": the trained network's held-out eps error must be at most this fraction of
+#: a freshly initialised one's (each taken at the unfavourable end of its CLT interval). An untrained network's
+#: output is nearly independent of eps, so its error is at least E|eps|^2 / d = 1; a network that has learned
+#: anything about the data removes a large part of it (the Bayes-optimal denoiser of the digits removes most).
+WELL_BELOW_UNTRAINED = 0.5
+
+#: "Far smaller": the digits-FD floor (training vs held-out images) must be below this fraction of the ceiling
+#: (uniform noise vs held-out images), an order of magnitude, so the metric separates data from noise by a
+#: margin that sample-size bias (of order F / n for F features and n images) cannot close.
+FD_FLOOR_OVER_CEILING = 0.1
+
+#: The issue's bar for the shipped digits classifier on the held-out split.
+CLASSIFIER_MIN_ACCURACY = 0.9
+
+
 #: Floating-point operations per solver step on state-sized values, for comparisons with float32 code
 #: (diffusers keeps its schedule and state in float32): each step's rounding, about this many U32 relative
 #: to the state's scale, is carried forward by a non-expanding step, so n steps differ by at most

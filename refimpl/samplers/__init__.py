@@ -1,6 +1,8 @@
 """Samplers with the shared signature; importing this package registers every one of them."""
 
 from refimpl.samplers._common import StepInfo, Trajectory
+from refimpl.samplers._reversible import CoupledState, ddim_transfer, ddim_transfer_inverse
+from refimpl.samplers.bdia import bdia_step, bdia_step_inverse, invert_bdia, sample_bdia
 from refimpl.samplers.ddim import ddim_sigma, ddim_step, invert_ddim, sample_ddim
 from refimpl.samplers.ddpm import ddpm_posterior, forward_sample, posterior_symbolic, sample_ddpm
 from refimpl.samplers.deis import deis_ab_coefficients, lagrange_integrals, sample_deis_ab, sample_deis_rhork
@@ -18,28 +20,44 @@ from refimpl.samplers.dpm_solver_pp import (
     sample_sde_dpm_solver_pp,
 )
 from refimpl.samplers.dpm_solver_v3 import ModelStatistics, empirical_model_statistics, sample_dpm_solver_v3
+from refimpl.samplers.edict import EDICT_P, edict_step, edict_step_inverse, invert_edict, sample_edict
+from refimpl.samplers.edit_friendly import NoiseMaps, auxiliary_path, extract_noise_maps, sample_edit_friendly
 from refimpl.samplers.edm import sample_edm_euler, sample_edm_heun, sample_lms
 from refimpl.samplers.pndm import pndm_transfer, sample_pndm
 from refimpl.samplers.unipc import sample_unipc, unipc_corrector, unipc_predictor
 
 __all__ = [
+    "EDICT_P",
+    "CoupledState",
     "ModelStatistics",
+    "NoiseMaps",
     "StepInfo",
     "Trajectory",
+    "auxiliary_path",
+    "bdia_step",
+    "bdia_step_inverse",
     "ddim_sigma",
     "ddim_step",
+    "ddim_transfer",
+    "ddim_transfer_inverse",
     "ddpm_posterior",
     "deis_ab_coefficients",
     "dynamic_thresholding",
+    "edict_step",
+    "edict_step_inverse",
     "empirical_model_statistics",
+    "extract_noise_maps",
     "fast_orders",
     "fast_timesteps",
     "forward_sample",
     "intermediate_values",
+    "invert_bdia",
     "invert_ddim",
+    "invert_edict",
     "lagrange_integrals",
     "pndm_transfer",
     "posterior_symbolic",
+    "sample_bdia",
     "sample_ddim",
     "sample_ddpm",
     "sample_deis_ab",
@@ -49,6 +67,8 @@ __all__ = [
     "sample_dpm_solver_pp_2s",
     "sample_dpm_solver_pp_multistep",
     "sample_dpm_solver_v3",
+    "sample_edict",
+    "sample_edit_friendly",
     "sample_edm_euler",
     "sample_edm_heun",
     "sample_lms",

@@ -1,0 +1,85 @@
+"""Building blocks of the exactly invertible samplers (EDICT, BDIA): the DDIM transfer map and a pair state.
+
+With the noise prediction eps held fixed, one deterministic DDIM step from t to s is an affine map of the
+state, written without cancellation in the half log-SNR step h = lambda_s - lambda_t (DPM-Solver-1,
+Lu et al. 2022, arXiv:2206.00927v3, Eq. 3.7 and Sec. 4.1, which is DDIM, Song et al. 2021,
+arXiv:2010.02502v4, Eq. 12 with eta = 0):
+
+    T_{t->s}(x; eps) = (alpha_s / alpha_t) x - sigma_s expm1(h) eps.
+
+It is the same number as ``ddim_step(x0, eps, values_s)`` with x0 = (x - sigma_t eps) / alpha_t (checked in
+``tests/test_inversion.py``), but written as a function of the *base* state x, so that its inverse at fixed
+eps is exact: x = (alpha_t / alpha_s) (T + sigma_s expm1(h) eps). EDICT and BDIA are both built from this map
+with eps evaluated somewhere other than at x, which is what makes them invertible.
+
+``CoupledState`` is the state of a method that carries two tensors of one shape: EDICT's pair of sequences
+(x, y), and BDIA's current state with its neighbour on the grid. Such samplers accept a ``CoupledState`` in
+place of x (to continue from an encoded latent) and their encoders return one.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from refimpl._util import expand_like
+from refimpl._validation import check_finite
+from refimpl.models import DiffusionModel
+from refimpl.samplers._common import check_sampler_inputs
+from refimpl.schedules import ScheduleValues
+
+__all__ = ["CoupledState", "check_coupled_inputs", "ddim_transfer", "ddim_transfer_inverse"]
+
+
+class CoupledState(NamedTuple):
+    """Two tensors of one shape (B, ...) carried together by a two-state sampler (meaning set by the method)."""
+
+    x: Tensor
+    y: Tensor
+
+
+def _coefficients(x: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> tuple[Tensor, Tensor]:
+    """a = alpha_s / alpha_t and b = -sigma_s expm1(lambda_s - lambda_t), shaped to broadcast against x."""
+    h = values_s.lambda_t - values_t.lambda_t
+    a = values_s.alpha_t / values_t.alpha_t
+    b = -values_s.sigma_t * torch.expm1(h)
+    return expand_like(a, x), expand_like(b, x)
+
+
+def ddim_transfer(x: Tensor, eps: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> Tensor:
+    """The DDIM step t -> s at fixed eps: (alpha_s / alpha_t) x - sigma_s expm1(h) eps, h = lambda_s - lambda_t.
+
+    x, eps: (B, ...); either direction in time (s < t generates, s > t inverts). DPM-Solver-1 form,
+    arXiv:2206.00927v3 Eq. 3.7.
+    """
+    a, b = _coefficients(x, values_t, values_s)
+    return a * x + b * eps  # arXiv:2206.00927v3 Eq. 3.7 (= arXiv:2010.02502v4 Eq. 12, eta = 0)
+
+
+def ddim_transfer_inverse(x_s: Tensor, eps: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> Tensor:
+    """The exact inverse of ``ddim_transfer`` at the same eps: the x with ddim_transfer(x, eps, t, s) = x_s."""
+    a, b = _coefficients(x_s, values_t, values_s)
+    return (x_s - b * eps) / a
+
+
+def check_coupled_inputs(
+    model: DiffusionModel, state: Tensor | CoupledState, timesteps: object
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Validate a sampler's input that is a tensor or a ``CoupledState``; return (x, y or None, timesteps)."""
+    if isinstance(state, CoupledState):
+        x, y = state
+        ts = check_sampler_inputs(model, x, timesteps)
+        if not isinstance(y, Tensor) or not y.is_floating_point():
+            raise TypeError(f"the second tensor of a CoupledState must be a floating tensor, got {type(y).__name__}")
+        if y.shape != x.shape or y.dtype != x.dtype:
+            raise ValueError(
+                f"the two tensors of a CoupledState must match: shapes {tuple(x.shape)} and {tuple(y.shape)}, "
+                f"dtypes {x.dtype} and {y.dtype}"
+            )
+        check_finite(y, "CoupledState.y")
+        return x, y, ts
+    if isinstance(state, tuple):
+        raise TypeError("pass a pair of states as a CoupledState(x, y), not a plain tuple")
+    return state, None, check_sampler_inputs(model, state, timesteps)
