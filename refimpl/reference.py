@@ -139,3 +139,38 @@ def measure_order(
                 "round-off and to the reference's accuracy to measure an order: use fewer steps"
             )
     return convergence_order(steps, errors)
+
+
+def affine_output_law(
+    sample: Callable[..., Tensor],
+    model: DiffusionModel,
+    timesteps: Tensor,
+    mean: Tensor,
+    cov: Tensor,
+    *,
+    stochastic: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Exact mean (d,) and covariance (d, d) of ``sample(model, x_T, timesteps[, noise=...])`` for
+    x_T ~ N(mean, cov), when the sampler is affine in (x_T, noise): any linear sampler on Gaussian data.
+
+    The output is c + M x_T + sum_i N_i z_i with z_i ~ N(0, I) the noise of step i; c, M and the N_i are
+    read off by probing the sampler with unit vectors in x_T and in each injected noise (one batched run),
+    so the law is exact up to round-off: mean = c + M mean, covariance = M cov M^T + sum_i N_i N_i^T.
+    """
+    d = mean.shape[-1]
+    n = len(timesteps) - 1
+    eye = torch.eye(d, dtype=mean.dtype)
+    n_noise = n * d if stochastic else 0
+    x = torch.zeros(1 + d + n_noise, d, dtype=mean.dtype)
+    x[1 : 1 + d] = eye  # probes of M
+    kwargs = {}
+    if stochastic:
+        noise = torch.zeros(n, 1 + d + n_noise, d, dtype=mean.dtype)
+        for i in range(n):  # probes of N_i: sample 1 + d + i d + j has e_j as its noise at step i
+            noise[i, 1 + d + i * d : 1 + d + (i + 1) * d] = eye
+        kwargs["noise"] = noise
+    out = sample(model, x, timesteps, **kwargs)
+    c = out[0]
+    M = (out[1 : 1 + d] - c).T  # column j = response to e_j
+    N = (out[1 + d :] - c).reshape(n, d, d).transpose(1, 2) if stochastic else out.new_zeros(0, d, d)
+    return c + M @ mean, M @ cov @ M.T + torch.einsum("nij,nkj->ik", N, N)

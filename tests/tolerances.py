@@ -125,3 +125,16 @@ FD_FLOOR_OVER_CEILING = 0.1
 
 #: The issue's bar for the shipped digits classifier on the held-out split.
 CLASSIFIER_MIN_ACCURACY = 0.9
+
+
+#: Floating-point operations per solver step on state-sized values, for comparisons with float32 code
+#: (diffusers keeps its schedule and state in float32): each step's rounding, about this many U32 relative
+#: to the state's scale, is carried forward by a non-expanding step, so n steps differ by at most
+#: roundoff(SOLVER_OPS_PER_STEP * n, scale, U32).
+SOLVER_OPS_PER_STEP = 10
+
+
+def gaussian_covariance_clt(cov: torch.Tensor, n: int, z: float = Z) -> torch.Tensor:
+    """z * sd of each entry of a sample covariance of n Gaussian draws: sd(S_ij) = sqrt((C_ii C_jj + C_ij^2) / n)."""
+    var = torch.diagonal(cov)
+    return z * torch.sqrt((var[:, None] * var[None, :] + cov**2) / n)

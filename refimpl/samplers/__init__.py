@@ -5,6 +5,20 @@ from refimpl.samplers._reversible import CoupledState, ddim_transfer, ddim_trans
 from refimpl.samplers.bdia import bdia_step, bdia_step_inverse, invert_bdia, sample_bdia
 from refimpl.samplers.ddim import ddim_sigma, ddim_step, invert_ddim, sample_ddim
 from refimpl.samplers.ddpm import ddpm_posterior, forward_sample, posterior_symbolic, sample_ddpm
+from refimpl.samplers.deis import deis_ab_coefficients, lagrange_integrals, sample_deis_ab, sample_deis_rhork
+from refimpl.samplers.dpm_solver import (
+    fast_orders,
+    fast_timesteps,
+    intermediate_values,
+    sample_dpm_solver,
+    sample_dpm_solver_adaptive,
+)
+from refimpl.samplers.dpm_solver_pp import (
+    dynamic_thresholding,
+    sample_dpm_solver_pp_2s,
+    sample_dpm_solver_pp_multistep,
+    sample_sde_dpm_solver_pp,
+)
 from refimpl.samplers.dpm_solver_v3 import ModelStatistics, empirical_model_statistics, sample_dpm_solver_v3
 from refimpl.samplers.edict import EDICT_P, edict_step, edict_step_inverse, invert_edict, sample_edict
 from refimpl.samplers.edit_friendly import NoiseMaps, auxiliary_path, extract_noise_maps, sample_edit_friendly
@@ -27,19 +41,31 @@ __all__ = [
     "ddim_transfer",
     "ddim_transfer_inverse",
     "ddpm_posterior",
+    "deis_ab_coefficients",
+    "dynamic_thresholding",
     "edict_step",
     "edict_step_inverse",
     "empirical_model_statistics",
     "extract_noise_maps",
+    "fast_orders",
+    "fast_timesteps",
     "forward_sample",
+    "intermediate_values",
     "invert_bdia",
     "invert_ddim",
     "invert_edict",
+    "lagrange_integrals",
     "pndm_transfer",
     "posterior_symbolic",
     "sample_bdia",
     "sample_ddim",
     "sample_ddpm",
+    "sample_deis_ab",
+    "sample_deis_rhork",
+    "sample_dpm_solver",
+    "sample_dpm_solver_adaptive",
+    "sample_dpm_solver_pp_2s",
+    "sample_dpm_solver_pp_multistep",
     "sample_dpm_solver_v3",
     "sample_edict",
     "sample_edit_friendly",
@@ -47,6 +73,7 @@ __all__ = [
     "sample_edm_heun",
     "sample_lms",
     "sample_pndm",
+    "sample_sde_dpm_solver_pp",
     "sample_unipc",
     "unipc_corrector",
     "unipc_predictor",

@@ -1,0 +1,299 @@
+"""DPM-Solver: singlestep exponential integrators in noise-prediction form.
+
+Lu, Zhou, Bao, Chen, Li & Zhu (2022), arXiv:2206.00927v3. With lambda = log(alpha / sigma) and
+h = lambda_t - lambda_s, variation of constants gives the exact solution of the probability-flow ODE
+(their Eq. 3.4)
+
+    x_t = (alpha_t / alpha_s) x_s - alpha_t int_{lambda_s}^{lambda_t} e^{-lambda} eps(x_lambda, lambda) dlambda,
+
+and a Taylor expansion of eps in lambda turns the integral into
+sigma_t sum_k h^{k+1} phi_{k+1}(h) eps^{(k)}(lambda_s) (phi_k from ``_exponential``). DPM-Solver-k keeps
+k terms and estimates the derivatives from k - 1 extra model calls inside the step:
+
+* DPM-Solver-1 (Eq. 3.7): DDIM.
+* DPM-Solver-2 (Algorithm 1; the general-r1 form of their App. A): one call at lambda_s + r1 h, r1 = 1/2.
+* DPM-Solver-3 (Algorithm 2): calls at lambda_s + h/3 and lambda_s + 2h/3.
+* DPM-Solver-fast (Sec. 3.3): orders 3, ..., 3 then 2 and/or 1 on equal lambda steps, spending exactly a
+  given number of model calls (``fast_orders``, ``fast_timesteps``).
+* Adaptive step size (Sec. 3.3 and App. C, "DPM-Solver-12" and "-23"): the lower-order solution shares the
+  higher one's model calls and their difference, in a mixed absolute/relative norm, drives h.
+
+DPM-Solver-2 and -3 are registered (their orders are measured by ``tests/test_registry.py``); DPM-Solver-1
+is DDIM, checked against ``sample_ddim`` in ``tests/test_dpm_solver.py``, which also tests the NFE recipe and
+the adaptive solver's error against its tolerance. Unlike the official code, the adaptive solver keeps
+eps(x_s, s) across a rejected trial instead of evaluating it again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from refimpl import grids
+from refimpl._util import expand_like
+from refimpl.models import DiffusionModel, predict_x0_eps
+from refimpl.registry import SamplerSpec, register
+from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
+from refimpl.samplers._exponential import phi
+from refimpl.schedules import NoiseSchedule, ScheduleValues
+
+__all__ = [
+    "dpm_solver_1_update",
+    "dpm_solver_2_update",
+    "dpm_solver_3_update",
+    "fast_orders",
+    "fast_timesteps",
+    "intermediate_values",
+    "sample_dpm_solver",
+    "sample_dpm_solver_adaptive",
+]
+
+ORDERS = (1, 2, 3)
+
+#: Step counts for the registry's order test (uniform lambda, the toys' whole range): the asymptotic regime,
+#: where successive slopes agree to a few hundredths, with errors far above round-off (see chapter 3).
+ASYMPTOTIC_STEPS = {2: (32, 64, 128, 256), 3: (64, 128, 256, 512)}
+
+
+def _eps(model: DiffusionModel, x: Tensor, values: ScheduleValues) -> Tensor:
+    """One model call, as the noise prediction eps_theta(x, t)."""
+    return predict_x0_eps(model, x, values.t, values)[1]
+
+
+def intermediate_values(schedule: NoiseSchedule, values: ScheduleValues, r: float) -> ScheduleValues:
+    """Schedule values at lambda_s + r h inside every step s -> t of a grid (one vectorised call per grid)."""
+    lam = values.lambda_t[:-1] + r * (values.lambda_t[1:] - values.lambda_t[:-1])
+    return schedule(schedule.t_of_lambda(lam))
+
+
+def dpm_solver_1_update(x: Tensor, eps_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
+    """DPM-Solver-1 from s to t: x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) eps_s (Eq. 3.7; DDIM)."""
+    h = v_t.lambda_t - v_s.lambda_t
+    return expand_like(v_t.alpha_t / v_s.alpha_t, x) * x - expand_like(v_t.sigma_t * torch.expm1(h), x) * eps_s
+
+
+def dpm_solver_2_update(
+    model: DiffusionModel, x: Tensor, eps_s: Tensor, v_s: ScheduleValues, v_s1: ScheduleValues, v_t: ScheduleValues
+) -> tuple[Tensor, Tensor]:
+    """DPM-Solver-2 from s to t through s_1 = t(lambda_s + r1 h) (Algorithm 1; general r1, their App. A).
+
+    One model call; returns x_t and eps(u, s_1), which the adaptive solver reuses.
+    """
+    h = v_t.lambda_t - v_s.lambda_t
+    r1 = (v_s1.lambda_t - v_s.lambda_t) / h
+    u = dpm_solver_1_update(x, eps_s, v_s, v_s1)  # u_i: a DPM-Solver-1 step to s_i
+    eps_s1 = _eps(model, u, v_s1)
+    # x_t = DPM-Solver-1 - sigma_t / (2 r1) (e^h - 1) (eps(u_i, s_i) - eps(x_s, s))
+    x_t = dpm_solver_1_update(x, eps_s, v_s, v_t) - expand_like(v_t.sigma_t * torch.expm1(h) / (2 * r1), x) * (
+        eps_s1 - eps_s
+    )
+    return x_t, eps_s1
+
+
+def dpm_solver_3_update(
+    model: DiffusionModel,
+    x: Tensor,
+    eps_s: Tensor,
+    v_s: ScheduleValues,
+    v_s1: ScheduleValues,
+    v_s2: ScheduleValues,
+    v_t: ScheduleValues,
+    eps_s1: Tensor | None = None,
+) -> Tensor:
+    """DPM-Solver-3 from s to t through s_k = t(lambda_s + r_k h), r1 = 1/3, r2 = 2/3 (Algorithm 2).
+
+    Two model calls, or one if eps at s_1 is given. With (e^{rh} - 1)/(rh) - 1 = rh phi_2(rh):
+    u_1 = DPM-Solver-1 to s_1; D_1 = eps(u_1, s_1) - eps_s;
+    u_2 = DPM-Solver-1 to s_2 - sigma_{s_2} (r2 / r1) r2 h phi_2(r2 h) D_1; D_2 = eps(u_2, s_2) - eps_s;
+    x_t = DPM-Solver-1 to t - (sigma_t / r2) h phi_2(h) D_2.
+    """
+    h = v_t.lambda_t - v_s.lambda_t
+    r1, r2 = (v_s1.lambda_t - v_s.lambda_t) / h, (v_s2.lambda_t - v_s.lambda_t) / h
+    if eps_s1 is None:
+        eps_s1 = _eps(model, dpm_solver_1_update(x, eps_s, v_s, v_s1), v_s1)
+    D1 = eps_s1 - eps_s
+    u2 = (
+        dpm_solver_1_update(x, eps_s, v_s, v_s2)
+        - expand_like(v_s2.sigma_t * (r2 / r1) * r2 * h * phi(2, r2 * h), x) * D1
+    )
+    D2 = _eps(model, u2, v_s2) - eps_s
+    return dpm_solver_1_update(x, eps_s, v_s, v_t) - expand_like(v_t.sigma_t / r2 * h * phi(2, h), x) * D2
+
+
+def sample_dpm_solver(
+    model: DiffusionModel,
+    x: Tensor,
+    timesteps: Tensor,
+    *,
+    order: int = 3,
+    orders: Sequence[int] | None = None,
+    r1: float = 0.5,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Singlestep DPM-Solver from x at timesteps[0] to timesteps[-1]: ``order`` model calls a step.
+
+    ``orders`` (one entry per step) overrides ``order``, e.g. the DPM-Solver-fast recipe of ``fast_orders``.
+    Intermediate points: lambda_s + r1 h for order 2 (r1 = 1/2 in Algorithm 1; any r1 in (0, 1] is second
+    order), lambda_s + h/3 and + 2h/3 for order 3.
+    """
+    ts = check_sampler_inputs(model, x, timesteps)
+    n = len(ts) - 1
+    if orders is None:
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        orders = [order] * n
+    orders = list(orders)
+    if len(orders) != n or any(k not in ORDERS for k in orders):
+        raise ValueError(f"orders must list one order in {ORDERS} per step ({n} steps), got {orders}")
+    if not 0 < r1 <= 1:
+        raise ValueError(f"r1 must lie in (0, 1], got {r1}")
+    schedule = model.schedule
+    values = schedule(ts)
+    mid, third, two_thirds = (intermediate_values(schedule, values, r) for r in (r1, 1 / 3, 2 / 3))
+    for i in range(n):
+        v_s, v_t = values[i], values[i + 1]
+        x0, eps_s = predict_x0_eps(model, x, ts[i], v_s)
+        if orders[i] == 1:
+            x_next = dpm_solver_1_update(x, eps_s, v_s, v_t)
+        elif orders[i] == 2:
+            x_next = dpm_solver_2_update(model, x, eps_s, v_s, mid[i], v_t)[0]
+        else:
+            x_next = dpm_solver_3_update(model, x, eps_s, v_s, third[i], two_thirds[i], v_t)
+        if callback is not None:
+            callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
+        x = x_next
+    return x
+
+
+def fast_orders(nfe: int, order: int = 3) -> list[int]:
+    """The orders of DPM-Solver-fast's steps for a budget of ``nfe`` model calls (Sec. 3.3).
+
+    order 3: K = nfe // 3 + 1 steps; nfe % 3 == 0 -> [3] * (K - 2) + [2, 1]; == 1 -> [3] * (K - 1) + [1];
+    == 2 -> [3] * (K - 1) + [2]. order 2: [2] * (nfe // 2), plus [1] if nfe is odd. order 1: [1] * nfe.
+    The orders always add up to nfe.
+    """
+    if isinstance(nfe, bool) or not isinstance(nfe, int):
+        raise TypeError(f"nfe must be an integer, got {type(nfe).__name__}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if nfe < order:
+        raise ValueError(f"an NFE budget of {nfe} is too small for order {order}: one step takes {order} model calls")
+    if order == 1:
+        return [1] * nfe
+    if order == 2:
+        return [2] * (nfe // 2) + [1] * (nfe % 2)
+    K = nfe // 3 + 1
+    tail = {0: [2, 1], 1: [1], 2: [2]}[nfe % 3]
+    return [3] * (K - len(tail)) + tail
+
+
+def fast_timesteps(
+    schedule: NoiseSchedule,
+    nfe: int,
+    order: int = 3,
+    spacing: str = "uniform_lambda",
+    t_start: float | None = None,
+    t_end: float | None = None,
+) -> tuple[Tensor, list[int]]:
+    """DPM-Solver-fast: the grid (equal lambda steps by default) and per-step orders for ``nfe`` model calls.
+
+    Use as ``ts, orders = fast_timesteps(schedule, 10); sample_dpm_solver(model, x, ts, orders=orders)``.
+    """
+    orders = fast_orders(nfe, order)
+    return grids.timesteps(schedule, len(orders), spacing, t_start, t_end), orders
+
+
+def _rms_ratio(diff: Tensor, delta: Tensor) -> float:
+    """max over the batch of sqrt(mean((diff / delta)^2)): the error norm of the adaptive solver."""
+    return float(((diff / delta) ** 2).reshape(diff.shape[0], -1).mean(-1).sqrt().max())
+
+
+def sample_dpm_solver_adaptive(
+    model: DiffusionModel,
+    x: Tensor,
+    timesteps: Tensor,
+    *,
+    order: int = 3,
+    rtol: float = 0.05,
+    atol: float = 0.0078,
+    h_init: float = 0.05,
+    theta: float = 0.9,
+    max_trials: int = 100_000,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Adaptive-step DPM-Solver-12 (order 2) or DPM-Solver-23 (order 3) from timesteps[0] to timesteps[-1].
+
+    ``timesteps`` holds just the two ends. Each trial step of size h (in lambda) computes the lower-order
+    solution x_L (DPM-Solver-1, or DPM-Solver-2 with r1 = 1/3) and the higher-order x_H reusing its model
+    calls; with delta = max(atol, rtol max(|x_L|, |x_prev|)) and E = max over the batch of
+    RMS((x_H - x_L) / delta), the step is accepted (x <- x_H) if E <= 1, and in either case
+    h <- min(theta h E^(-1/order), lambda_end - lambda_s) (Sec. 3.3 and App. C; defaults as in their code).
+    ``callback`` sees accepted steps only. eps at the current point is reused after a rejection, so a trial
+    costs order - 1 model calls plus one per accepted point.
+    """
+    ts = check_sampler_inputs(model, x, timesteps)
+    if len(ts) != 2:
+        raise ValueError(f"the adaptive solver takes timesteps = (t_start, t_end), got {len(ts)} entries")
+    if order not in (2, 3):
+        raise ValueError(f"the adaptive solver has order 2 (DPM-Solver-12) or 3 (DPM-Solver-23), got {order!r}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {tol!r}")
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol cannot both be 0")
+    if not (h_init > 0 and 0 < theta <= 1):
+        raise ValueError(f"need h_init > 0 and 0 < theta <= 1, got h_init={h_init}, theta={theta}")
+    schedule = model.schedule
+    v_s, v_end = schedule(ts[0]), schedule(ts[1])
+    lambda_end = float(v_end.lambda_t)
+    h = min(h_init, lambda_end - float(v_s.lambda_t))
+    x_prev = x
+    x0, eps_s = predict_x0_eps(model, x, ts[0], v_s)
+    i = 0
+    for _ in range(max_trials):
+        last = float(v_s.lambda_t) + h >= lambda_end
+        v_t = v_end if last else schedule(schedule.t_of_lambda(v_s.lambda_t + h))
+        step = schedule(torch.stack([v_s.t, v_t.t]))  # the trial step as a one-step grid
+        if order == 2:
+            v_s1 = intermediate_values(schedule, step, 1 / 2)[0]
+            x_low = dpm_solver_1_update(x, eps_s, v_s, v_t)
+            x_high = dpm_solver_2_update(model, x, eps_s, v_s, v_s1, v_t)[0]
+        else:
+            v_s1, v_s2 = (intermediate_values(schedule, step, r)[0] for r in (1 / 3, 2 / 3))
+            x_low, eps_s1 = dpm_solver_2_update(model, x, eps_s, v_s, v_s1, v_t)
+            x_high = dpm_solver_3_update(model, x, eps_s, v_s, v_s1, v_s2, v_t, eps_s1=eps_s1)
+        delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
+        E = _rms_ratio(x_high - x_low, delta)
+        if E <= 1.0:  # accept
+            if callback is not None:
+                callback(StepInfo(i, v_s.t, v_t.t, x, x_high, x0))
+            x_prev, x, v_s, i = x_low, x_high, v_t, i + 1
+            if last:
+                return x
+            x0, eps_s = predict_x0_eps(model, x, v_s.t, v_s)
+        growth = math.inf if E == 0 else theta * E ** (-1.0 / order)
+        h = min(h * growth, lambda_end - float(v_s.lambda_t))
+    raise RuntimeError(f"the adaptive solver did not reach t_end in {max_trials} trial steps")
+
+
+# DPM-Solver-1 is DDIM (registered as "ddim"; tests/test_dpm_solver.py checks the identity).
+for _k in (2, 3):
+    register(
+        SamplerSpec(
+            name=f"dpm_solver_{_k}",
+            sample=sample_dpm_solver,
+            order=_k,
+            stochastic=False,
+            paper="lu2022dpmsolver",
+            equation={
+                2: "arXiv:2206.00927v3 Algorithm 1 (DPM-Solver-2, r1 = 1/2)",
+                3: "arXiv:2206.00927v3 Algorithm 2 (DPM-Solver-3, r1 = 1/3, r2 = 2/3)",
+            }[_k],
+            nfe=lambda n, k=_k: k * n,
+            options={"order": _k},
+            order_steps=ASYMPTOTIC_STEPS[_k],
+        )
+    )

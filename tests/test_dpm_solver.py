@@ -1,0 +1,136 @@
+"""DPM-Solver (noise prediction): DDIM identities, the DPM-Solver-fast recipe, the adaptive solver, bad input.
+
+Measured orders of dpm_solver_1/2/3 come from the shared registry tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from tolerances import IDENTITY_RTOL
+
+from refimpl import grids
+from refimpl.models import CountingModel
+from refimpl.samplers import (
+    Trajectory,
+    fast_orders,
+    fast_timesteps,
+    sample_ddim,
+    sample_dpm_solver,
+    sample_dpm_solver_adaptive,
+)
+from refimpl.schedules import get_schedule
+from toy_models import ExactModel, anisotropic_gaussian, ring
+
+SCHEDULES = ["vp_linear", "vp_cosine", "ddpm_linear", "edm"]
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_dpm_solver_1_is_ddim(name: str) -> None:
+    s = get_schedule(name)
+    model = ExactModel(ring(), s)
+    x = model.sample_xt(16, s.t_max, torch.Generator().manual_seed(0))[1]
+    ts = grids.uniform_t(s, 12)
+    a, b = sample_dpm_solver(model, x, ts, order=1), sample_ddim(model, x, ts)
+    assert float((a - b).abs().max()) <= IDENTITY_RTOL * float(b.abs().max())
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_fast_recipe_spends_exactly_the_budget(order: int) -> None:
+    """Orders add up to the NFE budget, follow the paper's K and tails, and the sampler makes that many calls."""
+    s = get_schedule("vp_linear")
+    for nfe in range(order, 31):
+        orders = fast_orders(nfe, order)
+        assert sum(orders) == nfe
+        assert orders == sorted(orders, reverse=True) and set(orders) <= {1, 2, 3}
+        if order == 3:
+            assert len(orders) == nfe // 3 + 1
+            assert orders[-2:] == [2, 1] if nfe % 3 == 0 else orders[-1] == {1: 1, 2: 2}[nfe % 3]
+        ts, orders = fast_timesteps(s, nfe, order)
+        model = CountingModel(ExactModel(ring(), s))
+        sample_dpm_solver(model, torch.randn(3, 2), ts, orders=orders)
+        assert model.calls == nfe
+
+
+def test_fast_recipe_rejects_a_budget_too_small_for_the_order() -> None:
+    with pytest.raises(ValueError, match="too small for order 3"):
+        fast_orders(2, 3)
+    with pytest.raises(ValueError, match="too small for order 2"):
+        fast_orders(1, 2)
+    with pytest.raises(TypeError, match="integer"):
+        fast_orders(10.0, 3)
+    with pytest.raises(ValueError, match="order"):
+        fast_orders(10, 4)
+
+
+def test_bad_orders_raise() -> None:
+    s = get_schedule("vp_linear")
+    model, ts = ExactModel(ring(), s), grids.uniform_t(s, 4)
+    with pytest.raises(ValueError, match="order must be one of"):
+        sample_dpm_solver(model, torch.randn(2, 2), ts, order=4)
+    with pytest.raises(ValueError, match="one order in"):
+        sample_dpm_solver(model, torch.randn(2, 2), ts, orders=[3, 3, 3])
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        sample_dpm_solver(model, torch.randn(2, 2), ts.flip(0))
+
+
+def _flow_gain(model: ExactModel, t_from: torch.Tensor, t_to: float) -> float:
+    """Spectral norm of the exact ODE map's Jacobian from t_from to t_to for one Gaussian: max sqrt(c_to / c_from)."""
+    l = model.mixture.eigvals[0]
+    c = [model.schedule.alpha_t(t) ** 2 * l + model.schedule.sigma_t(t) ** 2 for t in (t_from, t_to)]
+    return float(torch.sqrt(c[1] / c[0]).max())
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_adaptive_error_shrinks_with_the_tolerance_and_stays_within_its_bound(order: int) -> None:
+    """Local and global errors against the exact single-Gaussian map, for tolerances from 1e-2 down.
+
+    Bound: an accepted step has RMS(x_H - x_L) <= delta_max = max(atol, rtol M_L), where
+    M_L <= M + sqrt(D) delta_max bounds |x_L| and |x_prev| (M = max |x| along the accepted path). If the
+    higher-order step at least halves the lower-order one's local error, its own local error
+    |x_H - exact step| is at most |x_H - x_L|, so (1) every accepted step's local error is below delta_max
+    (per-sample RMS), and (2) the exact flow from the end of step i to t_end multiplies that error by at most
+    L_i (its Jacobian's spectral norm, closed form for a Gaussian), so the global error is below
+    delta_max sum_i L_i.
+    """
+    s = get_schedule("vp_linear")
+    model = ExactModel(anisotropic_gaussian(2, seed=3), s)
+    x = model.sample_xt(8, s.t_max, torch.Generator().manual_seed(1))[1]
+    ends = torch.tensor([s.t_max, s.t_min])
+    exact = model.pf_ode_map(x, s.t_max, s.t_min)
+    errors, calls = [], []
+    for tol in [1e-2, 1e-3, 1e-4, 1e-5][: 5 - order]:  # DPM-Solver-12 takes ~800 steps at 1e-5
+        traj, counted = Trajectory(), CountingModel(model)
+        out = sample_dpm_solver_adaptive(counted, x, ends, order=order, rtol=tol, atol=tol, callback=traj)
+        M = float(traj.xs.abs().max())
+        delta_max = max(tol, tol * M / (1 - tol * x.shape[-1] ** 0.5))
+        for step in traj.steps:
+            local = step.x_next - model.pf_ode_map(step.x, step.t, step.t_next)
+            assert float((local**2).mean(-1).sqrt().max()) <= delta_max, f"tol {tol}: step {step.i}"
+        rms = float(((out - exact) ** 2).mean(-1).sqrt().max())
+        bound = delta_max * sum(_flow_gain(model, step.t_next, s.t_min) for step in traj.steps)
+        assert rms <= bound, f"tol {tol}: error {rms:.3e} above the bound {bound:.3e}"
+        errors.append(rms)
+        calls.append(counted.calls)
+    assert all(b < a for a, b in itertools.pairwise(errors)), errors
+    assert all(b > a for a, b in itertools.pairwise(calls)), calls
+
+
+def test_adaptive_bad_input() -> None:
+    s = get_schedule("vp_linear")
+    model, x = ExactModel(ring(), s), torch.randn(2, 2)
+    ends = torch.tensor([s.t_max, s.t_min])
+    with pytest.raises(ValueError, match="rtol"):
+        sample_dpm_solver_adaptive(model, x, ends, rtol=-1e-3)
+    with pytest.raises(ValueError, match="atol"):
+        sample_dpm_solver_adaptive(model, x, ends, atol=-1e-3)
+    with pytest.raises(ValueError, match="both be 0"):
+        sample_dpm_solver_adaptive(model, x, ends, atol=0.0, rtol=0.0)
+    with pytest.raises(ValueError, match="order 2"):
+        sample_dpm_solver_adaptive(model, x, ends, order=1)
+    with pytest.raises(ValueError, match="takes timesteps"):
+        sample_dpm_solver_adaptive(model, x, grids.uniform_t(s, 3))
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        sample_dpm_solver_adaptive(model, x, ends.flip(0))
