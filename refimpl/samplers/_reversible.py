@@ -28,6 +28,7 @@ from refimpl._util import expand_like
 from refimpl._validation import check_finite
 from refimpl.models import DiffusionModel
 from refimpl.samplers._common import check_sampler_inputs
+from refimpl.samplers.dpm_solver import dpm_solver_1_update
 from refimpl.schedules import ScheduleValues
 
 __all__ = ["CoupledState", "check_coupled_inputs", "ddim_transfer", "ddim_transfer_inverse"]
@@ -40,28 +41,19 @@ class CoupledState(NamedTuple):
     y: Tensor
 
 
-def _coefficients(x: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> tuple[Tensor, Tensor]:
-    """a = alpha_s / alpha_t and b = -sigma_s expm1(lambda_s - lambda_t), shaped to broadcast against x."""
-    h = values_s.lambda_t - values_t.lambda_t
-    a = values_s.alpha_t / values_t.alpha_t
-    b = -values_s.sigma_t * torch.expm1(h)
-    return expand_like(a, x), expand_like(b, x)
-
-
-def ddim_transfer(x: Tensor, eps: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> Tensor:
-    """The DDIM step t -> s at fixed eps: (alpha_s / alpha_t) x - sigma_s expm1(h) eps, h = lambda_s - lambda_t.
-
-    x, eps: (B, ...); either direction in time (s < t generates, s > t inverts). DPM-Solver-1 form,
-    arXiv:2206.00927v3 Eq. 3.7.
-    """
-    a, b = _coefficients(x, values_t, values_s)
-    return a * x + b * eps  # arXiv:2206.00927v3 Eq. 3.7 (= arXiv:2010.02502v4 Eq. 12, eta = 0)
+#: The DDIM step t -> s at fixed eps, (alpha_s / alpha_t) x - sigma_s expm1(h) eps with h = lambda_s - lambda_t,
+#: in either direction of time (s < t generates, s > t inverts): DPM-Solver-1, arXiv:2206.00927v3 Eq. 3.7
+#: (= arXiv:2010.02502v4 Eq. 12 with eta = 0). One implementation serves both names.
+ddim_transfer = dpm_solver_1_update
 
 
 def ddim_transfer_inverse(x_s: Tensor, eps: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> Tensor:
-    """The exact inverse of ``ddim_transfer`` at the same eps: the x with ddim_transfer(x, eps, t, s) = x_s."""
-    a, b = _coefficients(x_s, values_t, values_s)
-    return (x_s - b * eps) / a
+    """The exact inverse of ``ddim_transfer`` at the same eps: the x with ddim_transfer(x, eps, t, s) = x_s,
+    x = (alpha_t / alpha_s) (x_s + sigma_s expm1(h) eps)."""
+    h = values_s.lambda_t - values_t.lambda_t
+    return expand_like(values_t.alpha_t / values_s.alpha_t, x_s) * (
+        x_s + expand_like(values_s.sigma_t * torch.expm1(h), eps) * eps
+    )
 
 
 def check_coupled_inputs(
