@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from tqdm import tqdm
@@ -70,17 +71,6 @@ def accuracy_table() -> str:
     return "\n".join(lines)
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs (one warm-up run first)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def _time_interleaved(fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int) -> tuple[float, float]:
     """Median wall times of ``fn_a()`` and ``fn_b()``, run alternately (one warm-up each first), so that a
     busy machine slows both alike instead of whichever happened to run during the busy spell."""
@@ -94,61 +84,22 @@ def _time_interleaved(fn_a: Callable[[], object], fn_b: Callable[[], object], re
     return sorted(times_a)[len(times_a) // 2], sorted(times_b)[len(times_b) // 2]
 
 
-def speed_table(repeats: int = 7, n_steps: int = 50) -> str:
-    """Time per step: refimpl's DDIM against diffusers' DDIMScheduler on the exact model."""
-    try:
-        from diffusers import DDIMScheduler
-    except ImportError:
-        return "\n(diffusers is not installed: speed table skipped; `pip install -e .[compare]`)"
-    from toy_models import ExactModel, ring
+def versus_diffusers(
+    name: str,
+    sample: Callable[..., torch.Tensor],
+    scheduler_class: str,
+    scheduler_options: dict[str, object],
+    repeats: int = 7,
+    n_steps: int = 50,
+) -> str:
+    """Time per step of refimpl's ``sample(model, x, timesteps)`` against a diffusers scheduler's own loop.
 
-    schedule = DiscreteVP.ddpm_linear()
-    model = ExactModel(ring(), schedule)
-    x = model.sample_xt(256, schedule.t_max, torch.Generator().manual_seed(0))[1]
-
-    theirs = DDIMScheduler(
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=0.02,
-        timestep_spacing="trailing",
-        set_alpha_to_one=False,
-        clip_sample=False,  # diffusers clips x0 to [-1, 1] by default; the ring reaches radius 2
-    )
-    theirs.set_timesteps(n_steps)
-    # Their integer timestep k is our continuous time (k + 1) / N (Lu et al. 2022, App. D).
-    ts = (theirs.timesteps.to(torch.float64) + 1) / schedule.N
-    ts = torch.cat([ts, ts.new_tensor([schedule.t_min])]) if float(ts[-1]) > schedule.t_min else ts
-
-    def run_theirs() -> torch.Tensor:
-        sample = x
-        for k in theirs.timesteps:
-            eps = model(sample, (k.to(torch.float64) + 1) / schedule.N)
-            sample = theirs.step(eps, k, sample).prev_sample
-        return sample
-
-    def run_ours() -> torch.Tensor:
-        return sample_ddim(model, x, ts)
-
-    gap = float((run_ours() - run_theirs()).abs().max())
-    t_ours = _time(run_ours, repeats) / (len(ts) - 1)
-    t_theirs = _time(run_theirs, repeats) / len(theirs.timesteps)
-    return (
-        f"\nwall time per step, DDIM (eta = 0), {n_steps} steps, batch 256 x 2, exact ring model (median of {repeats})"
-        f"\n{'refimpl sample_ddim':<32}{t_ours * 1e3:>10.3f} ms"
-        f"\n{'diffusers DDIMScheduler':<32}{t_theirs * 1e3:>10.3f} ms"
-        f"\n{'ratio refimpl / diffusers':<32}{t_ours / t_theirs:>10.2f}"
-        f"\n{'max |refimpl - diffusers|':<32}{gap:>10.2e}   (diffusers keeps alpha-bar in float32)"
-    )
-
-
-def dpm_solver_pp_speed_table(repeats: int = 7, n_steps: int = 50) -> str:
-    """Time per step: refimpl's DPM-Solver++(2M) against diffusers' DPMSolverMultistepScheduler.
-
-    Same exact eps model, same timesteps, same start; diffusers' thresholding, lower-order final step and
-    final sigma 0 are switched off so that both run the plain 2M recursion of Algorithm 2.
+    Same exact eps model (the ring under the discrete DDPM linear schedule), same start (256 points), same
+    timesteps: the scheduler's, with its integer timestep k read as continuous time (k + 1) / N (Lu et al.
+    2022, App. D), and a last step to t_min = 1 / N. Also prints the gap between the two outputs.
     """
     try:
-        from diffusers import DPMSolverMultistepScheduler
+        import diffusers
     except ImportError:
         return "\n(diffusers is not installed: speed table skipped; `pip install -e .[compare]`)"
     from toy_models import ExactModel, ring
@@ -156,43 +107,59 @@ def dpm_solver_pp_speed_table(repeats: int = 7, n_steps: int = 50) -> str:
     schedule = DiscreteVP.ddpm_linear()
     model = ExactModel(ring(), schedule)
     x = model.sample_xt(256, schedule.t_max, torch.Generator().manual_seed(0))[1]
-    theirs = DPMSolverMultistepScheduler(
-        beta_schedule="linear",
-        beta_start=1e-4,
-        beta_end=0.02,
-        algorithm_type="dpmsolver++",
-        solver_order=2,
-        solver_type="midpoint",  # Algorithm 2's form
-        timestep_spacing="trailing",
-        thresholding=False,
-        lower_order_final=False,
-        final_sigmas_type="sigma_min",  # end at alpha-bar_1, our t_min = 1/N, not at sigma = 0
+    theirs = getattr(diffusers, scheduler_class)(
+        beta_schedule="linear", beta_start=1e-4, beta_end=0.02, timestep_spacing="trailing", **scheduler_options
     )
     theirs.set_timesteps(n_steps)
-    # Their integer timestep k is our continuous time (k + 1) / N; the last step goes to t_min = 1 / N.
     ts = torch.cat([(theirs.timesteps.to(torch.float64) + 1) / schedule.N, torch.tensor([schedule.t_min])])
 
     def run_theirs() -> torch.Tensor:
-        theirs.set_timesteps(n_steps)  # resets the scheduler's multistep history
-        sample = x
+        theirs.set_timesteps(n_steps)  # resets a multistep scheduler's history
+        sample_k = x
         for k in theirs.timesteps:
-            eps = model(sample, (k.to(torch.float64) + 1) / schedule.N)
-            sample = theirs.step(eps, k, sample).prev_sample
-        return sample
+            eps = model(sample_k, (k.to(torch.float64) + 1) / schedule.N)
+            sample_k = theirs.step(eps, k, sample_k).prev_sample
+        return sample_k
 
     def run_ours() -> torch.Tensor:
-        return sample_dpm_solver_pp_multistep(model, x, ts, order=2)
+        return sample(model, x, ts)
 
     gap = float((run_ours() - run_theirs()).abs().max())
     t_ours, t_theirs = (t / n_steps for t in _time_interleaved(run_ours, run_theirs, repeats))
     return (
-        f"\nwall time per step, DPM-Solver++(2M), {n_steps} steps, batch 256 x 2, exact ring model "
-        f"(median of {repeats})"
-        f"\n{'refimpl 2M':<32}{t_ours * 1e3:>10.3f} ms"
-        f"\n{'diffusers DPMSolverMultistep':<32}{t_theirs * 1e3:>10.3f} ms"
-        f"\n{'ratio refimpl / diffusers':<32}{t_ours / t_theirs:>10.2f}"
-        f"\n{'max |refimpl - diffusers|':<32}{gap:>10.2e}   (diffusers steps in float32)"
+        f"\nwall time per step, {name}, {n_steps} steps, batch 256 x 2, exact ring model (median of {repeats})"
+        f"\n{'refimpl':<40}{t_ours * 1e3:>10.3f} ms"
+        f"\n{'diffusers ' + scheduler_class:<40}{t_theirs * 1e3:>10.3f} ms"
+        f"\n{'ratio refimpl / diffusers':<40}{t_ours / t_theirs:>10.2f}"
+        f"\n{'max |refimpl - diffusers|':<40}{gap:>10.2e}   (diffusers computes in float32)"
     )
+
+
+def speed_tables(repeats: int = 7) -> str:
+    """DDIM against ``DDIMScheduler`` and DPM-Solver++(2M) against ``DPMSolverMultistepScheduler``.
+
+    diffusers' options are set to the plain methods: no clipping of x0 (default on; the ring reaches radius
+    2), DDIM's last step to alpha-bar_0 (``set_alpha_to_one=False``); 2M in Algorithm 2's form (midpoint),
+    without thresholding, without the lower-order final step and ending at alpha-bar_0, not at sigma = 0.
+    """
+    ddim = versus_diffusers(
+        "DDIM (eta = 0)", sample_ddim, "DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}, repeats
+    )
+    dpm = versus_diffusers(
+        "DPM-Solver++(2M)",
+        partial(sample_dpm_solver_pp_multistep, order=2),
+        "DPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "dpmsolver++",
+            "solver_order": 2,
+            "solver_type": "midpoint",
+            "thresholding": False,
+            "lower_order_final": False,
+            "final_sigmas_type": "sigma_min",
+        },
+        repeats,
+    )
+    return ddim + "\n" + dpm
 
 
 def main() -> None:
@@ -200,8 +167,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timing repeats (median reported)")
     args = parser.parse_args()
     print(accuracy_table())
-    print(speed_table(args.repeats))
-    print(dpm_solver_pp_speed_table(args.repeats))
+    print(speed_tables(args.repeats))
 
 
 if __name__ == "__main__":
