@@ -51,14 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     kwargs = _extra_kwargs(extra)
     if args.library == "diffusers":
-        known = DIFFUSERS.get(args.name)
-        impl, method = DiffusersScheduler(args.name, kwargs), args.method or (known[0] if known else None)
+        impl: DiffusersScheduler | KDiffusionSampler = DiffusersScheduler(args.name, kwargs)
+        known = DIFFUSERS
         schedule = args.schedule or "ddpm_linear"
     else:
-        impl, method = KDiffusionSampler(args.name), args.method or KDIFFUSION.get(args.name)
+        impl, known = KDiffusionSampler(args.name, kwargs), KDIFFUSION
         schedule = args.schedule or "edm"
-    if method is None:
-        parser.error(f"no known refimpl method for {args.name}: pass --method")
+    if args.name not in known:
+        parser.error(f"the oracle has no adapter for {args.name}; choose one of {sorted(known)}")
+    try:
+        method = args.method or impl.method
+    except ValueError as err:
+        parser.error(str(err))
     reports = []
     for n in args.n_steps:
         config = Config(method, n, schedule, args.toy, args.prediction, args.dtype)

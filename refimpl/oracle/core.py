@@ -6,6 +6,11 @@ For every step the report gives the deviation from the reference state, the devi
 probability-flow ODE solution (deterministic methods), whether the state stayed finite, and where the
 model was queried against where the method says it should be; then a verdict.
 
+Conventions of the implementation (a final denoising step, clipped x0 predictions, lower orders in the last
+steps, a model time input that differs from the solver's noise level, ...) are modelled explicitly as options
+of the reference (``Convention``), never by loosening the tolerance; the report measures what each one
+changes (the reference with it against the reference without it).
+
 Tolerance of "agrees with the reference": an implementation whose coefficients are computed in a
 format of unit round-off u (float32: 2^-24; float64: 2^-53) makes a relative error of a few u per
 coefficient and step, and these add up over the steps; we allow ``TOL_OPS * (n_steps + 1) * u`` times
@@ -23,14 +28,31 @@ import torch
 from torch import Tensor
 
 from refimpl.models import CountingModel, predict
-from refimpl.reference import solve_pf_ode
-from refimpl.registry import get_sampler
+from refimpl.oracle.methods import final_step_to_zero, get_method
+from refimpl.parameterization import from_x0_eps, to_x0_eps
+from refimpl.reference import OrderResult, convergence_order, solve_pf_ode
 from refimpl.samplers import Trajectory
 from refimpl.schedules import get_schedule
 
-__all__ = ["Config", "Implementation", "Report", "Run", "StepReport", "check", "make_toy", "reference_run"]
+__all__ = [
+    "Config",
+    "Convention",
+    "Implementation",
+    "OrderReport",
+    "Report",
+    "Run",
+    "check",
+    "make_toy",
+    "order_check",
+    "reference_run",
+]
 
 TOL_OPS = 64
+#: Measured order within this of the declared one (house rule 12; tests/tolerances.py ORDER_TOL).
+ORDER_TOL = 0.15
+#: An order is measured only from errors at least this many tolerances above the implementation's round-off.
+ORDER_FLOOR = 10.0
+FINALS = ("grid", "x0", "step")
 
 
 def make_toy(name: str) -> Any:
@@ -53,7 +75,9 @@ class Config:
     """One configuration of the matrix: what is run, on which toy, how.
 
     ``options`` are the method's options as (name, value) pairs, understood by both sides (for example
-    ("eta", 1.0) or ("solver_order", 2)); ``dtype`` is the dtype of the state the implementation sees.
+    ("eta", 1.0)); ``dtype`` is the dtype of the state the implementation sees; ``spacing`` is the refimpl
+    grid for implementations that take one (refimpl callables, k-diffusion); ``encode`` runs the method's
+    encoder (data to noise) instead of its sampler.
     """
 
     method: str
@@ -64,6 +88,8 @@ class Config:
     dtype: str = "float64"
     batch: int = 8
     seed: int = 0
+    spacing: str = "uniform_lambda"
+    encode: bool = False
     options: tuple[tuple[str, Any], ...] = ()
 
     def option(self, name: str, default: Any = None) -> Any:
@@ -76,26 +102,52 @@ class Config:
     def __str__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options)
         return (
-            f"{self.method}: {self.n_steps} steps, {self.schedule}, {self.toy}, {self.prediction}, "
-            f"{self.dtype}{', ' + opts if opts else ''}"
+            f"{self.method}{' (encoder)' if self.encode else ''}: {self.n_steps} steps, {self.schedule}, "
+            f"{self.spacing}, {self.toy}, {self.prediction}, {self.dtype}{', ' + opts if opts else ''}"
         )
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A convention of the implementation under test, modelled by the reference.
+
+    ``options`` are reference-sampler options that model it (e.g. per-step ``orders``, a ``warmup``);
+    ``clip_x0`` clips the model's x0 prediction to [-clip_x0, clip_x0] (eps recomputed from it);
+    ``queries`` are (solver noise level t, model time input t') pairs: the reference's model is evaluated at
+    t' whenever its solver is at t.
+    """
+
+    name: str
+    detail: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
+    clip_x0: float | None = None
+    queries: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass
 class Run:
     """What one sampler did: the grid it walked (continuous times), its states, and its model queries.
 
-    ``times`` has n_steps + 1 entries; ``denoise_final`` marks the convention of a last step to
-    alpha = 1, sigma = 0 (its state is then the x0 prediction at times[-2], and times[-1] is NaN).
+    ``times`` has one entry per state. ``final`` says how the last state is reached: "grid" (a step to the
+    grid time times[-1]), "x0" (a last step to alpha = 1, sigma = 0 that returns the x0 prediction at
+    times[-2]) or "step" (the method's own step to sigma = 0); times[-1] is NaN for the last two.
+    ``queries`` are the model's time inputs in call order and ``levels`` the solver's noise level at each
+    call (where the implementation says it evaluates; None: the same as ``queries``); ``landings`` where each
+    step's coefficients take the state (None: times[1:]), which must be where the next step starts.
     ``noise`` is the noise the implementation really used, when it could not take the injected one;
     ``coefficient_dtype`` the precision of its step coefficients (diffusers keeps alpha-bar in float32
     whatever the state's dtype), which sets the tolerance together with the state's dtype.
+    ``reference_options`` select the variant of the method the implementation runs (not a convention).
     """
 
     times: Tensor
     states: list[Tensor]
     queries: list[float]
-    denoise_final: bool = False
+    final: str = "grid"
+    conventions: tuple[Convention, ...] = ()
+    reference_options: dict[str, Any] = field(default_factory=dict)
+    levels: list[float] | None = None
+    landings: list[float] | None = None
     error: str | None = None
     noise: Tensor | None = None
     coefficient_dtype: torch.dtype | None = None
@@ -118,6 +170,25 @@ class StepReport:
     finite: bool
 
 
+@dataclass(frozen=True)
+class ConventionNote:
+    """A modelled convention and what it changes: the largest state difference it makes, against the tolerance."""
+
+    name: str
+    detail: str
+    effect: float
+    tolerance: float
+
+    @property
+    def matters(self) -> bool:
+        return self.effect > self.tolerance
+
+    def __str__(self) -> str:
+        verdict = "matters" if self.matters else "within tolerance"
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self.name}{detail} (changes the states by {self.effect:.1e}: {verdict})"
+
+
 @dataclass
 class Report:
     """The comparison of one configuration, and its verdict."""
@@ -130,6 +201,7 @@ class Report:
     query_error: float = 0.0
     tolerance: float = 0.0
     problems: list[str] = field(default_factory=list)
+    conventions: list[ConventionNote] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -140,6 +212,7 @@ class Report:
         rows = [
             f"{s.i:>5} {s.t:>10.5f} {s.dev_reference:>11.2e} {s.dev_exact:>12.2e} {s.finite!s:>6}" for s in self.steps
         ]
+        notes = [f"convention: {c}" for c in self.conventions]
         verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.problems)
         return "\n".join(
             [
@@ -148,9 +221,62 @@ class Report:
                 *rows,
                 f"model calls {self.nfe} (method declares {self.nfe_expected}); "
                 f"query-time error {self.query_error:.1e}; tolerance {self.tolerance:.1e}",
+                *notes,
                 verdict,
             ]
         )
+
+
+# --- model wrappers that model conventions --------------------------------------------------------------
+
+
+@dataclass
+class _ClippedModel:
+    """The model with its x0 prediction clipped to [-c, c] and the output re-derived from (x, clipped x0)."""
+
+    model: Any
+    c: float
+
+    @property
+    def schedule(self) -> Any:
+        return self.model.schedule
+
+    @property
+    def prediction(self) -> str:
+        return self.model.prediction
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        values = self.model.schedule(t)
+        x0, _ = to_x0_eps(self.prediction, self.model(x, t), x, values)
+        x0 = x0.clamp(-self.c, self.c)
+        eps = (x - values.alpha_t * x0) / values.sigma_t
+        return from_x0_eps(self.prediction, x0, eps, values)
+
+
+@dataclass
+class _RetimedModel:
+    """The model evaluated at t' whenever it is asked at a solver level t of the pairs (t, t')."""
+
+    model: Any
+    pairs: tuple[tuple[float, float], ...]
+
+    @property
+    def schedule(self) -> Any:
+        return self.model.schedule
+
+    @property
+    def prediction(self) -> str:
+        return self.model.prediction
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        level = float(t)
+        for t_level, t_query in self.pairs:
+            if abs(level - t_level) <= 1e-9 * abs(t_level):
+                return self.model(x, torch.as_tensor(t_query, dtype=torch.float64))
+        return self.model(x, t)
+
+
+# --- the reference ------------------------------------------------------------------------------------
 
 
 def _setup(config: Config) -> tuple[Any, Tensor, Tensor]:
@@ -159,28 +285,53 @@ def _setup(config: Config) -> tuple[Any, Tensor, Tensor]:
     schedule = get_schedule(config.schedule)
     model = ExactModel(make_toy(config.toy), schedule, config.prediction)
     g = torch.Generator().manual_seed(config.seed)
-    x_T = model.sample_xt(config.batch, schedule.t_max, g)[1]
-    noise = torch.randn(config.n_steps, *x_T.shape, generator=g, dtype=torch.float64)
-    return model, x_T, noise
+    x_start = model.sample_xt(config.batch, schedule.t_min if config.encode else schedule.t_max, g)[1]
+    noise = torch.randn(config.n_steps, *x_start.shape, generator=g, dtype=torch.float64)
+    return model, x_start, noise
 
 
 def reference_run(
-    config: Config, model: Any, x_T: Tensor, times: Tensor, noise: Tensor | None, denoise_final: bool
+    config: Config,
+    model: Any,
+    x_T: Tensor,
+    times: Tensor,
+    noise: Tensor | None,
+    final: str = "grid",
+    conventions: tuple[Convention, ...] = (),
+    reference_options: dict[str, Any] | None = None,
 ) -> tuple[Run, int]:
-    """refimpl's registered method on the grid ``times`` (and a final denoise if asked); returns (run, NFE)."""
-    spec = get_sampler(config.method)
+    """refimpl's method on the grid ``times`` with the given conventions modelled; returns (run, NFE).
+
+    ``final`` as in ``Run``: "x0" ends with the x0 prediction at times[-2], "step" with the method's own step to
+    sigma = 0 (``methods.final_step_to_zero``).
+    """
+    if final not in FINALS:
+        raise ValueError(f"final must be one of {FINALS}, got {final!r}")
+    spec = get_method(config.method)
+    options = {**dict(spec.options), **(reference_options or {}), **dict(config.options)}
+    for convention in conventions:
+        options.update(dict(convention.options))
+        if convention.clip_x0 is not None:
+            model = _ClippedModel(model, convention.clip_x0)
+        if convention.queries:
+            model = _RetimedModel(model, convention.queries)
     counting = CountingModel(model)
-    grid = times[:-1] if denoise_final else times
-    out, states = x_T, [x_T]
-    if len(grid) > 1:  # a one-step run with a final denoise has no regular step
-        traj = Trajectory()
+    grid = times if final == "grid" else times[:-1]
+    out, states, traj = x_T, [x_T], Trajectory()
+    if config.encode:
+        if spec.encode is None:
+            raise ValueError(f"{config.method} has no encoder")
+        out = spec.encode(counting, x_T, grid.flip(0), callback=traj)
+        states += [s.x_next for s in traj.steps]
+    elif len(grid) > 1:  # a one-step run with a final denoise has no regular step
         kwargs = {"noise": noise[: len(grid) - 1]} if spec.stochastic else {}
-        options = {**dict(spec.options), **dict(config.options)}
         out = spec.sample(counting, x_T, grid, callback=traj, **options, **kwargs)
         states += [s.x_next for s in traj.steps]
-    if denoise_final:  # the last step to alpha = 1, sigma = 0 returns the x0 prediction
+    if final == "x0":  # the last step to alpha = 1, sigma = 0 returns the x0 prediction
         states.append(predict(counting, out, grid[-1], "x0"))
-    return Run(times, states, [float(t) for t in counting.t_queried], denoise_final), counting.calls
+    elif final == "step":
+        states.append(final_step_to_zero(config.method, counting, out, grid, traj, options))
+    return Run(times, states, [float(t) for t in counting.t_queried], final), counting.calls
 
 
 def _exact_states(model: Any, x_T: Tensor, times: Tensor) -> list[Tensor | None]:
@@ -197,33 +348,46 @@ def _exact_states(model: Any, x_T: Tensor, times: Tensor) -> list[Tensor | None]
     return out
 
 
-def check(impl: Implementation, config: Config, exact: bool = True) -> Report:
-    """Run ``impl`` and the reference on ``config`` and compare them step by step."""
-    model, x_T, noise = _setup(config)
+def _run_checked(impl: Implementation, config: Config, model: Any, x_T: Tensor, noise: Tensor) -> Run | str:
+    """The implementation's run, or a sentence saying why it is not usable (crash, non-tensor, shape)."""
     dtype = getattr(torch, config.dtype)
-    report = Report(config, impl.name)
     try:
         run = impl.run(config, model, x_T.to(dtype), noise.to(dtype))
     except Exception as err:  # the implementation under test crashed: report it, do not crash the oracle
-        report.problems.append(f"raised {type(err).__name__}: {err}")
-        return report
+        return f"raised {type(err).__name__}: {err}"
     if run.error:
-        report.problems.append(run.error)
-        return report
+        return run.error
     bad = [i for i, s in enumerate(run.states) if not isinstance(s, Tensor)]
     if bad:
-        report.problems.append(f"step {bad[0]} returned {type(run.states[bad[0]]).__name__}, not a tensor")
-        return report
+        return f"step {bad[0]} returned {type(run.states[bad[0]]).__name__}, not a tensor"
     if len(run.states) != len(run.times):
-        report.problems.append(f"reported {len(run.states)} states for a grid of {len(run.times)} times")
-        return report
+        return f"reported {len(run.states)} states for a grid of {len(run.times)} times"
     wrong = [i for i, s in enumerate(run.states) if s.shape != x_T.shape]
     if wrong:
-        report.problems.append(
-            f"step {wrong[0]} returned shape {tuple(run.states[wrong[0]].shape)}, expected {tuple(x_T.shape)}"
-        )
+        return f"step {wrong[0]} returned shape {tuple(run.states[wrong[0]].shape)}, expected {tuple(x_T.shape)}"
+    return run
+
+
+def _tolerance(config: Config, run: Run, scale: float) -> tuple[float, float]:
+    """(tolerance on the states, unit round-off) for this run's precision."""
+    dtype = getattr(torch, config.dtype)
+    unit = max(torch.finfo(d).eps / 2 for d in (dtype, run.coefficient_dtype or dtype))
+    return TOL_OPS * (config.n_steps + 1) * unit * scale, unit
+
+
+def _max_dev(a: list[Tensor], b: list[Tensor]) -> float:
+    return max(float((x.double() - y.double()).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def check(impl: Implementation, config: Config, exact: bool = True) -> Report:
+    """Run ``impl`` and the reference on ``config`` and compare them step by step."""
+    model, x_T, noise = _setup(config)
+    report = Report(config, impl.name)
+    run = _run_checked(impl, config, model, x_T, noise)
+    if isinstance(run, str):
+        report.problems.append(run)
         return report
-    spec = get_sampler(config.method)
+    spec = get_method(config.method)
     # A zero-length step (t -> t) spends a model call and cannot move the state: report it, and compare the
     # rest against the reference on the grid without it (the state must then stay where it was).
     keep = [0] + [i + 1 for i in range(len(run.times) - 1) if not run.times[i + 1] == run.times[i]]
@@ -233,21 +397,52 @@ def check(impl: Implementation, config: Config, exact: bool = True) -> Report:
                 f"step {i} has zero length (t = {float(run.times[i]):.5g} to itself): "
                 "a model call that cannot move the state"
             )
+    scale = max(1.0, float(x_T.abs().max()))
+    report.tolerance, unit = _tolerance(config, run, scale)
+    for i, landing in enumerate((run.landings or [])[:-1]):
+        start = float(run.times[i + 1])
+        if not abs(landing - start) <= TOL_OPS * unit * abs(start):
+            report.problems.append(
+                f"step {i} lands at t = {landing:.6g} but the next step starts from t = {start:.6g}: "
+                "off the scheduler's own grid"
+            )
+            break
+    conventions = list(run.conventions)
+    levels = run.levels if run.levels is not None else run.queries
+    off = [(lv, q) for lv, q in zip(levels, run.queries, strict=False) if abs(q - lv) > TOL_OPS * unit * abs(lv)]
+    if off:  # the model's time input does not map back to the solver's noise level: model it, measure it
+        worst = max(abs(q - lv) / abs(lv) for lv, q in off)
+        detail = f"the model's time input differs from the solver's noise level by up to {worst:.1e} (relative)"
+        conventions.append(
+            Convention("model time off the noise level", detail, queries=tuple(zip(levels, run.queries, strict=False)))
+        )
+    used = noise if run.noise is None else run.noise
+
+    def reference(conv: list[Convention]) -> tuple[Run, int]:
+        return reference_run(config, model, x_T, run.times[keep], used, run.final, tuple(conv), run.reference_options)
+
     try:
-        used = noise if run.noise is None else run.noise
-        ref, report.nfe_expected = reference_run(config, model, x_T, run.times[keep], used, run.denoise_final)
+        ref, report.nfe_expected = reference(conventions)
     except ValueError as err:
         report.problems.append(f"its grid is not a valid grid for {config.method}: {err}")
         return report
+    for k, convention in enumerate(conventions):  # what each convention changes
+        without, _ = reference(conventions[:k] + conventions[k + 1 :])
+        note = ConventionNote(
+            convention.name, convention.detail, _max_dev(ref.states, without.states), report.tolerance
+        )
+        report.conventions.append(note)
+        if note.matters and convention.queries:
+            report.problems.append(
+                f"the model is not queried at the solver's noise level ({convention.detail}); this changes the "
+                f"states by {note.effect:.1e} > {report.tolerance:.1e}"
+            )
     expand = [len([k for k in keep if k <= i]) - 1 for i in range(len(run.times))]
-    ref.states = [ref.states[j] for j in expand]
+    ref_states = [ref.states[j] for j in expand]
     ode = _exact_states(model, x_T, run.times[keep]) if exact and not spec.stochastic else [None] * len(keep)
     ode = [ode[j] for j in expand]
-    scale = max(1.0, float(x_T.abs().max()))
-    unit = max(torch.finfo(d).eps / 2 for d in (dtype, run.coefficient_dtype or dtype))
-    report.tolerance = TOL_OPS * (config.n_steps + 1) * unit * scale
     first_dev = None
-    for i, (x, x_ref, x_ode) in enumerate(zip(run.states, ref.states, ode, strict=True)):
+    for i, (x, x_ref, x_ode) in enumerate(zip(run.states, ref_states, ode, strict=True)):
         finite = bool(torch.isfinite(x).all())
         dev = float((x.double() - x_ref).abs().max()) if finite else math.inf
         dev_exact = float((x.double() - x_ode).abs().max()) if x_ode is not None and finite else math.nan
@@ -262,14 +457,82 @@ def check(impl: Implementation, config: Config, exact: bool = True) -> Report:
     if report.nfe != report.nfe_expected:
         report.problems.append(f"{report.nfe} model calls, the method makes {report.nfe_expected}")
     elif report.nfe:
-        q, q_ref = torch.tensor(run.queries), torch.tensor(ref.queries)
-        report.query_error = float(((q - q_ref).abs() / q_ref.abs().clamp_min(1e-12)).max())
+        q, q_ref = torch.tensor(levels, dtype=torch.float64), torch.tensor(ref.queries, dtype=torch.float64)
+        rel = (q - q_ref).abs() / q_ref.abs().clamp_min(1e-12)
+        report.query_error = float(rel.max())
         if report.query_error > TOL_OPS * unit:
-            k = int(((q - q_ref).abs() / q_ref.abs()).argmax())
+            k = int(rel.argmax())
             report.problems.append(
-                f"model query {k} at t = {float(q[k]):.6g}, the method queries t = {float(q_ref[k]):.6g}"
+                f"model call {k} is made at noise level t = {float(q[k]):.6g}, the method evaluates at "
+                f"t = {float(q_ref[k]):.6g}"
             )
     return report
+
+
+# --- measured order ------------------------------------------------------------------------------------
+
+
+@dataclass
+class OrderReport:
+    """The implementation's error against the exact ODE at successive step counts, and its fitted order."""
+
+    implementation: str
+    config: Config
+    declared: float
+    steps: tuple[int, ...]
+    errors: tuple[float, ...] = ()
+    result: OrderResult | None = None
+    problem: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None
+
+    def __str__(self) -> str:
+        head = f"{self.implementation} ({self.config.method}, declared order {self.declared:g})"
+        body = str(self.result) if self.result is not None else ""
+        return "\n".join([head, body, "PASS" if self.passed else f"FAIL: {self.problem}"])
+
+
+def order_check(
+    impl: Implementation, config: Config, steps: tuple[int, ...], declared: float | None = None
+) -> OrderReport:
+    """Measure the global order of ``impl`` (deterministic methods) from its error at the end of its own grid.
+
+    For each n in ``steps`` the implementation walks its grid from x_T; the error is the max-abs difference from
+    the exact probability-flow ODE solution between the same two times. Errors must stay ``ORDER_FLOOR``
+    tolerances above the implementation's round-off; the fitted order must lie within ``ORDER_TOL`` of the
+    declared one (the method's, unless given).
+    """
+    spec = get_method(config.method)
+    declared = spec.order if declared is None else declared
+    out = OrderReport(impl.name, config, declared, tuple(steps))
+    if spec.stochastic:
+        out.problem = f"{config.method} is stochastic: its (weak) order needs a law, not a path"
+        return out
+    errors = []
+    for n in steps:
+        cfg = replace(config, n_steps=n)
+        model, x_T, noise = _setup(cfg)
+        run = _run_checked(impl, cfg, model, x_T, noise)
+        if isinstance(run, str):
+            out.problem = f"at {n} steps: {run}"
+            return out
+        if run.final != "grid" or not math.isfinite(float(run.times[-1])):
+            out.problem = "the run ends with a step to sigma = 0, where the ODE has no solution to compare with"
+            return out
+        exact_end = solve_pf_ode(model, x_T, run.times[0], run.times[-1])
+        err = float((run.states[-1].double() - exact_end).abs().max())
+        tol = _tolerance(cfg, run, max(1.0, float(x_T.abs().max())))[0]
+        if not err > ORDER_FLOOR * tol:
+            out.problem = f"the error at {n} steps ({err:.1e}) is within {ORDER_FLOOR:g} tolerances of round-off"
+            return out
+        errors.append(err)
+    out.errors = tuple(errors)
+    out.result = convergence_order(steps, errors)
+    if abs(out.result.order - declared) > ORDER_TOL:
+        out.problem = f"measured order {out.result.order:.2f}, the method's is {declared:g}"
+    return out
 
 
 def smallest_failure(reports: list[Report]) -> Report | None:
