@@ -162,8 +162,15 @@ class DiffusersScheduler:
 
     @property
     def arguments(self) -> dict[str, Any]:
-        """The constructor arguments (beyond the schedule's and the prediction type): defaults, then ours."""
-        return {**self.profile.defaults, **self.kwargs}
+        """The constructor arguments (beyond the schedule's and the prediction type): defaults, then ours.
+
+        diffusers refuses its default ``final_sigmas_type="zero"`` for the noise-prediction DPM-Solvers; they then
+        end at sigma_min (its own suggestion).
+        """
+        args = {**self.profile.defaults, **self.kwargs}
+        if self.class_name.startswith("DPMSolver") and args.get("algorithm_type") in ("dpmsolver", "sde-dpmsolver"):
+            args.setdefault("final_sigmas_type", "sigma_min")
+        return args
 
     @property
     def name(self) -> str:
@@ -349,7 +356,7 @@ class DiffusersScheduler:
         orders = self._multistep_orders(sched, final)
         if orders is not None:
             n = len(orders)
-            plain = [min(max(orders), i + 1) for i in range(n)]
+            plain = [min(sched.config.solver_order, i + 1) for i in range(n)]
             if orders != plain:
                 out.append(
                     Convention("lower-order final steps", f"orders {orders}", options=(("orders", tuple(orders)),))

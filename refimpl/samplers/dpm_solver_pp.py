@@ -213,7 +213,7 @@ def sample_dpm_solver_pp_multistep(
         k = min(order, len(x0s), n - i) if lower_order_final else min(order, len(x0s))
         if orders is not None:
             k = orders[i]
-        elif i == 0 and order == 3 and warmup == "singlestep":
+        if orders is None and i == 0 and order == 3 and warmup == "singlestep":
             v_mid = intermediate_values(model.schedule, values[:2], 0.5)[0]
             x_next = dpm_solver_pp_2s_update(model, x, x0, v_s, v_mid, v_t, threshold)
         else:
