@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from refimpl.oracle.adapters import DiffusersScheduler, KDiffusionSampler
+from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler
 from refimpl.oracle.core import Implementation
 from refimpl.oracle.explore import Finding, explore
 
@@ -39,27 +39,69 @@ def _diffusers(name: str, **fixed: Any) -> Callable[..., Implementation]:
 
 
 def matrix() -> list[Entry]:
-    """Every implementation the oracle explores."""
+    """Every implementation the oracle explores: each diffusers scheduler and k-diffusion sampler with an adapter."""
     from hypothesis import strategies as st
 
     spacing = st.sampled_from(["leading", "trailing", "linspace"])
-    return [
-        Entry("diffusers DDIMScheduler", _diffusers("DDIMScheduler"), "ddim", {"timestep_spacing": spacing}),
+    orders = st.sampled_from([1, 2, 3])
+    lof = st.booleans()
+    alphabar = {"timestep_spacing": spacing}
+    multistep = {"timestep_spacing": spacing, "solver_order": orders, "lower_order_final": lof}
+    entries = [
+        Entry("diffusers DDIMScheduler", _diffusers("DDIMScheduler"), "ddim", alphabar),
+        Entry("diffusers DDPMScheduler", _diffusers("DDPMScheduler"), "ddpm", alphabar, {"dtypes": ("float64",)}),
+        Entry("diffusers DDIMInverseScheduler", _diffusers("DDIMInverseScheduler"), "ddim", alphabar, {"encode": True}),
         Entry(
-            "diffusers DDPMScheduler",
-            _diffusers("DDPMScheduler"),
-            "ddpm",
-            {"timestep_spacing": spacing},
-            {"dtypes": ("float64",)},
+            "diffusers PNDMScheduler (PLMS)",
+            _diffusers("PNDMScheduler", skip_prk_steps=True),
+            "plms",
+            alphabar,
+            {"predictions": ("eps", "v")},
         ),
         Entry(
-            "k-diffusion sample_euler",
-            lambda **kw: KDiffusionSampler("sample_euler"),
-            "ddim",
-            {},
-            {"schedules": ("edm", "vp_linear")},
+            "diffusers PNDMScheduler (PRK warm-up)",
+            _diffusers("PNDMScheduler"),
+            "pndm",
+            alphabar,
+            {"predictions": ("eps", "v")},
         ),
+        Entry("diffusers DEISMultistepScheduler", _diffusers("DEISMultistepScheduler"), "", multistep),
+        Entry("diffusers UniPCMultistepScheduler", _diffusers("UniPCMultistepScheduler"), "", multistep),
+        Entry("diffusers EulerDiscreteScheduler", _diffusers("EulerDiscreteScheduler"), "edm_euler", alphabar),
+        Entry("diffusers HeunDiscreteScheduler", _diffusers("HeunDiscreteScheduler"), "edm_heun", alphabar),
+        Entry("diffusers LMSDiscreteScheduler", _diffusers("LMSDiscreteScheduler"), "lms", alphabar),
     ]
+    for algorithm in ("dpmsolver++", "dpmsolver", "sde-dpmsolver++"):
+        options = {**multistep, "final_sigmas_type": st.sampled_from(["zero", "sigma_min"])}
+        if algorithm == "sde-dpmsolver++":
+            options["solver_order"] = st.sampled_from([1, 2])
+        if algorithm == "dpmsolver":
+            options.pop("final_sigmas_type")
+        name = f"diffusers DPMSolverMultistepScheduler ({algorithm})"
+        entries.append(Entry(name, _diffusers("DPMSolverMultistepScheduler", algorithm_type=algorithm), "", options))
+    entries.append(
+        Entry(
+            "diffusers DPMSolverSinglestepScheduler",
+            _diffusers("DPMSolverSinglestepScheduler"),
+            "",
+            {"solver_order": st.sampled_from([1, 2])},
+        )
+    )
+    for function in KDIFFUSION:
+        entries.append(
+            Entry(
+                f"k-diffusion {function}",
+                _kdiffusion(function),
+                KDIFFUSION[function][0],
+                {"final_zero": st.booleans()},
+                {"schedules": ("edm", "vp_linear"), "spacings": ("uniform_lambda", "karras", "uniform_t")},
+            )
+        )
+    return entries  # fmt: skip
+
+
+def _kdiffusion(function: str) -> Callable[..., Implementation]:
+    return lambda final_zero=False: KDiffusionSampler(function, final_zero=final_zero)
 
 
 def run_matrix(max_examples: int = 40, entries: list[Entry] | None = None) -> list[Finding]:
