@@ -443,7 +443,8 @@ def check(impl: Implementation, config: Config, exact: bool = True) -> Report:
                 f"step {i} has zero length (t = {float(run.times[i]):.5g} to itself): "
                 "a model call that cannot move the state"
             )
-    scale = max(1.0, float(x_T.abs().max())) * _alpha_growth(model, run.times[keep])
+    size = max(1.0, float(x_T.abs().max()))
+    scale = size * _alpha_growth(model, run.times[keep])
     report.tolerance, unit = _tolerance(config, run, scale)
     for i, landing in enumerate((run.landings or [])[:-1]):
         start = float(run.times[i + 1])
@@ -486,7 +487,7 @@ def check(impl: Implementation, config: Config, exact: bool = True) -> Report:
                 f"states by {note.effect:.1e} > {report.tolerance:.1e}"
             )
     expand = [len([k for k in keep if k <= i]) - 1 for i in range(len(run.times))]
-    amplification = _amplification(ref, reference(conventions, _perturbed(x_T, scale, config.seed))[0], scale)
+    amplification = _amplification(ref, reference(conventions, _perturbed(x_T, size, config.seed))[0], size)
     amplification = [amplification[j] for j in expand]
     ref_states = [ref.states[j] for j in expand]
     ode = _exact_states(model, x_T, run.times[keep]) if exact and not spec.stochastic else [None] * len(keep)

@@ -174,9 +174,8 @@ class DiffusersScheduler:
 
     @property
     def name(self) -> str:
-        extra = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-        probe = ", float64 tables" if self.float64_tables else ""
-        return f"diffusers.{self.class_name}({extra}{probe})"
+        parts = [f"{k}={v}" for k, v in self.kwargs.items()] + (["float64 tables"] if self.float64_tables else [])
+        return f"diffusers.{self.class_name}({', '.join(parts)})"
 
     @property
     def method(self) -> str:
@@ -356,7 +355,10 @@ class DiffusersScheduler:
         orders = self._multistep_orders(sched, final)
         if orders is not None:
             n = len(orders)
-            plain = [min(sched.config.solver_order, i + 1) for i in range(n)]
+            from refimpl.oracle.methods import get_method
+
+            p = int(dict(get_method(self.method).options).get("order", sched.config.solver_order))
+            plain = [min(p, i + 1) for i in range(n)]  # what the reference does unless told
             if orders != plain:
                 out.append(
                     Convention("lower-order final steps", f"orders {orders}", options=(("orders", tuple(orders)),))

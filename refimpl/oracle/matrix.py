@@ -35,7 +35,12 @@ class Entry:
 
 
 def _diffusers(name: str, **fixed: Any) -> Callable[..., Implementation]:
-    return lambda **kw: DiffusersScheduler(name, {**fixed, **kw})
+    """A diffusers scheduler from drawn options; ``float64_tables`` (float64 coefficients) is the adapter's probe."""
+
+    def make(float64_tables: bool = False, **kw: Any) -> Implementation:
+        return DiffusersScheduler(name, {**fixed, **kw}, float64_tables=float64_tables)
+
+    return make
 
 
 def matrix() -> list[Entry]:
@@ -45,8 +50,9 @@ def matrix() -> list[Entry]:
     spacing = st.sampled_from(["leading", "trailing", "linspace"])
     orders = st.sampled_from([1, 2, 3])
     lof = st.booleans()
-    alphabar = {"timestep_spacing": spacing}
-    multistep = {"timestep_spacing": spacing, "solver_order": orders, "lower_order_final": lof}
+    coefficients = st.booleans()  # float64 coefficient tables (True) or diffusers' own float32 ones
+    alphabar = {"timestep_spacing": spacing, "float64_tables": coefficients}
+    multistep = {**alphabar, "solver_order": orders, "lower_order_final": lof}
     entries = [
         Entry("diffusers DDIMScheduler", _diffusers("DDIMScheduler"), "ddim", alphabar),
         Entry("diffusers DDPMScheduler", _diffusers("DDPMScheduler"), "ddpm", alphabar, {"dtypes": ("float64",)}),
@@ -84,7 +90,7 @@ def matrix() -> list[Entry]:
             "diffusers DPMSolverSinglestepScheduler",
             _diffusers("DPMSolverSinglestepScheduler"),
             "",
-            {"solver_order": st.sampled_from([1, 2])},
+            {"solver_order": st.sampled_from([1, 2]), "float64_tables": coefficients},
         )
     )
     for function in KDIFFUSION:
