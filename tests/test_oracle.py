@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from refimpl.oracle import Config, check
-from refimpl.oracle.adapters import DiffusersScheduler, KDiffusionSampler, RefimplCallable
+from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler, RefimplCallable
+from refimpl.oracle.methods import EXTRA, get_method
+from refimpl.registry import REGISTRY
 from refimpl.samplers import sample_ddim, sample_ddpm
 
 
@@ -93,3 +97,131 @@ def test_report_measures_distance_to_the_exact_ode() -> None:
     error = float((sample_ddim(model, x_T, ts) - model.pf_ode_map(x_T, ts[0], ts[-1])).abs().max())
     assert report.passed
     assert report.steps[-1].dev_exact == pytest.approx(error, rel=1e-6)
+
+
+# --- the whole registry against itself -------------------------------------------------------------------------
+
+SELF_METHODS = sorted(REGISTRY) + sorted(
+    k for k in EXTRA if not k.startswith(("dpm_solver_singlestep", "dpm_solver_pp_s"))
+)
+
+
+@pytest.mark.parametrize("name", SELF_METHODS)
+def test_every_method_passes_against_itself(name: str) -> None:
+    """Each registered method and named setting, run as an implementation under test: 1, 2 and 5 steps, three
+    parameterisations of the same exact model, float64 and float32 states (NFE, query times, landings all agree)."""
+    spec = get_method(name)
+    impl = RefimplCallable(functools.partial(spec.sample, **dict(spec.options)), stochastic=spec.stochastic)
+    for n, schedule, prediction, dtype in [(1, "vp_linear", "eps", "float64"), (2, "edm", "x0", "float32"),
+                                           (5, "vp_cosine", "v", "float64")]:  # fmt: skip
+        config = Config(name, max(n, spec.min_steps), schedule, prediction=prediction, dtype=dtype)
+        report = check(impl, config, exact=False)
+        assert report.passed, report.table()
+
+
+# --- diffusers and k-diffusion on a fixed slice of the matrix ---------------------------------------------------
+
+AGREE = [
+    ("DDIMScheduler", {}, 10),
+    ("DDPMScheduler", {}, 10),
+    ("PNDMScheduler", {"skip_prk_steps": True}, 5),
+    ("PNDMScheduler", {}, 5),
+    ("DEISMultistepScheduler", {"solver_order": 3}, 10),
+    ("UniPCMultistepScheduler", {"solver_order": 3}, 10),
+    ("DPMSolverMultistepScheduler", {}, 10),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver"}, 10),
+    ("DPMSolverMultistepScheduler", {"solver_type": "heun"}, 10),
+    ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, 10),
+    ("DPMSolverSinglestepScheduler", {}, 10),
+    ("EulerDiscreteScheduler", {}, 10),
+    ("HeunDiscreteScheduler", {}, 10),
+    ("LMSDiscreteScheduler", {}, 10),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, n_steps", AGREE)
+def test_diffusers_schedulers_agree_where_the_method_is_the_same(name: str, kwargs: dict, n_steps: int) -> None:
+    """Every diffusers adapter on a fixed configuration where diffusers 0.42.1 implements refimpl's method."""
+    impl = DiffusersScheduler(name, kwargs)
+    report = check(impl, Config(impl.method, n_steps))
+    assert report.passed, report.table()
+
+
+#: The findings of the chapter "What the oracle found", each at its smallest configuration, and the problem reported.
+FINDINGS = [
+    ("DDIMScheduler", {"timestep_spacing": "linspace"}, False, 2, "off the scheduler's own grid", "eps"),
+    ("DDIMScheduler", {"timestep_spacing": "leading"}, False, 1, "zero length", "eps"),
+    ("PNDMScheduler", {"timestep_spacing": "leading"}, False, 5, "zero length", "eps"),
+    ("PNDMScheduler", {}, False, 1, "raised ValueError", "eps"),
+    ("PNDMScheduler", {"skip_prk_steps": True}, False, 1, "took no step", "eps"),
+    ("UniPCMultistepScheduler", {"timestep_spacing": "leading", "lower_order_final": False}, False, 2, "non-finite",
+     "eps"),
+    ("DPMSolverMultistepScheduler", {"solver_order": 3, "lower_order_final": False, "timestep_spacing": "leading"},
+     False, 4, "first off the reference at step 3", "eps"),
+    ("EulerDiscreteScheduler", {}, True, 1, "first off the reference at step 1", "eps"),
+    ("DPMSolverMultistepScheduler", {"solver_order": 1}, True, 2, "first off the reference at step 1", "eps"),
+    ("DDPMScheduler", {"timestep_spacing": "trailing"}, True, 1, "first off the reference at step 1", "eps"),
+    ("DDIMInverseScheduler", {}, False, 1, "not queried at the solver's noise level", "eps"),
+    ("HeunDiscreteScheduler", {"timestep_spacing": "linspace"}, True, 3, "not queried at the solver's noise level",
+     "eps"),
+    ("PNDMScheduler", {"skip_prk_steps": True}, False, 2, "first off the reference at step 1", "v"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, kwargs, float64_tables, n_steps, problem, prediction", FINDINGS)
+def test_the_oracle_reports_each_diffusers_finding(name, kwargs, float64_tables, n_steps, problem, prediction) -> None:
+    impl = DiffusersScheduler(name, kwargs, float64_tables=float64_tables)
+    report = check(impl, Config(impl.method, n_steps, prediction=prediction, encode=impl.encodes), exact=False)
+    assert not report.passed and problem in " ".join(report.problems), report.table()
+
+
+@pytest.mark.parametrize("function", sorted(KDIFFUSION))
+def test_kdiffusion_samplers_agree_or_show_their_finding(function: str) -> None:
+    """All of k-diffusion's mapped samplers agree with refimpl on 10 EDM steps, except 3M (its third-order term)."""
+    impl = KDiffusionSampler(function)
+    report = check(impl, Config(impl.method, 10, "edm"), exact=False)
+    if function == "sample_dpmpp_3m_sde":
+        assert not report.passed and "first off the reference at step 3" in report.problems[0], report.table()
+    else:
+        assert report.passed, report.table()
+
+
+def test_kdiffusion_sde_samplers_crash_on_a_one_step_schedule_and_the_oracle_reports_it() -> None:
+    for function in ("sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"):
+        report = check(KDiffusionSampler(function, final_zero=True), Config(KDIFFUSION[function][0], 1, "edm"))
+        assert not report.passed and "UnboundLocalError" in report.problems[0], report.problems
+
+
+def test_the_command_line_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from refimpl.oracle.__main__ import main
+
+    assert (
+        main(["diffusers", "DPMSolverMultistepScheduler", "--solver-order", "2", "--n-steps", "3", "--no-exact"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "dpm_solver_pp_2m" in out and "|x - ref|" in out and "all configurations pass" in out
+
+
+def test_explore_shrinks_to_the_smallest_failing_configuration() -> None:
+    """hypothesis finds diffusers' DDIM failing with linspace spacing and shrinks it to one step (timestep 0: a step
+    of zero length)."""
+    from hypothesis import strategies as st
+
+    from refimpl.oracle.explore import explore
+
+    make = lambda **kw: DiffusersScheduler("DDIMScheduler", kw)  # noqa: E731
+    finding = explore(make, "ddim", {"timestep_spacing": st.just("linspace")}, max_examples=10, predictions=("eps",))
+    assert finding.failure is not None and finding.failure.config.n_steps == 1, finding.failure
+    assert "zero length" in finding.failure.problems[0]
+
+
+@pytest.mark.slow
+def test_order_check_measures_the_order_of_diffusers_third_order_multistep() -> None:
+    """DPM-Solver++(3M) in diffusers (float64 tables, no lower-order final steps) is second order, not third."""
+    from refimpl.oracle.core import order_check
+
+    kwargs = {"solver_order": 3, "final_sigmas_type": "sigma_min", "lower_order_final": False}
+    impl = DiffusersScheduler("DPMSolverMultistepScheduler", kwargs, float64_tables=True)
+    result = order_check(impl, Config(impl.method, 10, toy="gaussian"), (20, 40, 80, 160))
+    assert not result.passed and abs(result.result.order - 2) <= 0.15, result
+    assert order_check(impl, Config(impl.method, 10, toy="gaussian"), (20, 40, 80, 160), declared=2).passed

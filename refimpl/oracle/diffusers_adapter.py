@@ -204,6 +204,16 @@ class DiffusersScheduler:
     # --- the run -----------------------------------------------------------------------------------------
 
     def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
+        """Drive the scheduler under torch's default dtype float32, the one diffusers assumes (with float64 as the
+        default, ``UniPCMultistepScheduler(solver_order=3)`` mixes float64 and float32 tensors and crashes)."""
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            return self._run(config, model, x_T, noise)
+        finally:
+            torch.set_default_dtype(previous)
+
+    def _run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
         if config.encode != self.encodes:
             return Run(x_T.new_zeros(0), [], [], error=f"{self.name} {'encodes' if self.encodes else 'samples'}: "
                        f"set Config(encode={self.encodes})")  # fmt: skip
