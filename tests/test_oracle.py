@@ -225,3 +225,13 @@ def test_order_check_measures_the_order_of_diffusers_third_order_multistep() -> 
     result = order_check(impl, Config(impl.method, 10, toy="gaussian"), (20, 40, 80, 160))
     assert not result.passed and abs(result.result.order - 2) <= 0.15, result
     assert order_check(impl, Config(impl.method, 10, toy="gaussian"), (20, 40, 80, 160), declared=2).passed
+
+
+@pytest.mark.parametrize("n_steps", [4, 10])
+def test_diffusers_third_order_multistep_is_the_official_formula_with_half_the_last_term(n_steps: int) -> None:
+    """The disagreement of Finding 5 is exactly the lost half of the third-order Taylor term: diffusers agrees, to
+    float32 round-off, with refimpl's 3M step minus alpha_t h^3 phi_3(-h) [m0, m1, m2] (``official_3m_update``)."""
+    kwargs = {"solver_order": 3, "lower_order_final": False, "final_sigmas_type": "sigma_min"}
+    impl = DiffusersScheduler("DPMSolverMultistepScheduler", kwargs)
+    assert check(impl, Config("dpm_solver_pp_3m_official", n_steps), exact=False).passed
+    assert not check(impl, Config("dpm_solver_pp_3m", n_steps), exact=False).passed
