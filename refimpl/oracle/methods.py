@@ -51,15 +51,15 @@ from refimpl.samplers.dpm_solver_pp import (
 )
 from refimpl.samplers.edm import edm_sigma, lms_step
 from refimpl.samplers.pndm import plms_direction, pndm_transfer
+from refimpl.samplers.unipc import unipc_step
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
     "EXTRA",
     "final_step_to_zero",
     "get_method",
-    "official_3m_update",
-    "sample_dpm_solver_pp_3m_official",
     "sample_dpm_solver_singlestep",
+    "sample_multistep_3m",
 ]
 
 
@@ -107,48 +107,62 @@ def sample_dpm_solver_singlestep(
     return x
 
 
-def official_3m_update(
-    x: Tensor, x0s: list[Tensor], lambdas: list[Tensor], v_s: ScheduleValues, v_t: ScheduleValues
-) -> Tensor:
-    """The third-order multistep DPM-Solver++ step as the official code, diffusers and k-diffusion take it.
-
-    refimpl's step (``dpm_solver_pp_multistep_update``, order 3) adds alpha_t h^3 phi_3(-h) x'' with
-    x'' = 2 [m0, m1, m2]; these libraries add alpha_t h^3 phi_3(-h) [m0, m1, m2], half of it. This model of
-    their formula lets the oracle pin the cause of the disagreement: it is *not* a refimpl method (it is second
-    order), only an explicit model of theirs.
-    """
-    m0, m1, m2 = x0s[:3]
+def _lost_half(x: Tensor, xs: list[Tensor], lambdas: list[Tensor], k_t: Tensor, h: Tensor) -> Tensor:
+    """k_t hh^3 phi_3(hh) [m0, m1, m2]: the third-order term that the official step drops (refimpl's has 2 [m0, m1, m2]
+    with the opposite sign: x0 prediction k_t = alpha_t, hh = -h; eps prediction k_t = sigma_t, hh = h)."""
+    m0, m1, m2 = xs[:3]
     l0, l1, l2 = lambdas[:3]
     dd012 = ((m0 - m1) / (l0 - l1) - (m1 - m2) / (l1 - l2)) / (l0 - l2)
-    h = v_t.lambda_t - v_s.lambda_t
-    lost_half = expand_like(v_t.alpha_t * h**3 * phi(3, -h), x) * dd012
-    return dpm_solver_pp_multistep_update(x, x0s, lambdas, v_s, v_t, 3) - lost_half
+    return expand_like(k_t * h**3 * phi(3, h), x) * dd012
 
 
-def sample_dpm_solver_pp_3m_official(
+def sample_multistep_3m(
     model: DiffusionModel,
     x: Tensor,
     timesteps: Tensor,
     *,
+    prediction: str = "x0",
+    official: bool = False,
+    exact_second: bool = False,
     orders: Sequence[int] | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """Multistep DPM-Solver++(3M) with the official third-order step (``official_3m_update``); orders 1, 2, 3, 3, ...
-    unless ``orders`` (one per step) says otherwise. Lower orders are refimpl's (Lu et al. 2022b, Algorithm 2)."""
+    """Multistep DPM-Solver-3 (``prediction="eps"``) or DPM-Solver++(3M) (``"x0"``), orders 1, 2, 3, 3, ... unless
+    ``orders`` (one per step) says otherwise; the second-order steps in the midpoint form (Lu et al. 2022b,
+    arXiv:2211.01095v3, Algorithm 2 and its noise-prediction analogue), or with ``exact_second`` the exact integral
+    of the linear interpolant (UniP-2 with solved coefficients; k-diffusion's choice).
+
+    The third-order step adds the exact integrals of the Taylor terms of the quadratic through the last three
+    model outputs: k_t h^3 phi_3 x'' with x'' = 2 [m0, m1, m2] (for x0: ``dpm_solver_pp_multistep_update``; for
+    eps: UniP-3 with solved coefficients, the exact integral of the same quadratic). ``official=True`` models
+    the official code, diffusers and k-diffusion, which add k_t h^3 phi_3 [m0, m1, m2], half of it: a model of
+    theirs (second order), not a refimpl method.
+    """
     ts = check_sampler_inputs(model, x, timesteps)
+    if prediction not in ("x0", "eps"):
+        raise ValueError(f"prediction must be 'x0' or 'eps', got {prediction!r}")
     n = len(ts) - 1
     orders = check_orders(orders if orders is not None else [min(3, i + 1) for i in range(n)], n, 3)
     values = model.schedule(ts)
-    x0s: list[Tensor] = []
+    ms: list[Tensor] = []
     lambdas: list[Tensor] = []
     for i in range(n):
         v_s, v_t = values[i], values[i + 1]
-        x0 = predict_x0_eps(model, x, ts[i], v_s)[0]
-        x0s, lambdas = [x0, *x0s[:2]], [v_s.lambda_t, *lambdas[:2]]
-        if orders[i] == 3:
-            x_next = official_3m_update(x, x0s, lambdas, v_s, v_t)
+        x0, eps = predict_x0_eps(model, x, ts[i], v_s)
+        ms, lambdas = [x0 if prediction == "x0" else eps, *ms[:2]], [v_s.lambda_t, *lambdas[:2]]
+        k, h = orders[i], v_t.lambda_t - v_s.lambda_t
+        outputs = list(zip(lambdas, ms, strict=True))
+        if k == 2 and exact_second:
+            x_next = unipc_step(x, outputs, v_s, v_t, 2, variant="bh2", prediction=prediction, simplified=False)
+        elif prediction == "x0":
+            x_next = dpm_solver_pp_multistep_update(x, ms, lambdas, v_s, v_t, k)
+        elif k == 1:
+            x_next = dpm_solver_1_update(x, eps, v_s, v_t)
         else:
-            x_next = dpm_solver_pp_multistep_update(x, x0s, lambdas, v_s, v_t, orders[i])
+            x_next = unipc_step(x, outputs, v_s, v_t, k, variant="bh2", prediction="eps", simplified=k == 2)
+        if k == 3 and official:  # put back the half: x0 with (alpha_t, -h), eps with (sigma_t, h)
+            k_t, hh = (v_t.alpha_t, -h) if prediction == "x0" else (v_t.sigma_t, h)
+            x_next = x_next + _lost_half(x, ms, lambdas, k_t, hh)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next
@@ -174,8 +188,8 @@ EXTRA: dict[str, SamplerSpec] = {
         "zhang2023deis", **_unip(2, "eps", False),
     ),
     "dpm_solver_3m": _spec(
-        "dpm_solver_3m", sample_unipc, 3, "multistep DPM-Solver-3 in noise prediction, midpoint second step",
-        "lu2022dpmsolverpp", **_unip(3, "eps", True),
+        "dpm_solver_3m", sample_multistep_3m, 3, "multistep DPM-Solver-3 in noise prediction, midpoint second step",
+        "lu2022dpmsolverpp", prediction="eps",
     ),
     "dpm_solver_3m_exact": _spec(
         "dpm_solver_3m_exact", sample_unipc, 3, "exact integral of quadratic eps(lambda); DEIS log-rho AB, degree 2",
@@ -190,9 +204,19 @@ EXTRA: dict[str, SamplerSpec] = {
         "lu2022dpmsolverpp", order=3,
     ),
     "dpm_solver_pp_3m_official": _spec(
-        "dpm_solver_pp_3m_official", sample_dpm_solver_pp_3m_official, 2,
-        "the official / diffusers third-order step (half its last Taylor term): a model of theirs, second order",
-        "lu2022dpmsolverpp",
+        "dpm_solver_pp_3m_official", sample_multistep_3m, 2,
+        "the official / diffusers DPM-Solver++(3M) step (half its last Taylor term): a model of theirs",
+        "lu2022dpmsolverpp", prediction="x0", official=True,
+    ),
+    "dpm_solver_pp_3m_exact_official": _spec(
+        "dpm_solver_pp_3m_exact_official", sample_multistep_3m, 2,
+        "k-diffusion's DPM-Solver++(3M) step (exact second-order step, half the last Taylor term): a model of it",
+        "lu2022dpmsolverpp", prediction="x0", official=True, exact_second=True,
+    ),
+    "dpm_solver_3m_official": _spec(
+        "dpm_solver_3m_official", sample_multistep_3m, 2,
+        "the official / diffusers multistep DPM-Solver-3 step (half its last Taylor term): a model of theirs",
+        "lu2022dpmsolverpp", prediction="eps", official=True,
     ),
     "dpm_solver_pp_3m_exact": _spec(
         "dpm_solver_pp_3m_exact", sample_unipc, 3, "DPM-Solver++(3M) with an exact second-order warm-up step",
