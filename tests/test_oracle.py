@@ -290,3 +290,17 @@ def test_round_off_factors_are_needed_and_the_float64_probe_confirms_round_off()
                 exact=False)  # fmt: skip
     assert f32.passed and f32.steps[1].dev_reference > f32.tolerance, f32.table()
     assert f64.passed and f64.steps[1].dev_reference < 1e-9, f64.table()
+
+
+def test_stochastic_ddim_gets_the_injected_noise_and_agrees() -> None:
+    """diffusers' DDIM with eta = 1 takes the oracle's noise (variance_noise); refimpl's DDIM gets the same noise,
+    so the two agree path by path. Without it the reference would be another path, and the oracle says so."""
+    config = Config("ddim", 10, options=(("eta", 1.0),))
+    report = check(DiffusersScheduler("DDIMScheduler"), config, exact=False)
+    assert report.passed and max(s.amplification for s in report.steps) < 100, report.table()
+
+    def ddim_own_noise(model, x, timesteps, *, callback=None, eta=0.0):
+        return sample_ddim(model, x, timesteps, eta=eta, callback=callback)  # draws its own noise
+
+    report = check(RefimplCallable(ddim_own_noise), config, exact=False)
+    assert not report.passed, report.table()

@@ -54,7 +54,13 @@ def matrix() -> list[Entry]:
     alphabar = {"timestep_spacing": spacing, "float64_tables": coefficients}
     multistep = {**alphabar, "solver_order": orders, "lower_order_final": lof}
     entries = [
-        Entry("diffusers DDIMScheduler", _diffusers("DDIMScheduler"), "ddim", alphabar),
+        Entry(
+            "diffusers DDIMScheduler",
+            _diffusers("DDIMScheduler"),
+            "ddim",
+            alphabar,
+            {"options": {"eta": st.sampled_from([0.0, 1.0])}},
+        ),
         Entry("diffusers DDPMScheduler", _diffusers("DDPMScheduler"), "ddpm", alphabar, {"dtypes": ("float64",)}),
         Entry("diffusers DDIMInverseScheduler", _diffusers("DDIMInverseScheduler"), "ddim", alphabar, {"encode": True}),
         Entry(
