@@ -220,7 +220,7 @@ def test_explore_shrinks_to_the_smallest_failing_configuration() -> None:
 def test_order_check_finds_third_order_multistep_second_order_in_kdiffusion() -> None:
     """k-diffusion's DPM-Solver++(3M) (sample_dpmpp_3m_sde, eta = 0) on uniform-lambda EDM grids: its error falls
     like h^2, refimpl's 3M on the same grids clearly faster (at least third order; the Gaussian toy even gives 4)."""
-    from refimpl.oracle.core import order_check
+    from refimpl.oracle.order import order_check
 
     result = order_check(
         KDiffusionSampler("sample_dpmpp_3m_sde"),

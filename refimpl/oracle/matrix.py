@@ -17,8 +17,9 @@ from typing import Any
 from tqdm import tqdm
 
 from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler
-from refimpl.oracle.core import Config, Implementation, OrderReport, order_check
+from refimpl.oracle.core import Config, Implementation
 from refimpl.oracle.explore import Finding, explore
+from refimpl.oracle.order import OrderReport, order_check
 
 __all__ = ["ORDER_STEPS", "Entry", "matrix", "order_entries", "render", "run_matrix", "run_orders"]
 
