@@ -134,6 +134,7 @@ KDIFFUSION: dict[str, tuple[str, dict[str, Any]]] = {
     "sample_heun": ("edm_heun", {}),
     "sample_lms": ("lms", {}),
     "sample_dpm_2": ("dpm_solver_2", {}),
+    "sample_dpm_2_ancestral": ("dpm_solver_2", {"eta": 0.0}),
     "sample_euler_ancestral": ("ddpm", {}),
     "sample_dpmpp_2s_ancestral": ("dpm_solver_pp_2s", {"eta": 0.0}),
     "sample_dpmpp_sde": ("dpm_solver_pp_2s", {"eta": 0.0}),
