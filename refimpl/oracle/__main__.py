@@ -2,7 +2,8 @@
 
     python -m refimpl.oracle diffusers DDIMScheduler --n-steps 7 10
     python -m refimpl.oracle diffusers DDPMScheduler --n-steps 10 --prediction v
-    python -m refimpl.oracle k-diffusion sample_euler --schedule edm
+    python -m refimpl.oracle k-diffusion sample_euler --schedule edm --spacing karras --final-zero
+    python -m refimpl.oracle diffusers EulerDiscreteScheduler --float64-tables   # are float64 states kept?
     python -m refimpl.oracle diffusers DDIMScheduler --timestep-spacing linspace   # constructor argument
 
 Flags the oracle does not know are passed to the scheduler's constructor (diffusers), with values
@@ -48,20 +49,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prediction", default="eps", choices=["eps", "x0", "v"])
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--no-exact", action="store_true", help="skip the exact ODE column (faster)")
+    parser.add_argument("--float64-tables", action="store_true", help="diffusers: float64 coefficient tables (probe)")
+    parser.add_argument(
+        "--spacing", default="uniform_lambda", help="k-diffusion: the refimpl grid (default: %(default)s)"
+    )
+    parser.add_argument("--final-zero", action="store_true", help="k-diffusion: append sigma = 0 to the grid")
     args, extra = parser.parse_known_args(argv)
     kwargs = _extra_kwargs(extra)
     if args.library == "diffusers":
-        known = DIFFUSERS.get(args.name)
-        impl, method = DiffusersScheduler(args.name, kwargs), args.method or (known[0] if known else None)
+        impl: DiffusersScheduler | KDiffusionSampler = DiffusersScheduler(args.name, kwargs, args.float64_tables)
+        known = DIFFUSERS
         schedule = args.schedule or "ddpm_linear"
     else:
-        impl, method = KDiffusionSampler(args.name), args.method or KDIFFUSION.get(args.name)
+        impl, known = KDiffusionSampler(args.name, kwargs, args.final_zero), KDIFFUSION
         schedule = args.schedule or "edm"
-    if method is None:
-        parser.error(f"no known refimpl method for {args.name}: pass --method")
+    if args.name not in known:
+        parser.error(f"the oracle has no adapter for {args.name}; choose one of {sorted(known)}")
+    try:
+        method = args.method or impl.method
+    except ValueError as err:
+        parser.error(str(err))
     reports = []
     for n in args.n_steps:
-        config = Config(method, n, schedule, args.toy, args.prediction, args.dtype)
+        config = Config(method, n, schedule, args.toy, args.prediction, args.dtype, spacing=args.spacing)
         report = check(impl, config, exact=not args.no_exact)
         reports.append(report)
         print(report.table(), end="\n\n")

@@ -6,17 +6,19 @@ noise it used. Time conventions (modelled, not hidden):
 
 * diffusers' integer timestep k of an N-step discrete schedule is continuous time t = (k + 1) / N
   (Lu et al. 2022, arXiv:2206.00927v3, App. D); a step to "k = -1" with alpha-bar = 1 is a final
-  denoising step (``Run.denoise_final``).
+  step to sigma = 0 (see ``refimpl.oracle.diffusers_adapter``).
 * k-diffusion works in the EDM variables sigma = sigma_t / alpha_t and x~ = x_t / alpha_t with a
-  denoiser D(x~, sigma) = E[x_0 | x_t] (Karras et al. 2022, arXiv:2206.00364v2, Eq. 1-3).
+  denoiser D(x~, sigma) = E[x_0 | x_t] (Karras et al. 2022, arXiv:2206.00364v2, Eq. 1-3); its grids
+  (``get_sigmas_karras``) append sigma = 0, a final step to the x0 prediction (``final_zero=True``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,36 +26,43 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from refimpl.oracle.core import Config, Run
+from refimpl.oracle.core import Config, Convention, Run
 from refimpl.samplers import Trajectory
-from refimpl.schedules import DiscreteVP
 
-__all__ = ["DIFFUSERS", "DiffusersScheduler", "KDiffusionSampler", "RefimplCallable", "load_kdiffusion_sampling"]
-
-_DIFFUSERS_PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
+__all__ = [
+    "DIFFUSERS",
+    "KDIFFUSION",
+    "DiffusersScheduler",
+    "KDiffusionSampler",
+    "RefimplCallable",
+    "load_kdiffusion_sampling",
+]
 
 
 @dataclass
 class RefimplCallable:
-    """Any callable with refimpl's sampler signature, run on the oracle's grid for ``n_steps``."""
+    """Any callable with refimpl's sampler signature, run on the refimpl grid ``config.spacing`` of ``n_steps``.
+
+    With ``config.encode`` the callable is an encoder: it walks the same grid from its last time up to its first.
+    """
 
     fn: Callable[..., Tensor]
     name: str = "callable"
-    spacing: str = "uniform_lambda"
     stochastic: bool = False
+    method: str | None = None
 
     def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
         from refimpl import grids
         from refimpl.models import CountingModel
 
-        ts = grids.timesteps(model.schedule, config.n_steps, self.spacing)
+        ts = grids.timesteps(model.schedule, config.n_steps, config.spacing)
         counting, traj = CountingModel(_CastingModel(model, x_T.dtype)), Trajectory()
         kwargs = {"noise": noise} if self.stochastic else {}
         out = self.fn(counting, x_T, ts, callback=traj, **dict(config.options), **kwargs)
         if len(traj.steps) != config.n_steps:
             return Run(ts, [], [], error=f"reported {len(traj.steps)} steps through its callback, not {config.n_steps}")
         states = [x_T, *(s.x_next for s in traj.steps[:-1]), out]
-        return Run(ts, states, [float(t) for t in counting.t_queried])
+        return Run(ts.flip(0) if config.encode else ts, states, [float(t) for t in counting.t_queried])
 
 
 @dataclass
@@ -73,98 +82,6 @@ class _CastingModel:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         return self.model(x.double(), torch.as_tensor(t, dtype=torch.float64)).to(x.dtype)
-
-
-# --- diffusers -------------------------------------------------------------------------------------------
-
-#: scheduler class -> (refimpl method it implements, constructor arguments that make the conventions match)
-DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "DDIMScheduler": ("ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}),
-    "DDPMScheduler": ("ddpm", {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"}),
-}
-
-
-@dataclass
-class DiffusersScheduler:
-    """A diffusers scheduler class driven through its public ``set_timesteps`` / ``step`` API."""
-
-    class_name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return f"diffusers.{self.class_name}"
-
-    def _build(self, schedule: DiscreteVP, config: Config) -> Any:
-        import diffusers
-
-        if not isinstance(schedule, DiscreteVP):
-            raise ValueError(f"diffusers schedulers need a discrete schedule, got {schedule.name}")
-        betas = {"ddpm_linear": ("linear", 1e-4, 0.02), "scaled_linear": ("scaled_linear", 0.00085, 0.012)}
-        kind, start, end = betas[schedule.name]
-        defaults = DIFFUSERS.get(self.class_name, ("", {}))[1]
-        args = {
-            **defaults,
-            **self.kwargs,
-            "num_train_timesteps": schedule.N,
-            "beta_schedule": kind,
-            "beta_start": start,
-            "beta_end": end,
-            "prediction_type": _DIFFUSERS_PREDICTION[config.prediction],
-        }
-        return getattr(diffusers, self.class_name)(**args)
-
-    def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
-        schedule = model.schedule
-        sched = self._build(schedule, config)
-        sched.set_timesteps(config.n_steps)
-        N, queries = schedule.N, []
-
-        def model_fn(x: Tensor, k: Tensor) -> Tensor:
-            t = (int(k) + 1) / N
-            queries.append(t)
-            return model(x.double(), torch.tensor(t, dtype=torch.float64)).to(x.dtype)
-
-        ks = [int(k) for k in sched.timesteps]
-        eta = config.option("eta", 0.0)
-        gen = torch.Generator().manual_seed(config.seed + 1)
-        replay = torch.Generator().manual_seed(config.seed + 1)
-        states, used_noise, sample = [x_T], [], x_T
-        for i, k in enumerate(ks):
-            out = model_fn(sample, torch.tensor(k))
-            if self.class_name == "DDIMScheduler":
-                kw = {"eta": eta, "variance_noise": noise[i]} if eta > 0 else {}
-                if eta > 0:
-                    used_noise.append(noise[i])
-            else:  # DDPM draws its own noise: replay its generator to learn which
-                kw = {"generator": gen}
-                used_noise.append(
-                    torch.randn(x_T.shape, generator=replay, dtype=x_T.dtype) if k > 0 else torch.zeros_like(x_T)
-                )
-            sample = sched.step(out, k, sample, **kw).prev_sample
-            states.append(sample)
-        final = _final_time(sched, ks[-1], N)
-        times = torch.tensor([(k + 1) / N for k in ks] + [final], dtype=torch.float64)
-        used = torch.stack(used_noise).double() if used_noise else None
-        return Run(
-            times,
-            states,
-            queries,
-            denoise_final=final != final,
-            noise=used,
-            coefficient_dtype=sched.alphas_cumprod.dtype,
-        )
-
-
-def _final_time(sched: Any, k_last: int, N: int) -> float:
-    """Where the last step of a diffusers scheduler lands: (k + 1) / N, or NaN for alpha-bar = 1."""
-    k_prev = k_last - N // sched.num_inference_steps
-    if k_prev >= 0:
-        return (k_prev + 1) / N
-    final = getattr(sched, "final_alpha_cumprod", None)
-    if final is not None and float(final) < 1.0:
-        return 1 / N  # alphas_cumprod[0]
-    return float("nan")
 
 
 # --- k-diffusion ---------------------------------------------------------------------------------------
@@ -208,43 +125,118 @@ def load_kdiffusion_sampling() -> types.ModuleType:
     return sys.modules["k_diffusion.sampling"]
 
 
-#: k-diffusion sampler function -> refimpl method it implements
-KDIFFUSION: dict[str, str] = {"sample_euler": "ddim"}
+#: k-diffusion sampler -> (refimpl method it implements, keyword arguments that make it that method).
+#: The ancestral and SDE samplers with eta = 0 are their deterministic skeletons; the noise of
+#: sample_euler_ancestral (eta = 1: DDPM's posterior variance) and sample_dpmpp_2m_sde is injected through
+#: k-diffusion's own ``noise_sampler`` argument.
+KDIFFUSION: dict[str, tuple[str, dict[str, Any]]] = {
+    "sample_euler": ("edm_euler", {}),
+    "sample_heun": ("edm_heun", {}),
+    "sample_lms": ("lms", {}),
+    "sample_dpm_2": ("dpm_solver_2", {}),
+    "sample_dpm_2_ancestral": ("dpm_solver_2", {"eta": 0.0}),
+    "sample_euler_ancestral": ("ddpm", {}),
+    "sample_dpmpp_2s_ancestral": ("dpm_solver_pp_2s", {"eta": 0.0}),
+    "sample_dpmpp_sde": ("dpm_solver_pp_2s", {"eta": 0.0}),
+    "sample_dpmpp_2m": ("dpm_solver_pp_2m", {}),
+    "sample_dpmpp_2m_sde": ("sde_dpm_solver_pp_2m", {}),
+    "sample_dpmpp_3m_sde": ("dpm_solver_pp_3m_exact", {"eta": 0.0}),
+}
+_KD_STOCHASTIC = ("sample_euler_ancestral", "sample_dpmpp_2m_sde")
 
 
 @dataclass
 class KDiffusionSampler:
-    """A k-diffusion ``sample_*(model, x, sigmas, extra_args, callback, disable)`` function."""
+    """A k-diffusion ``sample_*(model, x, sigmas, extra_args, callback, disable)`` function.
+
+    ``kwargs`` go to the function (they override ``KDIFFUSION``'s); ``final_zero`` appends sigma = 0 to the
+    grid as k-diffusion's ``get_sigmas_*`` do (then ``config.n_steps`` counts that last step too).
+    """
 
     function: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    final_zero: bool = False
 
     @property
     def name(self) -> str:
-        return f"k_diffusion.{self.function}"
+        extra = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
+        return f"k_diffusion.{self.function}({extra})" if extra else f"k_diffusion.{self.function}"
+
+    @property
+    def method(self) -> str:
+        if self.function not in KDIFFUSION:
+            raise ValueError(f"no known refimpl method for {self.function}; choose one of {sorted(KDIFFUSION)}")
+        return KDIFFUSION[self.function][0]
 
     def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
         from refimpl import grids
 
         sampling = load_kdiffusion_sampling()
         schedule = model.schedule
-        ts = grids.timesteps(schedule, config.n_steps, config.option("spacing", "karras"))
+        n_grid = config.n_steps - 1 if self.final_zero else config.n_steps
+        if n_grid == 0:
+            ts = torch.tensor([schedule.t_max], dtype=torch.float64)
+        else:
+            ts = grids.timesteps(schedule, n_grid, config.spacing)
         values = schedule(ts)
-        sigmas = (values.sigma_t / values.alpha_t).to(x_T.dtype)
+        sigma_grid = torch.exp(-values.lambda_t)  # the EDM noise level sigma_t / alpha_t
+        sigmas = torch.cat([sigma_grid, torch.zeros(1, dtype=torch.float64)]) if self.final_zero else sigma_grid
         queries: list[float] = []
+        lam_lo, lam_hi = schedule.lambda_min, schedule.lambda_max
 
         def denoiser(x_tilde: Tensor, sigma: Tensor) -> Tensor:
-            t = schedule.t_of_lambda(-torch.log(sigma[0].double()))
+            lam = (-torch.log(sigma[0].double())).clamp(lam_lo, lam_hi)  # float32 sigmas may round past the ends
+            t = schedule.t_of_lambda(lam)
             queries.append(float(t))
-            v = schedule(t)
-            return model.x0(v.alpha_t * x_tilde.double(), t).to(x_tilde.dtype)
+            return model.x0(schedule(t).alpha_t * x_tilde.double(), t).to(x_tilde.dtype)
 
+        kwargs = {**KDIFFUSION.get(self.function, ("", {}))[1], **self.kwargs}
+        if self.function in _KD_STOCHASTIC or "eta" in kwargs:
+            kwargs["noise_sampler"] = _noise_sampler(noise, x_T)
         seen: list[Tensor] = []
         out = getattr(sampling, self.function)(
             denoiser,
             x_T / values.alpha_t[0].to(x_T.dtype),
-            sigmas,
+            sigmas.to(x_T.dtype),
             callback=lambda d: seen.append(d["x"]),
             disable=True,
+            **kwargs,
         )
-        states = [(x * values.alpha_t[i].to(x.dtype)) for i, x in enumerate([*seen, out])]
-        return Run(ts, states, queries)
+        alphas = [*values.alpha_t, torch.tensor(1.0, dtype=torch.float64)] if self.final_zero else [*values.alpha_t]
+        states = [x * a.to(x.dtype) for x, a in zip([*seen, out], alphas, strict=True)]
+        times = torch.cat([ts, torch.tensor([math.nan], dtype=torch.float64)]) if self.final_zero else ts
+        final = "grid"
+        conventions: tuple[Convention, ...] = ()
+        if self.function == "sample_lms":
+            final = "step" if self.final_zero else "grid"
+            conventions = (
+                Convention(
+                    "lower-order warm-up",
+                    "k-diffusion starts LMS with orders 1, 2, 3 (refimpl's default: RK4 steps)",
+                    options=(("warmup", "lower_order"), ("order", kwargs.get("order", 4))),
+                ),
+            )
+        elif self.final_zero:
+            final = "x0"
+        return Run(
+            times,
+            states,
+            queries,
+            final=final,
+            conventions=conventions,
+            noise=None,
+            coefficient_dtype=x_T.dtype,
+        )
+
+
+def _noise_sampler(noise: Tensor | None, like: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """k-diffusion's noise_sampler(sigma, sigma_next) returning the injected noise of each step in turn."""
+    draws: Iterator[Tensor] = iter(noise if noise is not None else [])
+
+    def sample(sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        return next(draws, torch.zeros_like(like)).to(like.dtype)
+
+    return sample
+
+
+from refimpl.oracle.diffusers_adapter import DIFFUSERS, DiffusersScheduler  # noqa: E402  (re-exported)

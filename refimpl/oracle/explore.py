@@ -36,6 +36,8 @@ def config_strategy(
     dtypes: tuple[str, ...] = ("float64", "float32"),
     toys: tuple[str, ...] = ("ring", "mixture16"),
     options: dict[str, Any] | None = None,
+    spacings: tuple[str, ...] = ("uniform_lambda",),
+    encode: bool = False,
 ) -> Any:
     """A hypothesis strategy of ``Config`` for ``method``; ``options`` maps option names to strategies."""
     from hypothesis import strategies as st
@@ -49,6 +51,8 @@ def config_strategy(
         toy=st.sampled_from(toys),
         prediction=st.sampled_from(predictions),
         dtype=st.sampled_from(dtypes),
+        spacing=st.sampled_from(spacings),
+        encode=st.just(encode),
         options=st.fixed_dictionaries(options).map(lambda d: tuple(sorted(d.items()))),
     )
 
@@ -60,8 +64,14 @@ def explore(
     max_examples: int = 40,
     **strategy_kwargs: Any,
 ) -> Finding:
-    """Run hypothesis over configurations (and the implementation's options) and shrink the first failure."""
-    from hypothesis import HealthCheck, given, settings
+    """Run hypothesis over configurations (and the implementation's options) and shrink the first failure.
+
+    An empty ``method`` means the one the implementation claims (``impl.method``), which may depend on its options
+    (a diffusers solver order); options for which refimpl has no counterpart are not drawn.
+    """
+    from dataclasses import replace
+
+    from hypothesis import HealthCheck, assume, given, settings
     from hypothesis import strategies as st
 
     impl_options = impl_options or {}
@@ -77,8 +87,14 @@ def explore(
     )
     @given(config=config_strategy(method, **strategy_kwargs), chosen=st.fixed_dictionaries(impl_options))
     def agrees(config: Config, chosen: dict[str, Any]) -> None:
+        impl = make_impl(**chosen)
+        if not method:
+            try:
+                config = replace(config, method=impl.method)
+            except ValueError:
+                assume(False)
         seen["examples"] += 1
-        report = check(make_impl(**chosen), config, exact=False)
+        report = check(impl, config, exact=False)
         if not report.passed:
             seen["failure"], seen["impl_options"] = report, chosen  # the last failure seen is the shrunk one
             raise AssertionError(report.problems[0])
@@ -88,4 +104,5 @@ def explore(
     except AssertionError:
         pass
     impl_name = make_impl(**seen["impl_options"]).name
-    return Finding(impl_name, method, seen["examples"], seen["failure"], seen["impl_options"])
+    claimed = method or getattr(make_impl(**seen["impl_options"]), "method", "")
+    return Finding(impl_name, claimed, seen["examples"], seen["failure"], seen["impl_options"])

@@ -16,11 +16,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from refimpl.oracle.adapters import DiffusersScheduler, KDiffusionSampler
-from refimpl.oracle.core import Implementation
+from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler
+from refimpl.oracle.core import Config, Implementation
 from refimpl.oracle.explore import Finding, explore
+from refimpl.oracle.order import OrderReport, order_check
 
-__all__ = ["Entry", "matrix", "run_matrix"]
+__all__ = ["ORDER_STEPS", "Entry", "matrix", "order_entries", "render", "run_matrix", "run_orders"]
 
 
 @dataclass(frozen=True)
@@ -35,31 +36,127 @@ class Entry:
 
 
 def _diffusers(name: str, **fixed: Any) -> Callable[..., Implementation]:
-    return lambda **kw: DiffusersScheduler(name, {**fixed, **kw})
+    """A diffusers scheduler from drawn options; ``float64_tables`` (float64 coefficients) is the adapter's probe."""
+
+    def make(float64_tables: bool = False, **kw: Any) -> Implementation:
+        return DiffusersScheduler(name, {**fixed, **kw}, float64_tables=float64_tables)
+
+    return make
 
 
 def matrix() -> list[Entry]:
-    """Every implementation the oracle explores."""
+    """Every implementation the oracle explores: each diffusers scheduler and k-diffusion sampler with an adapter."""
     from hypothesis import strategies as st
 
     spacing = st.sampled_from(["leading", "trailing", "linspace"])
-    return [
-        Entry("diffusers DDIMScheduler", _diffusers("DDIMScheduler"), "ddim", {"timestep_spacing": spacing}),
+    orders = st.sampled_from([1, 2, 3])
+    lof = st.booleans()
+    coefficients = st.booleans()  # float64 coefficient tables (True) or diffusers' own float32 ones
+    alphabar = {"timestep_spacing": spacing, "float64_tables": coefficients}
+    multistep = {**alphabar, "solver_order": orders, "lower_order_final": lof}
+    entries = [
         Entry(
-            "diffusers DDPMScheduler",
-            _diffusers("DDPMScheduler"),
-            "ddpm",
-            {"timestep_spacing": spacing},
-            {"dtypes": ("float64",)},
-        ),
-        Entry(
-            "k-diffusion sample_euler",
-            lambda **kw: KDiffusionSampler("sample_euler"),
+            "diffusers DDIMScheduler",
+            _diffusers("DDIMScheduler"),
             "ddim",
-            {},
-            {"schedules": ("edm", "vp_linear")},
+            alphabar,
+            {"options": {"eta": st.sampled_from([0.0, 1.0])}},
         ),
+        Entry("diffusers DDPMScheduler", _diffusers("DDPMScheduler"), "ddpm", alphabar, {"dtypes": ("float64",)}),
+        Entry("diffusers DDIMInverseScheduler", _diffusers("DDIMInverseScheduler"), "ddim", alphabar, {"encode": True}),
+        Entry(
+            "diffusers PNDMScheduler (PLMS)",
+            _diffusers("PNDMScheduler", skip_prk_steps=True),
+            "plms",
+            alphabar,
+            {"predictions": ("eps", "v")},
+        ),
+        Entry(
+            "diffusers PNDMScheduler (PRK warm-up)",
+            _diffusers("PNDMScheduler"),
+            "pndm",
+            alphabar,
+            {"predictions": ("eps", "v")},
+        ),
+        Entry("diffusers DEISMultistepScheduler", _diffusers("DEISMultistepScheduler"), "", multistep),
+        Entry("diffusers UniPCMultistepScheduler", _diffusers("UniPCMultistepScheduler"), "", multistep),
+        Entry("diffusers EulerDiscreteScheduler", _diffusers("EulerDiscreteScheduler"), "edm_euler", alphabar),
+        Entry("diffusers HeunDiscreteScheduler", _diffusers("HeunDiscreteScheduler"), "edm_heun", alphabar),
+        Entry("diffusers LMSDiscreteScheduler", _diffusers("LMSDiscreteScheduler"), "lms", alphabar),
     ]
+    for algorithm in ("dpmsolver++", "dpmsolver", "sde-dpmsolver++"):
+        options = {**multistep, "final_sigmas_type": st.sampled_from(["zero", "sigma_min"])}
+        if algorithm == "sde-dpmsolver++":
+            options["solver_order"] = st.sampled_from([1, 2])
+        if algorithm == "dpmsolver":
+            options.pop("final_sigmas_type")
+        name = f"diffusers DPMSolverMultistepScheduler ({algorithm})"
+        entries.append(Entry(name, _diffusers("DPMSolverMultistepScheduler", algorithm_type=algorithm), "", options))
+    entries.append(
+        Entry(
+            "diffusers DPMSolverSinglestepScheduler",
+            _diffusers("DPMSolverSinglestepScheduler"),
+            "",
+            {"solver_order": st.sampled_from([1, 2]), "float64_tables": coefficients},
+        )
+    )
+    for function in KDIFFUSION:
+        entries.append(
+            Entry(
+                f"k-diffusion {function}",
+                _kdiffusion(function),
+                KDIFFUSION[function][0],
+                {"final_zero": st.booleans()},
+                {"schedules": ("edm", "vp_linear"), "spacings": ("uniform_lambda", "karras", "uniform_t")},
+            )
+        )
+    return entries  # fmt: skip
+
+
+def _kdiffusion(function: str) -> Callable[..., Implementation]:
+    return lambda final_zero=False: KDiffusionSampler(function, final_zero=final_zero)
+
+
+#: Step counts of the order checks (uniform in lambda for k-diffusion; diffusers' own "linspace" grids).
+ORDER_STEPS = (20, 40, 80, 160)
+
+
+def order_entries() -> list[tuple[str, Implementation, Config]]:
+    """Deterministic implementations whose runs end on a grid time, for the order check: (label, impl, config).
+
+    diffusers runs with float64 tables and a last noise level sigma_min (an error against the exact ODE needs a
+    finite end); the toy is the anisotropic Gaussian (its ODE solution is closed-form).
+    """
+    sigma_min = {"final_sigmas_type": "sigma_min", "lower_order_final": False}
+    diffusers = [
+        ("DPMSolverMultistepScheduler", {"solver_order": 2, **sigma_min}),
+        ("DPMSolverMultistepScheduler", {"solver_order": 3, **sigma_min}),
+        ("DPMSolverMultistepScheduler", {"solver_order": 3, "algorithm_type": "dpmsolver", **sigma_min}),
+        ("UniPCMultistepScheduler", {"solver_order": 2, **sigma_min}),
+        ("DEISMultistepScheduler", {"solver_order": 2, "lower_order_final": False}),
+        ("DEISMultistepScheduler", {"solver_order": 3, "lower_order_final": False}),
+        ("EulerDiscreteScheduler", {"final_sigmas_type": "sigma_min"}),
+    ]
+    out = []
+    for name, kwargs in diffusers:
+        impl = DiffusersScheduler(name, kwargs, float64_tables=True)
+        out.append((impl.name, impl, Config(impl.method, 10, toy="gaussian")))
+    for function in (
+        "sample_euler",
+        "sample_heun",
+        "sample_lms",
+        "sample_dpm_2",
+        "sample_dpmpp_2m",
+        "sample_dpmpp_3m_sde",
+    ):
+        impl = KDiffusionSampler(function)
+        out.append((impl.name, impl, Config(impl.method, 10, "edm", toy="gaussian")))
+    return out
+
+
+def run_orders(steps: tuple[int, ...] = ORDER_STEPS) -> list[OrderReport]:
+    """The order check of every ``order_entries`` implementation."""
+    return [order_check(impl, config, steps) for _, impl, config in tqdm(order_entries(), desc="orders")]
 
 
 def run_matrix(max_examples: int = 40, entries: list[Entry] | None = None) -> list[Finding]:
@@ -70,7 +167,7 @@ def run_matrix(max_examples: int = 40, entries: list[Entry] | None = None) -> li
     return findings
 
 
-def render(findings: list[Finding]) -> str:
+def render(findings: list[Finding], orders: list[OrderReport] | None = None) -> str:
     """The report as Markdown."""
     lines = [
         "# What the oracle found (generated by `make oracle`)",
@@ -81,6 +178,17 @@ def render(findings: list[Finding]) -> str:
     for f in findings:
         verdict = "agrees" if f.failure is None else f"FAILS: {f.failure.problems[0]}"
         lines.append(f"| {f.implementation} | {f.method} | {f.examples} | {verdict} |")
+    if orders:
+        lines += ["", "## Measured orders (error at the last grid time against the exact ODE)", "",
+                  "| implementation | claims | declared | measured | refimpl, same grids | verdict |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for o in orders:
+            measured = f"{o.result.order:.2f}" if o.result is not None else "-"
+            ref = f"{o.reference.order:.2f}" if o.reference is not None else "-"
+            verdict = "agrees" if o.passed else f"FAILS: {o.problem}"
+            lines.append(
+                f"| {o.implementation} | {o.config.method} | {o.declared:g} | {measured} | {ref} | {verdict} |"
+            )
     for f in findings:
         if f.failure is not None:
             lines += [
@@ -101,7 +209,7 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
-    text = render(run_matrix(args.max_examples))
+    text = render(run_matrix(args.max_examples), run_orders())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "oracle-report.md").write_text(text + "\n")
     print(text)

@@ -16,6 +16,7 @@ itself under test (``tests/test_mutants.py``).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import types
@@ -30,7 +31,7 @@ from refimpl.oracle.core import Config, check
 from refimpl.reference import measure_order
 from refimpl.registry import get_sampler
 
-__all__ = ["CATALOGUE", "Mutant", "build", "oracle_catches", "properties_catch"]
+__all__ = ["CATALOGUE", "PROPERTY_BLIND_SPOTS", "Mutant", "build", "oracle_catches", "properties_catch"]
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,28 @@ ORACLE_CONFIGS = [
     dict(n_steps=7, schedule="vp_cosine", prediction="v"),
     dict(n_steps=12, schedule="edm", prediction="x0", toy="mixture16"),
     dict(n_steps=10, schedule="ddpm_linear", dtype="float32"),
+    dict(n_steps=6, schedule="vp_linear", spacing="uniform_t"),  # step ratios r != 1 (uniform-lambda grids have r = 1)
 ]
+
+#: Why the property suite misses a mutant that the oracle catches (printed in the table, discussed in the chapter).
+PROPERTY_BLIND_SPOTS = {
+    "ddim-float32-coefficients": "float32 rounding of the grid: order and NFE unchanged, error 1e-8",
+    "ddpm-noise-sign": "-z has the law of z: the sampler's law is unchanged, only the path differs",
+    "ddpm-beta-variance": "the quick suite measures no weak order of stochastic samplers",
+    "ddpm-posterior-at-previous-step": "the quick suite measures no weak order of stochastic samplers",
+    "dpm-solver-midpoint-in-t": "any intermediate point in (s, t) keeps second order; only the query times differ",
+    "dpm-solver-pp-2m-step-ratio-inverted": "r = 1/r = 1 on the uniform-lambda grid the order is measured on",
+    "sde-dpm-solver-pp-noise-sign": "-z has the law of z: the sampler's law is unchanged, only the path differs",
+    "sde-dpm-solver-pp-noise-variance": "the quick suite measures no weak order of stochastic samplers",
+}
 
 
 def oracle_catches(mutant: Mutant) -> str | None:
     """The first oracle configuration in which the mutant fails, or None."""
     from refimpl.oracle.adapters import RefimplCallable
 
-    impl = RefimplCallable(build(mutant), name=mutant.name, stochastic=mutant.stochastic)
+    sample = functools.partial(build(mutant), **dict(get_sampler(mutant.method).options))
+    impl = RefimplCallable(sample, name=mutant.name, stochastic=mutant.stochastic)
     for kwargs in ORACLE_CONFIGS:
         report = check(impl, Config(mutant.method, **kwargs), exact=False)
         if not report.passed:
@@ -197,6 +212,161 @@ CATALOGUE: list[Mutant] = [
         "mean, var = ddpm_posterior(x, x0, values[max(i - 1, 0)], v_s)",
         stochastic=True,
     ),
+    Mutant(
+        "ddim-duplicated-final-step",
+        "a duplicated final step",
+        "ddim",
+        "refimpl.samplers.ddim",
+        "sample_ddim",
+        "    for i in range(len(ts) - 1):\n        v_t, v_s = values[i], values[i + 1]",
+        "    for i in [*range(len(ts) - 1), len(ts) - 2]:\n        v_t, v_s = values[i], values[i + 1]",
+    ),
+    Mutant(
+        "dpm-solver-1-exponent-sign",
+        "a wrong coefficient (e^-h for e^h)",
+        "dpm_solver_2",
+        "refimpl.samplers.dpm_solver",
+        "sample_dpm_solver",
+        "return expand_like(v_t.alpha_t / v_s.alpha_t, x) * x - expand_like(v_t.sigma_t * torch.expm1(h), x) * eps_s",
+        "return expand_like(v_t.alpha_t / v_s.alpha_t, x) * x + expand_like(v_t.sigma_t * torch.expm1(-h), x) * eps_s",
+    ),
+    Mutant(
+        "dpm-solver-2-model-at-step-end",
+        "a wrong intermediate point (singlestep)",
+        "dpm_solver_2",
+        "refimpl.samplers.dpm_solver",
+        "sample_dpm_solver",
+        "eps_s1 = _eps(model, u, v_s1)",
+        "eps_s1 = _eps(model, u, v_t)",
+    ),
+    Mutant(
+        "dpm-solver-midpoint-in-t",
+        "a wrong intermediate point (in t, not lambda)",
+        "dpm_solver_2",
+        "refimpl.samplers.dpm_solver",
+        "sample_dpm_solver",
+        "    return schedule(schedule.t_of_lambda(lam))",
+        "    return schedule(values.t[:-1] + r * (values.t[1:] - values.t[:-1]))",
+    ),
+    Mutant(
+        "dpm-solver-3-lambda-as-log-snr",
+        "a wrong lambda inverse (lambda read as log-SNR)",
+        "dpm_solver_3",
+        "refimpl.samplers.dpm_solver",
+        "sample_dpm_solver",
+        "    return schedule(schedule.t_of_lambda(lam))",
+        "    return schedule(schedule.t_of_lambda(lam / 2))",
+    ),
+    Mutant(
+        "dpm-solver-pp-2m-history-reversed",
+        "history used in the wrong order",
+        "dpm_solver_pp_2m",
+        "refimpl.samplers.dpm_solver_pp",
+        "sample_dpm_solver_pp_multistep",
+        "x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_t, *lambdas[: order - 1]]\n        k = min(order, len",
+        "x0s, lambdas = [*x0s[: order - 1], x0], [v_s.lambda_t, *lambdas[: order - 1]]\n        k = min(order, len",
+    ),
+    Mutant(
+        "dpm-solver-pp-2m-step-ratio-inverted",
+        "a wrong coefficient (r for 1/r)",
+        "dpm_solver_pp_2m",
+        "refimpl.samplers.dpm_solver_pp",
+        "sample_dpm_solver_pp_multistep",
+        "r = (lambdas[0] - lambdas[1]) / h\n        D = expand_like(",
+        "r = h / (lambdas[0] - lambdas[1])\n        D = expand_like(",
+    ),
+    Mutant(
+        "dpm-solver-pp-2s-model-at-step-end",
+        "a wrong intermediate point (singlestep)",
+        "dpm_solver_pp_2s",
+        "refimpl.samplers.dpm_solver_pp",
+        "sample_dpm_solver_pp_2s",
+        "x0_s1 = _x0(model, dpm_solver_pp_1_update(x, x0_s, v_s, v_s1), v_s1, threshold)",
+        "x0_s1 = _x0(model, dpm_solver_pp_1_update(x, x0_s, v_s, v_s1), v_t, threshold)",
+    ),
+    Mutant(
+        "sde-dpm-solver-pp-noise-sign",
+        "a sign error in the SDE noise term",
+        "sde_dpm_solver_pp_2m",
+        "refimpl.samplers.dpm_solver_pp",
+        "sample_sde_dpm_solver_pp",
+        "+ expand_like(v_t.sigma_t * torch.sqrt(one_minus), x) * z",
+        "- expand_like(v_t.sigma_t * torch.sqrt(one_minus), x) * z",
+        stochastic=True,
+    ),
+    Mutant(
+        "sde-dpm-solver-pp-noise-variance",
+        "a wrong noise scale (variance for standard deviation)",
+        "sde_dpm_solver_pp_2m",
+        "refimpl.samplers.dpm_solver_pp",
+        "sample_sde_dpm_solver_pp",
+        "+ expand_like(v_t.sigma_t * torch.sqrt(one_minus), x) * z",
+        "+ expand_like(v_t.sigma_t * one_minus, x) * z",
+        stochastic=True,
+    ),
+    Mutant(
+        "edm-euler-eps-x0-swapped",
+        "eps and x0 swapped",
+        "edm_euler",
+        "refimpl.samplers.edm",
+        "sample_edm_euler",
+        "x_next = euler_step(x, eps, values[i], values[i + 1])",
+        "x_next = euler_step(x, x0, values[i], values[i + 1])",
+    ),
+    Mutant(
+        "edm-heun-corrector-dropped",
+        "a skipped corrector (Euler with Heun's cost)",
+        "edm_heun",
+        "refimpl.samplers.edm",
+        "sample_edm_heun",
+        "x_next = euler_step(x, 0.5 * (d + d_prime), v_t, v_s)",
+        "x_next = euler_step(x, d + 0 * d_prime, v_t, v_s)",
+    ),
+    Mutant(
+        "edm-heun-corrector-at-start-time",
+        "an off-by-one timestep (corrector)",
+        "edm_heun",
+        "refimpl.samplers.edm",
+        "sample_edm_heun",
+        "_, d_prime = predict_x0_eps(model, x_euler, ts[i + 1], v_s)",
+        "_, d_prime = predict_x0_eps(model, x_euler, ts[i], v_t)",
+    ),
+    Mutant(
+        "lms-history-reversed",
+        "history used in the wrong order",
+        "lms",
+        "refimpl.samplers.edm",
+        "sample_lms",
+        "ds = [*ds, d][-order:]",
+        "ds = [d, *ds][:order]",
+    ),
+    Mutant(
+        "plms-weight-sign",
+        "a wrong coefficient (sign of an Adams-Bashforth weight)",
+        "plms",
+        "refimpl.samplers.pndm",
+        "sample_pndm",
+        "4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),",
+        "4: (55 / 24, -59 / 24, 37 / 24, 9 / 24),",
+    ),
+    Mutant(
+        "unipc-history-reversed",
+        "history used in the wrong order",
+        "unipc2_bh2",
+        "refimpl.samplers.unipc",
+        "sample_unipc",
+        "outputs = [(values[i].lambda_t, m), *outputs][:order]",
+        "outputs = [*outputs, (values[i].lambda_t, m)][-order:]",
+    ),
+    Mutant(
+        "unipc-correction-sign",
+        "a sign error in the correction term",
+        "unipc2_bh2",
+        "refimpl.samplers.unipc",
+        "sample_unipc",
+        "x_s = x_s - expand_like(k_s * _b_of(hh, variant), x) * correction",
+        "x_s = x_s + expand_like(k_s * _b_of(hh, variant), x) * correction",
+    ),
 ]
 
 
@@ -208,11 +378,12 @@ def main() -> None:
     for mutant in tqdm(CATALOGUE, desc="mutants"):
         by_oracle, by_properties = oracle_catches(mutant), properties_catch(mutant)
         caught += by_oracle is not None or by_properties is not None
+        note = "" if by_oracle and by_properties else PROPERTY_BLIND_SPOTS.get(mutant.name, "UNEXPLAINED")
         rows.append(
-            f"{mutant.name:<40} {mutant.kind:<42} {'yes' if by_oracle else 'NO':>6} "
-            f"{'yes' if by_properties else 'no':>10}"
+            f"{mutant.name:<38} {mutant.kind:<56} {'yes' if by_oracle else 'NO':>6} "
+            f"{'yes' if by_properties else 'no':>10}  {note}"
         )
-    print(f"{'mutant':<40} {'kind':<42} {'oracle':>6} {'properties':>10}")
+    print(f"{'mutant':<38} {'kind':<56} {'oracle':>6} {'properties':>10}  why a detector misses it")
     print("\n".join(rows))
     print(f"caught {caught} of {len(CATALOGUE)} ({100 * caught / len(CATALOGUE):.0f}%)")
 

@@ -12,7 +12,7 @@ be compared with identical noise -- or draw it from ``generator``. ``callback`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor
 from refimpl._validation import as_float_tensor, check_finite, check_strictly_decreasing
 from refimpl.models import DiffusionModel, check_model
 
-__all__ = ["Callback", "NoiseSource", "StepInfo", "Trajectory", "check_sampler_inputs"]
+__all__ = ["Callback", "NoiseSource", "StepInfo", "Trajectory", "check_orders", "check_sampler_inputs"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,17 @@ class NoiseSource:
         if self.noise is not None:
             return self.noise[i].to(self.like.dtype)
         return torch.randn(self.like.shape, generator=self.generator, dtype=self.like.dtype)
+
+
+def check_orders(orders: Sequence[int], n_steps: int, max_order: int) -> list[int]:
+    """Validate per-step orders of a multistep sampler: one integer in 1..max_order per step, and order k at
+    step i only once k points are known (k <= i + 1). Returns them as a list."""
+    orders = list(orders)
+    if len(orders) != n_steps or any(isinstance(k, bool) or not isinstance(k, int) for k in orders):
+        raise ValueError(f"orders must list one integer order per step ({n_steps} steps), got {orders}")
+    bad = [i for i, k in enumerate(orders) if not 1 <= k <= min(max_order, i + 1)]
+    if bad:
+        raise ValueError(
+            f"orders[{bad[0]}] = {orders[bad[0]]}: step {bad[0]} can use order 1..{min(max_order, bad[0] + 1)}"
+        )
+    return orders

@@ -22,13 +22,15 @@ the noise-prediction ones (``dpm_solver``) do not.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
-from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
+from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_orders, check_sampler_inputs
 from refimpl.samplers._exponential import phi
 from refimpl.samplers.dpm_solver import ASYMPTOTIC_STEPS, intermediate_values
 from refimpl.schedules import ScheduleValues
@@ -179,6 +181,7 @@ def sample_dpm_solver_pp_multistep(
     thresholding: bool = False,
     ratio: float = 0.995,
     max_value: float = 1.0,
+    orders: Sequence[int] | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """Multistep DPM-Solver++(1M/2M/3M) from timesteps[0] to timesteps[-1]: one model call a step.
@@ -187,7 +190,8 @@ def sample_dpm_solver_pp_multistep(
     first-order first step leaves an O(h^2) error, so 3M is then globally second order. warmup="singlestep"
     takes the first step of 3M with DPM-Solver++(2S) (one extra model call), which keeps third order.
     ``lower_order_final`` lowers the order of the last steps to min(order, steps left) (official code's
-    option for few steps; it too costs 3M an order).
+    option for few steps; it too costs 3M an order). ``orders`` (one order per step, each at most the number
+    of points seen) overrides both, e.g. a library's rule for lowering the order of its last steps.
     """
     ts = check_sampler_inputs(model, x, timesteps)
     if order not in (1, 2, 3):
@@ -196,6 +200,9 @@ def sample_dpm_solver_pp_multistep(
         raise ValueError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
     threshold = _threshold_options(thresholding, ratio, max_value)
     n = len(ts) - 1
+    if orders is not None:
+        orders = check_orders(orders, n, 3)
+        order = max(orders)
     values = model.schedule(ts)
     x0s: list[Tensor] = []
     lambdas: list[Tensor] = []
@@ -204,7 +211,9 @@ def sample_dpm_solver_pp_multistep(
         x0 = _x0(model, x, v_s, threshold)
         x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_t, *lambdas[: order - 1]]
         k = min(order, len(x0s), n - i) if lower_order_final else min(order, len(x0s))
-        if i == 0 and order == 3 and warmup == "singlestep":
+        if orders is not None:
+            k = orders[i]
+        if orders is None and i == 0 and order == 3 and warmup == "singlestep":
             v_mid = intermediate_values(model.schedule, values[:2], 0.5)[0]
             x_next = dpm_solver_pp_2s_update(model, x, x0, v_s, v_mid, v_t, threshold)
         else:
@@ -245,17 +254,22 @@ def sample_sde_dpm_solver_pp(
     timesteps: Tensor,
     *,
     order: int = 2,
+    orders: Sequence[int] | None = None,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """SDE-DPM-Solver++ (order 1: DDPM; order 2: 2M) from timesteps[0] to timesteps[-1], one call a step.
 
-    Noise is ``noise[i]`` at step i (shape (n_steps, *x.shape)) or drawn from ``generator``.
+    Noise is ``noise[i]`` at step i (shape (n_steps, *x.shape)) or drawn from ``generator``. ``orders`` (one per
+    step, each 1 or 2 and at most the number of points seen) overrides ``order`` step by step.
     """
     ts = check_sampler_inputs(model, x, timesteps)
     if order not in (1, 2):
         raise ValueError(f"SDE-DPM-Solver++ has order 1 or 2, got {order!r}")
+    if orders is not None:
+        orders = check_orders(orders, len(ts) - 1, 2)
+        order = max(orders)
     noise_at = NoiseSource(noise, generator, len(ts) - 1, x)
     values = model.schedule(ts)
     x0s: list[Tensor] = []
@@ -264,7 +278,8 @@ def sample_sde_dpm_solver_pp(
         v_s, v_t = values[i], values[i + 1]
         x0 = _x0(model, x, v_s, None)
         x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_t, *lambdas[: order - 1]]
-        x_next = sde_dpm_solver_pp_update(x, x0s, lambdas, v_s, v_t, noise_at(i))
+        k = len(x0s) if orders is None else orders[i]
+        x_next = sde_dpm_solver_pp_update(x, x0s[:k], lambdas[:k], v_s, v_t, noise_at(i))
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next

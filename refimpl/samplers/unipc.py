@@ -30,6 +30,7 @@ so on the toys the error follows order 4 down to round-off.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -37,7 +38,7 @@ from torch import Tensor
 from refimpl._util import expand_like
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
-from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
+from refimpl.samplers._common import Callback, StepInfo, check_orders, check_sampler_inputs
 from refimpl.samplers._exponential import phi
 from refimpl.schedules import ScheduleValues
 
@@ -179,12 +180,14 @@ def sample_unipc(
     corrector: bool = True,
     simplified: bool = True,
     lower_order_final: bool = False,
+    orders: Sequence[int] | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """Multistep UniPC-p (Zhao et al. 2023, Algorithm 2): UniP of order ``order``, UniC after every step but the last.
 
     One model call per step. ``lower_order_final`` lowers the order of the last steps to the number of
-    steps left (as diffusers does). ``corrector=False`` gives UniP alone (order p).
+    steps left (as diffusers does). ``corrector=False`` gives UniP alone (order p). ``orders`` (one predictor
+    order per step, each at most the number of outputs seen) overrides both warm-up and ``lower_order_final``.
     """
     ts = check_sampler_inputs(model, x, timesteps)
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
@@ -196,6 +199,9 @@ def sample_unipc(
     kwargs = {"variant": variant, "prediction": prediction, "simplified": simplified}
     values = model.schedule(ts)
     n = len(ts) - 1
+    if orders is not None:
+        orders = check_orders(orders, n, MAX_ORDER)
+        order = max(orders)
     outputs: list[tuple[Tensor, Tensor]] = []  # (lambda, model output) newest first
     x_prev, p_prev = x, 0
     for i in range(n):
@@ -205,6 +211,8 @@ def sample_unipc(
             x = unipc_corrector(x_prev, outputs[0][1], outputs[1:p_prev], m, values[i - 1], values[i], **kwargs)
         outputs = [(values[i].lambda_t, m), *outputs][:order]
         p = min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
+        if orders is not None:
+            p = orders[i]
         x_next = unipc_step(x, outputs, values[i], values[i + 1], p, **kwargs)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))

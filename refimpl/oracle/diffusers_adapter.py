@@ -1,0 +1,481 @@
+"""The diffusers adapter: eleven diffusers schedulers, driven through their public ``set_timesteps`` / ``step`` API.
+
+Conventions, modelled rather than hidden:
+
+* Time. diffusers' integer timestep k of an N-step schedule is continuous time t = (k + 1) / N (Lu et al.
+  2022, arXiv:2206.00927v3, App. D). Schedulers that index alpha-bar by k (DDIM, DDPM, PNDM, DDIM inverse)
+  sit at these knots. Sigma-based schedulers (DPM-Solver, DEIS, UniPC, Euler, Heun, LMS) step between the
+  noise levels sigma_k = sqrt((1 - alpha-bar) / alpha-bar) of their ``sigmas`` table; a sigma that is a
+  knot's is that knot's time, any other (interpolated, Karras) is the time with that noise level,
+  t(lambda = -log sigma). The model is queried at (k + 1) / N of the timestep handed to it; when that is not
+  the solver's noise level, ``core.check`` models and measures the difference.
+* State. Euler, Heun and LMS keep x~ = x_t / alpha_t (``scale_model_input`` multiplies by alpha back);
+  the adapter reports x_t.
+* Ends. A last step to alpha-bar = 1 (sigma = 0) returns the x0 prediction (``final="x0"``), except for
+  PNDM and LMS, whose multistep formulas step to sigma = 0 themselves (``final="step"``).
+* Precision. diffusers keeps its tables in float32; ``float64_tables=True`` replaces them by float64 ones
+  after ``set_timesteps`` (a probe: an implementation that computes in the state's dtype then agrees with
+  refimpl to float64 round-off).
+
+``DIFFUSERS`` maps each class to the refimpl method it implements (a function of its constructor
+arguments) and to constructor defaults that make the conventions comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from refimpl.oracle.core import Config, Convention, Run
+from refimpl.schedules import DiscreteVP
+
+__all__ = ["DIFFUSERS", "DiffusersScheduler", "Profile"]
+
+_PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
+_BETAS = {"ddpm_linear": ("linear", 1e-4, 0.02), "scaled_linear": ("scaled_linear", 0.00085, 0.012)}
+
+
+def _no_counterpart(what: str) -> ValueError:
+    return ValueError(f"refimpl has no counterpart of {what}")
+
+
+def _dpm_multistep(kw: dict) -> str:
+    algorithm, order, form = (
+        kw.get("algorithm_type", "dpmsolver++"),
+        kw.get("solver_order", 2),
+        kw.get("solver_type", "midpoint"),
+    )
+    if kw.get("thresholding", False):
+        raise _no_counterpart("diffusers' thresholding (its s is capped at sample_max_value)")
+    exact = "_exact" if form == "heun" else ""
+    if algorithm == "dpmsolver++":
+        return {1: "ddim", 2: f"dpm_solver_pp_2m{exact}", 3: f"dpm_solver_pp_3m{exact}"}[order]
+    if algorithm == "dpmsolver":
+        return {1: "ddim", 2: f"dpm_solver_2m{exact}", 3: f"dpm_solver_3m{exact}"}[order]
+    if algorithm == "sde-dpmsolver++" and form == "midpoint" and order <= 2:
+        return "sde_dpm_solver_pp_2m"
+    raise _no_counterpart(f"DPMSolverMultistepScheduler({algorithm}, order {order}, {form})")
+
+
+def _dpm_singlestep(kw: dict) -> str:
+    algorithm, order, form = (
+        kw.get("algorithm_type", "dpmsolver++"),
+        kw.get("solver_order", 2),
+        kw.get("solver_type", "midpoint"),
+    )
+    if order == 1:
+        return "ddim"
+    if form == "midpoint" and algorithm == "dpmsolver":
+        return f"dpm_solver_singlestep_{order}"
+    if form == "midpoint" and algorithm == "dpmsolver++" and order == 2:
+        return "dpm_solver_pp_singlestep_2"
+    raise _no_counterpart(f"DPMSolverSinglestepScheduler({algorithm}, order {order}, {form})")
+
+
+def _unipc(kw: dict) -> str:
+    if kw.get("disable_corrector") or kw.get("solver_p") is not None:
+        raise _no_counterpart("UniPC with a disabled corrector or another predictor")
+    suffix = "" if kw.get("predict_x0", True) else "_eps"
+    return f"unipc{kw.get('solver_order', 2)}_{kw.get('solver_type', 'bh2')}{suffix}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How to drive one scheduler class: the method it implements, its defaults here, its kind of table."""
+
+    method: Callable[[dict], str]
+    defaults: dict[str, Any]
+    kind: str  # "alphabar" (alpha-bar indexed by k), "sigma" (sigmas table, state x_t), "scaled" (state x~)
+    predictions: tuple[str, ...] = ("eps", "x0", "v")
+
+
+DIFFUSERS: dict[str, Profile] = {
+    "DDIMScheduler": Profile(
+        lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
+    ),
+    "DDPMScheduler": Profile(
+        lambda kw: "ddpm",
+        {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"},
+        "alphabar",
+    ),
+    "DDIMInverseScheduler": Profile(
+        lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
+    ),
+    "PNDMScheduler": Profile(
+        lambda kw: "plms" if kw.get("skip_prk_steps") else "pndm",
+        {"set_alpha_to_one": False, "timestep_spacing": "trailing"},
+        "alphabar",
+        ("eps", "v"),
+    ),
+    "DPMSolverMultistepScheduler": Profile(_dpm_multistep, {}, "sigma"),
+    "DPMSolverSinglestepScheduler": Profile(_dpm_singlestep, {}, "sigma"),
+    "DEISMultistepScheduler": Profile(
+        lambda kw: {1: "ddim", 2: "dpm_solver_2m_exact", 3: "dpm_solver_3m_exact"}[kw.get("solver_order", 2)],
+        {},
+        "sigma",
+    ),
+    "UniPCMultistepScheduler": Profile(_unipc, {}, "sigma"),
+    "EulerDiscreteScheduler": Profile(lambda kw: "edm_euler", {}, "scaled"),
+    "HeunDiscreteScheduler": Profile(lambda kw: "edm_heun", {}, "scaled"),
+    "LMSDiscreteScheduler": Profile(lambda kw: "lms", {}, "scaled", ("eps", "x0", "v")),
+}  # fmt: skip
+
+
+@dataclass
+class _Step:
+    start: float  # the noise level (continuous time) the step starts from
+    landing: float  # where its coefficients take it (NaN: sigma = 0)
+    state: Tensor  # x_t after the step
+
+
+@dataclass
+class _Trace:
+    """What the scheduler did: the solver level and model time of every call, and every completed step."""
+
+    levels: list[float] = field(default_factory=list)
+    queries: list[float] = field(default_factory=list)
+    steps: list[_Step] = field(default_factory=list)
+    noise: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class DiffusersScheduler:
+    """A diffusers scheduler class driven through its public ``set_timesteps`` / ``step`` API."""
+
+    class_name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    float64_tables: bool = False
+
+    @property
+    def profile(self) -> Profile:
+        if self.class_name not in DIFFUSERS:
+            raise ValueError(
+                f"the oracle has no adapter for diffusers.{self.class_name}; choose one of {sorted(DIFFUSERS)}"
+            )
+        return DIFFUSERS[self.class_name]
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The constructor arguments (beyond the schedule's and the prediction type): defaults, then ours.
+
+        diffusers refuses its default ``final_sigmas_type="zero"`` for the noise-prediction DPM-Solvers; they then
+        end at sigma_min (its own suggestion).
+        """
+        args = {**self.profile.defaults, **self.kwargs}
+        if self.class_name.startswith("DPMSolver") and args.get("algorithm_type") in ("dpmsolver", "sde-dpmsolver"):
+            args.setdefault("final_sigmas_type", "sigma_min")
+        return args
+
+    @property
+    def name(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.kwargs.items()] + (["float64 tables"] if self.float64_tables else [])
+        return f"diffusers.{self.class_name}({', '.join(parts)})"
+
+    @property
+    def method(self) -> str:
+        return self.profile.method(self.arguments)
+
+    @property
+    def encodes(self) -> bool:
+        return self.class_name == "DDIMInverseScheduler"
+
+    def build(self, schedule: DiscreteVP, config: Config) -> Any:
+        import diffusers
+
+        if not isinstance(schedule, DiscreteVP) or schedule.name not in _BETAS:
+            raise ValueError(f"diffusers schedulers need a discrete schedule {sorted(_BETAS)}, got {schedule.name}")
+        kind, start, end = _BETAS[schedule.name]
+        args = {
+            **self.arguments,
+            "num_train_timesteps": schedule.N,
+            "beta_schedule": kind,
+            "beta_start": start,
+            "beta_end": end,
+            "prediction_type": _PREDICTION[config.prediction],
+        }
+        return getattr(diffusers, self.class_name)(**args)
+
+    # --- the run -----------------------------------------------------------------------------------------
+
+    def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
+        """Drive the scheduler under torch's default dtype float32, the one diffusers assumes (with float64 as the
+        default, ``UniPCMultistepScheduler(solver_order=3)`` mixes float64 and float32 tensors and crashes)."""
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            return self._run(config, model, x_T, noise)
+        finally:
+            torch.set_default_dtype(previous)
+
+    def _run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
+        if config.encode != self.encodes:
+            return Run(x_T.new_zeros(0), [], [], error=f"{self.name} {'encodes' if self.encodes else 'samples'}: "
+                       f"set Config(encode={self.encodes})")  # fmt: skip
+        schedule = model.schedule
+        sched = self.build(schedule, config)
+        sched.set_timesteps(config.n_steps)
+        tables = _Tables(sched, schedule)
+        if self.float64_tables:
+            tables.to_float64(sched, schedule)
+        N = schedule.N
+
+        def call(x: Tensor, k: Any, level: float) -> Tensor:
+            t = (float(k) + 1) / N
+            trace.levels.append(level)
+            trace.queries.append(t)
+            return model(x.double(), torch.tensor(t, dtype=torch.float64)).to(x.dtype)
+
+        trace = _Trace()
+        loop = {"alphabar": self._alphabar, "sigma": self._sigma, "scaled": self._scaled}[self.profile.kind]
+        start = loop(sched, tables, call, x_T, noise, trace, config)
+        if isinstance(start, str):
+            return Run(x_T.new_zeros(0), [], [], error=start)
+        if not trace.steps:
+            return Run(x_T.new_zeros(0), [], [], error="the scheduler took no step")
+        times = torch.tensor([s.start for s in trace.steps] + [trace.steps[-1].landing], dtype=torch.float64)
+        final = "grid" if math.isfinite(float(times[-1])) else self._final_kind()
+        return Run(
+            times,
+            [start, *(s.state for s in trace.steps)],
+            trace.queries,
+            final=final,
+            conventions=self._conventions(sched, config, final),
+            reference_options=self._reference_options(sched, tables, final),
+            levels=trace.levels,
+            noise=torch.stack(trace.noise).double() if trace.noise else None,
+            coefficient_dtype=torch.float64 if self.float64_tables else torch.float32,
+            landings=[s.landing for s in trace.steps],
+        )
+
+    def _final_kind(self) -> str:
+        return "step" if self.class_name in ("PNDMScheduler", "LMSDiscreteScheduler") else "x0"
+
+    # alpha-bar indexed: DDIM, DDPM, PNDM, DDIM inverse
+    def _alphabar(self, sched, tables, call, x_T, noise, trace, config) -> Tensor | str:
+        N, n = tables.N, sched.num_inference_steps
+        ratio = N // n
+        sample = x_T
+        if self.class_name == "DDIMInverseScheduler":
+            first = tables.t_of_k(-1, initial=True)
+            if math.isnan(first):
+                return (
+                    "DDIM inversion from alpha-bar = 1 (sigma = 0) starts outside the schedule: set_alpha_to_one=False"
+                )
+            for k in (int(k) for k in sched.timesteps):
+                current = min(k - ratio, N - 1)
+                level = first if current < 0 else tables.t_of_k(current)
+                out = call(sample, k, level)
+                sample = sched.step(out, k, sample).prev_sample
+                trace.steps.append(_Step(level, tables.t_of_k(min(k, N - 1)), sample))
+            return x_T
+        gen, replay = torch.Generator().manual_seed(config.seed + 1), torch.Generator().manual_seed(config.seed + 1)
+        eta = config.option("eta", 0.0)
+        step_start = None
+        for i, k in enumerate(int(k) for k in sched.timesteps):
+            kw: dict[str, Any] = {}
+            if self.class_name == "PNDMScheduler":
+                counter, prk = sched.counter, len(sched.prk_timesteps)
+                in_prk = counter < prk and not sched.config.skip_prk_steps
+                if in_prk:
+                    step_start = tables.t_of_k(int(sched.prk_timesteps[counter // 4 * 4]))
+                    done, landing = counter % 4 == 3, tables.t_of_k(k)
+                elif sched.config.skip_prk_steps and counter == 0:
+                    done, landing = False, math.nan
+                elif sched.config.skip_prk_steps and counter == 1:
+                    step_start, done, landing = tables.t_of_k(k + ratio), True, tables.t_of_k(k)
+                else:
+                    step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(k - ratio)
+            elif self.class_name == "DDPMScheduler":
+                step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(int(sched.previous_timestep(k)))
+                kw = {"generator": gen}  # DDPM draws its own noise: replay its generator to learn which
+                if k > 0:
+                    trace.noise.append(torch.randn(x_T.shape, generator=replay, dtype=x_T.dtype))
+            else:  # DDIM
+                step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(k - ratio)
+                if eta > 0:
+                    kw = {"eta": eta, "variance_noise": noise[i]}
+                    trace.noise.append(noise[i])
+            out = call(sample, k, tables.t_of_k(k))
+            sample = sched.step(out, k, sample, **kw).prev_sample
+            if done:
+                trace.steps.append(_Step(step_start, landing, sample))
+        return x_T
+
+    # sigma tables, state x_t: DPM-Solver (multistep, singlestep), DEIS, UniPC
+    def _sigma(self, sched, tables, call, x_T, noise, trace, config) -> Tensor | str:
+        sample = x_T
+        ks = list(sched.timesteps)
+        groups = getattr(sched, "order_list", None)
+        sde = "sde" in str(getattr(sched.config, "algorithm_type", ""))
+        group_start = None
+        for j, k in enumerate(ks):
+            level = tables.t_of_sigma(j, k)
+            if group_start is None or groups is None or groups[j] == 1:
+                group_start = level
+            out = call(sample, k, level)
+            kw = {"variance_noise": noise[len(trace.noise)]} if sde else {}
+            if sde:
+                trace.noise.append(noise[len(trace.noise)])
+            sample = sched.step(out, k, sample, **kw).prev_sample
+            ends_group = groups is None or j + 1 == len(ks) or groups[j + 1] == 1
+            if ends_group:
+                trace.steps.append(_Step(group_start, tables.t_of_sigma(j + 1), sample))
+        return x_T
+
+    # sigma tables, state x~ = x_t / alpha_t: Euler, Heun, LMS
+    def _scaled(self, sched, tables, call, x_T, noise, trace, config) -> Tensor | str:
+        heun = self.class_name == "HeunDiscreteScheduler"
+        sample = x_T / tables.alpha(0).to(x_T.dtype)  # x~ at the first level
+        ks = list(sched.timesteps)
+        step_start = None
+        for j, k in enumerate(ks):
+            idx = sched.step_index if sched.step_index is not None else 0
+            level = tables.t_of_sigma(idx, k)
+            first_order = not heun or sched.state_in_first_order
+            if first_order:
+                step_start = level
+            model_in = sched.scale_model_input(sample, k)
+            out = call(model_in, k, level)
+            sample = sched.step(out, k, sample).prev_sample
+            if heun and not first_order:  # the corrector completed a step, landing where it evaluated
+                trace.steps.append(_Step(step_start, level, sample * tables.alpha(idx).to(sample.dtype)))
+            elif not heun or j + 1 == len(ks):  # Euler, LMS, or Heun's last (Euler) step to sigma = 0
+                trace.steps.append(
+                    _Step(step_start, tables.t_of_sigma(idx + 1), sample * tables.alpha(idx + 1).to(sample.dtype))
+                )
+        return x_T
+
+    # --- what the reference needs ----------------------------------------------------------------------
+
+    def _conventions(self, sched: Any, config: Config, final: str) -> tuple[Convention, ...]:
+        out = []
+        cfg = sched.config
+        if getattr(cfg, "clip_sample", False):
+            c = float(cfg.clip_sample_range)
+            out.append(Convention(f"x0 clipped to [-{c:g}, {c:g}]", "clip_sample=True", clip_x0=c))
+        if self.class_name == "LMSDiscreteScheduler":
+            out.append(Convention("lower-order warm-up", "LMS starts with orders 1, 2, 3 (refimpl: RK4 steps)",
+                                  options=(("warmup", "lower_order"), ("order", 4))))  # fmt: skip
+        orders = self._multistep_orders(sched, final)
+        if orders is not None:
+            n = len(orders)
+            from refimpl.oracle.methods import get_method
+
+            p = int(dict(get_method(self.method).options).get("order", sched.config.solver_order))
+            plain = [min(p, i + 1) for i in range(n)]  # what the reference does unless told
+            if orders != plain:
+                out.append(
+                    Convention("lower-order final steps", f"orders {orders}", options=(("orders", tuple(orders)),))
+                )
+        return tuple(out)
+
+    def _multistep_orders(self, sched: Any, final: str) -> list[int] | None:
+        """The order diffusers uses at each regular step of a multistep method (None: not multistep)."""
+        cfg = sched.config
+        name = self.class_name
+        if name not in ("DPMSolverMultistepScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler"):
+            return None
+        p, n = cfg.solver_order, len(sched.timesteps)
+        orders = []
+        for j in range(n):
+            if name == "UniPCMultistepScheduler":
+                k = min(p, n - j) if cfg.lower_order_final else p
+                orders.append(min(k, j + 1))
+                continue
+            few = cfg.lower_order_final and n < 15
+            last = j == n - 1 and (
+                getattr(cfg, "euler_at_final", False) or few or getattr(cfg, "final_sigmas_type", "") == "zero"
+            )
+            second = j == n - 2 and few
+            k = 1 if (p == 1 or j < 1 or last) else 2 if (p == 2 or j < 2 or second) else 3
+            orders.append(k)
+        return orders[:-1] if final != "grid" else orders
+
+    def _reference_options(self, sched: Any, tables: _Tables, final: str) -> dict[str, Any]:
+        cfg = sched.config
+        if self.class_name == "DDPMScheduler" and cfg.variance_type == "fixed_large":
+            return {"variance": "beta"}
+        if self.class_name == "DPMSolverSinglestepScheduler" and cfg.solver_order > 1:
+            groups, stages = [], []
+            for j, order in enumerate(sched.order_list):
+                if order == 1:
+                    groups.append(1)
+                    stages.append([])
+                else:
+                    groups[-1] += 1
+                    stages[-1].append(tables.t_of_sigma(j, sched.timesteps[j]))
+            if final != "grid":
+                groups, stages = groups[:-1], stages[:-1]
+            return {"orders": groups, "stages": stages}
+        return {}
+
+
+class _Tables:
+    """A scheduler's noise levels as continuous times of the refimpl schedule (see the module docstring)."""
+
+    def __init__(self, sched: Any, schedule: DiscreteVP):
+        self.N = schedule.N
+        self.schedule = schedule
+        abar = sched.alphas_cumprod
+        self.abar = abar
+        self.train_sigmas = ((1 - abar) / abar) ** 0.5  # the scheduler's own knot sigmas
+        self.sigmas = getattr(sched, "sigmas", None)
+        self.final_abar = getattr(sched, "final_alpha_cumprod", None)
+        self.initial_abar = getattr(sched, "initial_alpha_cumprod", None)
+
+    def to_float64(self, sched: Any, schedule: DiscreteVP) -> None:
+        """Replace the scheduler's float32 tables by float64 ones (the same values, computed in float64)."""
+        abar64 = schedule.alphas_cumprod.clone()
+        train64 = ((1 - abar64) / abar64) ** 0.5
+        for name in ("alphas_cumprod",):
+            setattr(sched, name, abar64)
+        for name, value in (("alpha_t", abar64.sqrt()), ("sigma_t", (1 - abar64).sqrt())):
+            if hasattr(sched, name):
+                setattr(sched, name, value)
+        if hasattr(sched, "lambda_t"):
+            sched.lambda_t = torch.log(sched.alpha_t) - torch.log(sched.sigma_t)
+        for name in ("final_alpha_cumprod", "initial_alpha_cumprod"):
+            value = getattr(sched, name, None)
+            if value is not None:
+                setattr(sched, name, torch.tensor(1.0, dtype=torch.float64) if float(value) == 1.0 else abar64[0])
+        if getattr(sched, "sigmas", None) is not None:
+            ks = np.asarray(sched.timesteps, dtype=np.float64)
+            inner = np.interp(ks, np.arange(self.N), train64.numpy())
+            last = float(sched.sigmas[-1])
+            tail = [0.0] if last == 0.0 else [float(train64[0])]
+            if getattr(sched.config, "use_karras_sigmas", False) or len(sched.sigmas) != len(ks) + 1:
+                raise ValueError("the float64 probe needs one interpolated sigma per timestep plus a final one")
+            sched.sigmas = torch.tensor(np.concatenate([inner, tail]), dtype=torch.float64)
+        self.__init__(sched, schedule)
+
+    def t_of_k(self, k: int, initial: bool = False) -> float:
+        """The time of alpha-bar index k; k < 0 is the final (or, inverting, initial) alpha-bar: 1 or alpha-bar_0."""
+        if k >= 0:
+            return (k + 1) / self.N
+        end = self.initial_abar if initial else self.final_abar
+        return math.nan if end is None or float(end) == 1.0 else 1 / self.N
+
+    def t_of_sigma(self, j: int, k: Any = None) -> float:
+        """The time of ``sigmas[j]``: its knot's time if it is a knot sigma (timestep k's), else t(-log sigma)."""
+        sigma = self.sigmas[j]
+        if float(sigma) == 0.0:
+            return math.nan
+        if k is not None and float(k) == int(k) and 0 <= int(k) < self.N and self.train_sigmas[int(k)] == sigma:
+            return (int(k) + 1) / self.N
+        hits = torch.nonzero(self.train_sigmas == sigma)
+        if len(hits):
+            return (int(hits[0]) + 1) / self.N
+        s = self.schedule
+        lam = (-torch.log(torch.as_tensor(float(sigma), dtype=torch.float64))).clamp(s.lambda_min, s.lambda_max)
+        return float(s.t_of_lambda(lam))
+
+    def alpha(self, j: int) -> Tensor:
+        """alpha_t = 1 / sqrt(1 + sigma^2) of ``sigmas[j]`` (1 at sigma = 0), in float64."""
+        sigma = self.sigmas[j].double()
+        return 1.0 / torch.sqrt(1.0 + sigma**2)

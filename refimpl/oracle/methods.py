@@ -1,0 +1,293 @@
+"""The methods the oracle can check against: the registry, plus named settings of refimpl samplers.
+
+Third-party libraries implement variants that refimpl has as options of one sampler rather than as registry
+entries (the registry holds what passes its shared order tests). ``EXTRA`` names them, each a ``SamplerSpec``
+(not registered) that runs a refimpl sampler with fixed options and declares its order. The identities
+behind the less obvious names (all exponential integrators in lambda = log(alpha / sigma), Lu et al. 2022,
+arXiv:2206.00927v3, Sec. 3.1):
+
+* UniP-p without corrector, with the solved coefficients (``simplified=False``), integrates the Lagrange
+  polynomial through the last p model outputs *exactly* (Zhao et al. 2023, arXiv:2302.04867v4, Eq. 7-8 match
+  its Taylor terms); with ``simplified=True`` and B(h) = e^h - 1 its second-order step is the "midpoint" form
+  of multistep DPM-Solver(++)-2 (Lu et al. 2022b, arXiv:2211.01095v3, Algorithm 2).
+* In noise prediction that exact integral is DEIS with the polynomial in log rho = -lambda, diffusers'
+  ``DEISMultistepScheduler`` (``solver_type="logrho"``), and diffusers' DPM-Solver with ``solver_type="heun"``.
+* ``dpm_solver_singlestep_k``: singlestep DPM-Solver-k whose intermediate points are chosen by the caller
+  (``stages``), as diffusers' ``DPMSolverSinglestepScheduler`` does from its timestep list (a thin loop over
+  refimpl's pure updates).
+
+``final_step_to_zero`` is the last step of a multistep method to sigma = 0 (alpha = 1), outside every
+schedule's domain, which diffusers' LMS and PNDM take with their own multistep formula.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from refimpl._util import expand_like
+from refimpl.models import DiffusionModel, predict_x0_eps
+from refimpl.parameterization import eps_from_x0
+from refimpl.registry import REGISTRY, SamplerSpec
+from refimpl.samplers import (
+    StepInfo,
+    Trajectory,
+    sample_dpm_solver_pp_multistep,
+    sample_lms,
+    sample_pndm,
+    sample_unipc,
+)
+from refimpl.samplers._common import Callback, check_orders, check_sampler_inputs
+from refimpl.samplers._exponential import phi
+from refimpl.samplers.dpm_solver import dpm_solver_1_update, dpm_solver_2_update, dpm_solver_3_update
+from refimpl.samplers.dpm_solver_pp import (
+    dpm_solver_pp_1_update,
+    dpm_solver_pp_2s_update,
+    dpm_solver_pp_multistep_update,
+)
+from refimpl.samplers.edm import edm_sigma, lms_step
+from refimpl.samplers.pndm import plms_direction, pndm_transfer
+from refimpl.samplers.unipc import unipc_step
+from refimpl.schedules import ScheduleValues
+
+__all__ = [
+    "EXTRA",
+    "final_step_to_zero",
+    "get_method",
+    "sample_dpm_solver_singlestep",
+    "sample_multistep_3m",
+]
+
+
+def sample_dpm_solver_singlestep(
+    model: DiffusionModel,
+    x: Tensor,
+    timesteps: Tensor,
+    *,
+    orders: Sequence[int],
+    stages: Sequence[Sequence[float]],
+    data_prediction: bool = False,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Singlestep DPM-Solver (``data_prediction``: DPM-Solver++) with caller-chosen intermediate points.
+
+    Step i from timesteps[i] to timesteps[i + 1] has order ``orders[i]`` and evaluates the model at the
+    orders[i] - 1 times ``stages[i]`` inside it: DPM-Solver-2 (Lu et al. 2022, Algorithm 1 with general r1),
+    DPM-Solver-3 (Algorithm 2 with general r1, r2) or DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1).
+    """
+    ts = check_sampler_inputs(model, x, timesteps)
+    n = len(ts) - 1
+    if len(orders) != n or len(stages) != n or any(len(s) != k - 1 for k, s in zip(orders, stages, strict=False)):
+        raise ValueError(f"need one order and orders - 1 stage times per step ({n} steps), got {orders}, {stages}")
+    if data_prediction and max(orders) > 2:
+        raise ValueError("refimpl has no third-order singlestep DPM-Solver++ (DPM-Solver++(3S))")
+    schedule = model.schedule
+    values = schedule(ts)
+    for i in range(n):
+        v_s, v_t = values[i], values[i + 1]
+        mid = [schedule(torch.as_tensor(t, dtype=torch.float64)) for t in stages[i]]
+        x0, eps = predict_x0_eps(model, x, ts[i], v_s)
+        if orders[i] == 1:
+            x_next = (
+                dpm_solver_pp_1_update(x, x0, v_s, v_t) if data_prediction else dpm_solver_1_update(x, eps, v_s, v_t)
+            )
+        elif data_prediction:
+            x_next = dpm_solver_pp_2s_update(model, x, x0, v_s, mid[0], v_t)
+        elif orders[i] == 2:
+            x_next = dpm_solver_2_update(model, x, eps, v_s, mid[0], v_t)[0]
+        else:
+            x_next = dpm_solver_3_update(model, x, eps, v_s, mid[0], mid[1], v_t)
+        if callback is not None:
+            callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
+        x = x_next
+    return x
+
+
+def _lost_half(x: Tensor, xs: list[Tensor], lambdas: list[Tensor], k_t: Tensor, h: Tensor) -> Tensor:
+    """k_t hh^3 phi_3(hh) [m0, m1, m2]: the third-order term that the official step drops (refimpl's has 2 [m0, m1, m2]
+    with the opposite sign: x0 prediction k_t = alpha_t, hh = -h; eps prediction k_t = sigma_t, hh = h)."""
+    m0, m1, m2 = xs[:3]
+    l0, l1, l2 = lambdas[:3]
+    dd012 = ((m0 - m1) / (l0 - l1) - (m1 - m2) / (l1 - l2)) / (l0 - l2)
+    return expand_like(k_t * h**3 * phi(3, h), x) * dd012
+
+
+def sample_multistep_3m(
+    model: DiffusionModel,
+    x: Tensor,
+    timesteps: Tensor,
+    *,
+    prediction: str = "x0",
+    official: bool = False,
+    exact_second: bool = False,
+    orders: Sequence[int] | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Multistep DPM-Solver-3 (``prediction="eps"``) or DPM-Solver++(3M) (``"x0"``), orders 1, 2, 3, 3, ... unless
+    ``orders`` (one per step) says otherwise; the second-order steps in the midpoint form (Lu et al. 2022b,
+    arXiv:2211.01095v3, Algorithm 2 and its noise-prediction analogue), or with ``exact_second`` the exact integral
+    of the linear interpolant (UniP-2 with solved coefficients; k-diffusion's choice).
+
+    The third-order step adds the exact integrals of the Taylor terms of the quadratic through the last three
+    model outputs: k_t h^3 phi_3 x'' with x'' = 2 [m0, m1, m2] (for x0: ``dpm_solver_pp_multistep_update``; for
+    eps: UniP-3 with solved coefficients, the exact integral of the same quadratic). ``official=True`` models
+    the official code, diffusers and k-diffusion, which add k_t h^3 phi_3 [m0, m1, m2], half of it: a model of
+    theirs (second order), not a refimpl method.
+    """
+    ts = check_sampler_inputs(model, x, timesteps)
+    if prediction not in ("x0", "eps"):
+        raise ValueError(f"prediction must be 'x0' or 'eps', got {prediction!r}")
+    n = len(ts) - 1
+    orders = check_orders(orders if orders is not None else [min(3, i + 1) for i in range(n)], n, 3)
+    values = model.schedule(ts)
+    ms: list[Tensor] = []
+    lambdas: list[Tensor] = []
+    for i in range(n):
+        v_s, v_t = values[i], values[i + 1]
+        x0, eps = predict_x0_eps(model, x, ts[i], v_s)
+        ms, lambdas = [x0 if prediction == "x0" else eps, *ms[:2]], [v_s.lambda_t, *lambdas[:2]]
+        k, h = orders[i], v_t.lambda_t - v_s.lambda_t
+        outputs = list(zip(lambdas, ms, strict=True))
+        if k == 2 and exact_second:
+            x_next = unipc_step(x, outputs, v_s, v_t, 2, variant="bh2", prediction=prediction, simplified=False)
+        elif prediction == "x0":
+            x_next = dpm_solver_pp_multistep_update(x, ms, lambdas, v_s, v_t, k)
+        elif k == 1:
+            x_next = dpm_solver_1_update(x, eps, v_s, v_t)
+        else:
+            x_next = unipc_step(x, outputs, v_s, v_t, k, variant="bh2", prediction="eps", simplified=k == 2)
+        if k == 3 and official:  # put back the half: x0 with (alpha_t, -h), eps with (sigma_t, h)
+            k_t, hh = (v_t.alpha_t, -h) if prediction == "x0" else (v_t.sigma_t, h)
+            x_next = x_next + _lost_half(x, ms, lambdas, k_t, hh)
+        if callback is not None:
+            callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
+        x = x_next
+    return x
+
+
+def _spec(name: str, sample: Any, declared: float, equation: str, paper: str, /, **options: Any) -> SamplerSpec:
+    return SamplerSpec(name, sample, declared, False, paper, equation, options=options)
+
+
+def _unip(p: int, prediction: str, simplified: bool, corrector: bool = False, variant: str = "bh2") -> dict:
+    return {"order": p, "prediction": prediction, "simplified": simplified, "corrector": corrector, "variant": variant}
+
+
+#: Named settings of refimpl samplers (not registered: the registry's shared tests hold registered entries only).
+EXTRA: dict[str, SamplerSpec] = {
+    "dpm_solver_2m": _spec(
+        "dpm_solver_2m", sample_unipc, 2, "arXiv:2211.01095v3 Algorithm 2 in noise prediction (midpoint form)",
+        "lu2022dpmsolverpp", **_unip(2, "eps", True),
+    ),
+    "dpm_solver_2m_exact": _spec(
+        "dpm_solver_2m_exact", sample_unipc, 2, "exact integral of the linear eps(lambda); DEIS log-rho AB, degree 1",
+        "zhang2023deis", **_unip(2, "eps", False),
+    ),
+    "dpm_solver_3m": _spec(
+        "dpm_solver_3m", sample_multistep_3m, 3, "multistep DPM-Solver-3 in noise prediction, midpoint second step",
+        "lu2022dpmsolverpp", prediction="eps",
+    ),
+    "dpm_solver_3m_exact": _spec(
+        "dpm_solver_3m_exact", sample_unipc, 3, "exact integral of quadratic eps(lambda); DEIS log-rho AB, degree 2",
+        "zhang2023deis", **_unip(3, "eps", False),
+    ),
+    "dpm_solver_pp_2m_exact": _spec(
+        "dpm_solver_pp_2m_exact", sample_unipc, 2, "exact integral of the linear x0(lambda) (diffusers heun form)",
+        "lu2022dpmsolverpp", **_unip(2, "x0", False),
+    ),
+    "dpm_solver_pp_3m": _spec(
+        "dpm_solver_pp_3m", sample_dpm_solver_pp_multistep, 3, "arXiv:2211.01095v3 Sec. 4, DPM-Solver++(3M)",
+        "lu2022dpmsolverpp", order=3,
+    ),
+    "dpm_solver_pp_3m_official": _spec(
+        "dpm_solver_pp_3m_official", sample_multistep_3m, 2,
+        "the official / diffusers DPM-Solver++(3M) step (half its last Taylor term): a model of theirs",
+        "lu2022dpmsolverpp", prediction="x0", official=True,
+    ),
+    "dpm_solver_pp_3m_exact_official": _spec(
+        "dpm_solver_pp_3m_exact_official", sample_multistep_3m, 2,
+        "k-diffusion's DPM-Solver++(3M) step (exact second-order step, half the last Taylor term): a model of it",
+        "lu2022dpmsolverpp", prediction="x0", official=True, exact_second=True,
+    ),
+    "dpm_solver_3m_official": _spec(
+        "dpm_solver_3m_official", sample_multistep_3m, 2,
+        "the official / diffusers multistep DPM-Solver-3 step (half its last Taylor term): a model of theirs",
+        "lu2022dpmsolverpp", prediction="eps", official=True,
+    ),
+    "dpm_solver_pp_3m_exact": _spec(
+        "dpm_solver_pp_3m_exact", sample_unipc, 3, "DPM-Solver++(3M) with an exact second-order warm-up step",
+        "lu2022dpmsolverpp", **_unip(3, "x0", False),
+    ),
+    **{
+        f"unipc{p}_{variant}{suffix}": _spec(
+            f"unipc{p}_{variant}{suffix}", sample_unipc, min(p + 1, 3),
+            f"arXiv:2302.04867v4 Algorithm 2, UniP-{p} + UniC, B(h) {variant}, {pred} prediction",
+            "zhao2023unipc", **_unip(p, pred, True, True, variant),
+        )
+        for p in (1, 2, 3)
+        for variant in ("bh1", "bh2")
+        for pred, suffix in (("x0", ""), ("eps", "_eps"))
+        if f"unipc{p}_{variant}{suffix}" not in REGISTRY
+    },
+    **{
+        f"dpm_solver_singlestep_{k}": _spec(
+            f"dpm_solver_singlestep_{k}", sample_dpm_solver_singlestep, k,
+            f"arXiv:2206.00927v3 Algorithms 1-2, DPM-Solver-{k} with given intermediate points",
+            "lu2022dpmsolver",
+        )
+        for k in (2, 3)
+    },
+    "dpm_solver_pp_singlestep_2": _spec(
+        "dpm_solver_pp_singlestep_2", sample_dpm_solver_singlestep, 2,
+        "arXiv:2211.01095v3 Algorithm 1, DPM-Solver++(2S) with given intermediate points",
+        "lu2022dpmsolverpp", data_prediction=True,
+    ),
+}  # fmt: skip
+
+
+def get_method(name: str) -> SamplerSpec:
+    """The registered sampler ``name``, or the named setting ``EXTRA[name]``."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name in EXTRA:
+        return EXTRA[name]
+    raise ValueError(f"no method named {name!r}; registered: {sorted(REGISTRY)}; oracle settings: {sorted(EXTRA)}")
+
+
+def _zero_values() -> ScheduleValues:
+    """The end point of a step to sigma = 0: alpha = 1, lambda = +inf (the edge of every VP and EDM schedule)."""
+    one, zero = torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+    return ScheduleValues(torch.tensor(math.nan, dtype=torch.float64), one, zero, zero, zero, torch.tensor(math.inf))
+
+
+def final_step_to_zero(
+    method: str, model: DiffusionModel, x: Tensor, grid: Tensor, traj: Trajectory, options: dict[str, Any]
+) -> Tensor:
+    """The method's own last step from x at grid[-1] to sigma = 0 (one model call), continuing the history of ``traj``.
+
+    LMS: the Adams-Bashforth step in sigma with the last ``order`` derivatives (``lms_step``); PNDM/PLMS: the
+    PLMS direction of the last four outputs moved by the transfer part (``pndm_transfer``).
+    """
+    sample = get_method(method).sample
+    schedule = model.schedule
+    v_last = schedule(grid[-1])
+    eps_now = predict_x0_eps(model, x, grid[-1], v_last)[1]
+    past = [(s.t, eps_from_x0(s.x, s.x0, *_alpha_sigma(schedule, s.t))) for s in traj.steps]
+    if sample is sample_lms:
+        k = options.get("order", 4)
+        history = [*past, (grid[-1], eps_now)][-k:]  # oldest first
+        sigmas = edm_sigma(schedule(torch.stack([torch.as_tensor(t) for t, _ in history])))
+        return lms_step(x, [e for _, e in history], sigmas, v_last, _zero_values())
+    if sample is sample_pndm:
+        es = [eps_now, *[e for _, e in reversed(past)]][: options.get("order", 4)]  # newest first
+        return pndm_transfer(x, plms_direction(es), v_last, _zero_values())
+    raise ValueError(f"the oracle has no step to sigma = 0 for {method}")
+
+
+def _alpha_sigma(schedule: Any, t: Tensor) -> tuple[Tensor, Tensor]:
+    v = schedule(t)
+    return v.alpha_t, v.sigma_t
