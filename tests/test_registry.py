@@ -54,13 +54,21 @@ def test_order_on_a_gaussian_against_the_closed_form(name: str, schedule_name: s
 @settings(max_examples=5)
 @given(gmm=mixtures(), s=schedules(), data=st.data(), seed=st.integers(0, 1000))
 def test_order_on_mixtures_against_the_reference_solver(name: str, gmm, s, data, seed: int) -> None:
-    """Measured global order on drawn mixtures, schedules and end times, against DOP853 at 1e-13."""
+    """Observed order on drawn mixtures, schedules and end times, against DOP853 at 1e-13.
+
+    Where the asymptotic regime begins depends on the draw (how sharp the modes are): local slopes such as
+    2.71, 2.86, 2.93 (UniPC-2 on a 1-D mixture with modes of variance 0.05) or 1.71, 1.87, 1.94 (DEIS rhoAB2)
+    approach the order from below, and an error can pass through zero between the coarsest grids (BDIA: 3.75,
+    2.00, 2.00). So the order asserted here is the observed order of the two finest grids,
+    log2(e_n / e_2n), the standard estimate in code verification; the closed-form Gaussian test above fits all
+    four.
+    """
     spec = get_sampler(name)
     t_end = data.draw(times(s, 0.0, 0.4))
     model = ExactModel(gmm, s)
     x = model.sample_xt(8, s.t_max, torch.Generator().manual_seed(seed))[1]
     result = measure_order(spec, model, x, steps_for(spec), t_end=t_end)
-    assert result.order == pytest.approx(spec.order, abs=ORDER_TOL), str(result)
+    assert result.local_orders[-1] == pytest.approx(spec.order, abs=ORDER_TOL), str(result)
 
 
 @pytest.mark.parametrize("name", ALL)
