@@ -70,19 +70,22 @@ def unipc_coefficients(rks: Tensor, hh: Tensor, variant: str) -> Tensor:
     return torch.linalg.solve(R, g)
 
 
-def _exponential_update(
+def _unified_update(
     x: Tensor,
     m_t: Tensor,
-    hist: list[tuple[Tensor, Tensor]],
-    lam_t: Tensor,
+    points: list[tuple[Tensor, Tensor]],
     values_t: ScheduleValues,
     values_s: ScheduleValues,
-    a: Tensor,
     variant: str,
     prediction: str,
+    simplified: bool,
 ) -> Tensor:
-    """x_s = c x_t - k_s (e^hh - 1) m_t - k_s B(hh) sum_m a_m D_m / r_m for the points hist = [(lambda_m, m_m)]."""
-    h = values_s.lambda_t - lam_t
+    """x_s = c x_t - k_s (e^hh - 1) m_t - k_s B(hh) sum_m a_m D_m / r_m (Zhao et al. 2023, Eq. 7).
+
+    D_m = m_m - m_t for the points [(lambda_m, m_m)] at r_m = (lambda_m - lambda_t) / h, and a solves Eq. 8
+    (``unipc_coefficients``), or is the official code's 1/2 for a single point when ``simplified``.
+    """
+    h = values_s.lambda_t - values_t.lambda_t
     if prediction == "x0":
         hh, c, k_s = -h, values_s.sigma_t / values_t.sigma_t, values_s.alpha_t
     elif prediction == "eps":
@@ -90,9 +93,13 @@ def _exponential_update(
     else:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     x_s = expand_like(c, x) * x - expand_like(k_s * torch.expm1(hh), x) * m_t  # first order (DDIM)
-    if hist:
-        rks = torch.stack([(lam_m - lam_t) / h for lam_m, _ in hist])
-        correction = sum(a_m * (m_m - m_t) / r_m for a_m, r_m, (_, m_m) in zip(a, rks, hist, strict=True))
+    if points:
+        rks = torch.stack([(lam_m - values_t.lambda_t) / h for lam_m, _ in points])
+        if simplified and len(points) == 1:
+            a = torch.full((1,), 0.5, dtype=rks.dtype)  # the official code's UniP-2 / UniC-1 coefficient
+        else:
+            a = unipc_coefficients(rks, hh, variant)
+        correction = sum(a_m * (m_m - m_t) / r_m for a_m, r_m, (_, m_m) in zip(a, rks, points, strict=True))
         x_s = x_s - expand_like(k_s * _b_of(hh, variant), x) * correction
     return x_s
 
@@ -112,18 +119,7 @@ def unipc_predictor(
 
     x, m_t (B, ...): the state and the model output (kind ``prediction``) at t. Zhao et al. (2023), Eq. 7-8.
     """
-    if not history:
-        return _exponential_update(
-            x, m_t, [], values_t.lambda_t, values_t, values_s, torch.zeros(0), variant, prediction
-        )
-    h = values_s.lambda_t - values_t.lambda_t
-    rks = torch.stack([(lam - values_t.lambda_t) / h for lam, _ in history])
-    hh = -h if prediction == "x0" else h
-    if simplified and len(history) == 1:
-        a = torch.full((1,), 0.5, dtype=rks.dtype)  # the official code's UniP-2 coefficient
-    else:
-        a = unipc_coefficients(rks, hh, variant)
-    return _exponential_update(x, m_t, history, values_t.lambda_t, values_t, values_s, a, variant, prediction)
+    return _unified_update(x, m_t, history, values_t, values_s, variant, prediction, simplified)
 
 
 def unipc_corrector(
@@ -143,15 +139,8 @@ def unipc_corrector(
     ``history`` holds the p - 1 earlier (lambda, output) pairs used by the predictor, newest first.
     Zhao et al. (2023), Eq. 7-8 with r_p = 1 (Algorithm 1).
     """
-    h = values_s.lambda_t - values_t.lambda_t
     points = [*history, (values_s.lambda_t, m_s)]
-    rks = torch.stack([(lam - values_t.lambda_t) / h for lam, _ in points])
-    hh = -h if prediction == "x0" else h
-    if simplified and len(points) == 1:
-        a = torch.full((1,), 0.5, dtype=rks.dtype)  # the official code's UniC-1 coefficient
-    else:
-        a = unipc_coefficients(rks, hh, variant)
-    return _exponential_update(x, m_t, points, values_t.lambda_t, values_t, values_s, a, variant, prediction)
+    return _unified_update(x, m_t, points, values_t, values_s, variant, prediction, simplified)
 
 
 def unipc_step(
