@@ -30,7 +30,14 @@ from refimpl._validation import as_float_tensor, check_finite
 from refimpl.grids import timesteps as make_grid
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 
-__all__ = ["REFERENCE_TOL", "OrderResult", "convergence_order", "measure_order", "solve_pf_ode"]
+__all__ = [
+    "REFERENCE_TOL",
+    "OrderResult",
+    "convergence_order",
+    "measure_order",
+    "measure_settled_order",
+    "solve_pf_ode",
+]
 
 #: rtol = atol of the reference solve. DOP853's global error then stays within about 1e-12 of the
 #: state's scale on the toys (checked against the closed-form single-Gaussian map in the tests).
@@ -109,6 +116,25 @@ def convergence_order(steps: Sequence[int], errors: Sequence[float]) -> OrderRes
     return OrderResult(steps, errors, float(-slope), local)
 
 
+def _order_errors(
+    sample: Callable[..., Tensor],
+    model: DiffusionModel,
+    x: Tensor,
+    steps: Sequence[int],
+    spacing: str,
+    t_start: float | None,
+    t_end: float | None,
+    reference: Tensor | None,
+) -> tuple[list[float], Tensor, float]:
+    """Max-abs errors at t_end of ``sample`` on each grid, the reference they are measured against, its scale."""
+    schedule = model.schedule
+    grids = [make_grid(schedule, n, spacing, t_start, t_end) for n in steps]
+    if reference is None:
+        reference = solve_pf_ode(model, x, grids[0][0], grids[0][-1])
+    scale = max(1.0, float(reference.abs().max()))
+    return [float((sample(model, x, ts) - reference).abs().max()) for ts in grids], reference, scale
+
+
 def measure_order(
     sample: Callable[..., Tensor],
     model: DiffusionModel,
@@ -126,19 +152,54 @@ def measure_order(
     when an error falls below ``ERROR_FLOOR`` times the state's scale (not in the asymptotic regime
     any more: take fewer steps).
     """
-    schedule = model.schedule
-    grids = [make_grid(schedule, n, spacing, t_start, t_end) for n in steps]
-    if reference is None:
-        reference = solve_pf_ode(model, x, grids[0][0], grids[0][-1])
-    scale = max(1.0, float(reference.abs().max()))
-    errors = [float((sample(model, x, ts) - reference).abs().max()) for ts in grids]
+    errors, _, scale = _order_errors(sample, model, x, steps, spacing, t_start, t_end, reference)
+    _check_above_floor(steps, errors, scale)
+    return convergence_order(steps, errors)
+
+
+def _check_above_floor(steps: Sequence[int], errors: Sequence[float], scale: float) -> None:
     for n, e in zip(steps, errors, strict=True):
         if e < ERROR_FLOOR * scale:
             raise ValueError(
                 f"the error at {n} steps ({e:.2e}) is below {ERROR_FLOOR:g} x scale, too close to "
                 "round-off and to the reference's accuracy to measure an order: use fewer steps"
             )
-    return convergence_order(steps, errors)
+
+
+def measure_settled_order(
+    sample: Callable[..., Tensor],
+    model: DiffusionModel,
+    x: Tensor,
+    steps: Sequence[int],
+    *,
+    settle: float,
+    max_doublings: int = 3,
+    spacing: str = "uniform_lambda",
+    t_start: float | None = None,
+    t_end: float | None = None,
+) -> OrderResult:
+    """``measure_order``, doubling the finest step count until the local order has settled.
+
+    In the asymptotic regime error ~ C n^-p, so successive local orders agree. Where that regime begins depends
+    on the problem (sharp modes, a trajectory near the boundary between two modes): the finest count is doubled,
+    at most ``max_doublings`` times, until the last two local orders differ by less than ``settle``, or until the
+    next error would fall below ``ERROR_FLOOR`` times the scale. The last local order, log2(e_n / e_2n) on the
+    finest pair, is then the observed order (``result.local_orders[-1]``). For error = C h^p (1 + K h + ...) the
+    local orders approach p as p + c 2^-k, so each change halves and the remaining drift is about the last change.
+    """
+    steps = [int(n) for n in steps]
+    errors, reference, scale = _order_errors(sample, model, x, steps, spacing, t_start, t_end, None)
+    _check_above_floor(steps, errors, scale)
+    result = convergence_order(steps, errors)
+    for _ in range(max_doublings):
+        if len(result.local_orders) >= 2 and abs(result.local_orders[-1] - result.local_orders[-2]) < settle:
+            break
+        [error] = _order_errors(sample, model, x, [2 * steps[-1]], spacing, t_start, t_end, reference)[0]
+        if error < ERROR_FLOOR * scale:
+            break
+        steps, errors = [*steps, 2 * steps[-1]], [*errors, error]
+        result = convergence_order(steps, errors)
+    return result
 
 
 def affine_output_law(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerances import ORDER_TOL
 
 from refimpl import grids
-from refimpl.reference import convergence_order, measure_order, solve_pf_ode
+from refimpl.reference import convergence_order, measure_order, measure_settled_order, solve_pf_ode
 from refimpl.samplers import sample_ddim
 from refimpl.schedules import get_schedule
-from toy_models import ExactModel, anisotropic_gaussian, ring
+from toy_models import ExactModel, GaussianMixture, anisotropic_gaussian, ring
 
 
 def test_convergence_order_recovers_an_exact_power_law() -> None:
@@ -72,3 +73,30 @@ def test_reference_rejects_bad_input() -> None:
         solve_pf_ode(model, torch.full((2, 2), float("inf")), 1.0, 0.1)
     with pytest.raises(ValueError, match="positive"):
         solve_pf_ode(model, torch.zeros(2, 2), 1.0, 0.1, rtol=0.0)
+
+
+def test_settled_order_doubles_until_the_local_order_settles() -> None:
+    """A path near the boundary between two sharp modes keeps DDIM pre-asymptotic up to hundreds of steps: the
+    finest pair of 32..256 steps is off its order 1 by more than the tolerance, the settled order is not."""
+    mixture = GaussianMixture(
+        weights=torch.tensor([0.2812, 0.7188]),
+        means=torch.tensor([[1.0], [-1.0]]),
+        covariances=torch.full((2, 1, 1), 0.05),
+    )
+    s = get_schedule("ddpm_linear")
+    model = ExactModel(mixture, s)
+    x = model.sample_xt(8, s.t_max, torch.Generator().manual_seed(12))[1]
+    plain = measure_order(sample_ddim, model, x, (32, 64, 128, 256))
+    settled = measure_settled_order(sample_ddim, model, x, (32, 64, 128, 256), settle=ORDER_TOL)
+    assert abs(plain.local_orders[-1] - 1) > ORDER_TOL, str(plain)
+    assert len(settled.steps) > 4 and settled.steps[:4] == (32, 64, 128, 256)
+    assert abs(settled.local_orders[-1] - settled.local_orders[-2]) < ORDER_TOL, str(settled)
+    assert settled.local_orders[-1] == pytest.approx(1, abs=ORDER_TOL), str(settled)
+
+
+def test_settled_order_keeps_the_steps_when_already_settled() -> None:
+    s = get_schedule("vp_linear")
+    model = ExactModel(anisotropic_gaussian(2, seed=0), s)
+    x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(0))[1]
+    result = measure_settled_order(sample_ddim, model, x, (32, 64, 128, 256), settle=ORDER_TOL)
+    assert result.steps == (32, 64, 128, 256), str(result)
