@@ -17,7 +17,15 @@ from torch import Tensor
 from refimpl.parameterization import PREDICTIONS, from_x0_eps, to_x0_eps
 from refimpl.schedules import NoiseSchedule, ScheduleValues
 
-__all__ = ["CountingModel", "DiffusionModel", "FunctionModel", "check_model", "predict", "predict_x0_eps"]
+__all__ = [
+    "CountingModel",
+    "DiffusionModel",
+    "FunctionModel",
+    "ModelWrapper",
+    "check_model",
+    "predict",
+    "predict_x0_eps",
+]
 
 
 @runtime_checkable
@@ -92,11 +100,10 @@ class FunctionModel:
 
 
 @dataclass
-class CountingModel:
-    """Wrap a model and record every call: ``calls`` (the NFE) and the times ``t_queried``."""
+class ModelWrapper:
+    """Base of a model that wraps another: the same schedule and prediction; subclasses define ``__call__``."""
 
     model: DiffusionModel
-    t_queried: list[Tensor] = field(default_factory=list)
 
     @property
     def schedule(self) -> NoiseSchedule:
@@ -105,6 +112,13 @@ class CountingModel:
     @property
     def prediction(self) -> str:
         return self.model.prediction
+
+
+@dataclass
+class CountingModel(ModelWrapper):
+    """Wrap a model and record every call: ``calls`` (the NFE) and the times ``t_queried``."""
+
+    t_queried: list[Tensor] = field(default_factory=list)
 
     @property
     def calls(self) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from refimpl.models import ModelWrapper
 from refimpl.oracle.core import Config, Convention, Run
 from refimpl.samplers import Trajectory
 
@@ -66,19 +67,10 @@ class RefimplCallable:
 
 
 @dataclass
-class _CastingModel:
+class _CastingModel(ModelWrapper):
     """The exact model evaluated in float64, its output cast back to the caller's dtype."""
 
-    model: Any
     dtype: torch.dtype
-
-    @property
-    def schedule(self) -> Any:
-        return self.model.schedule
-
-    @property
-    def prediction(self) -> str:
-        return self.model.prediction
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         return self.model(x.double(), torch.as_tensor(t, dtype=torch.float64)).to(x.dtype)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from refimpl.models import CountingModel, predict
+from refimpl.models import CountingModel, ModelWrapper, predict
 from refimpl.oracle.methods import final_step_to_zero, get_method
 from refimpl.parameterization import from_x0_eps, to_x0_eps
 from refimpl.reference import solve_pf_ode
@@ -230,19 +230,10 @@ class Report:
 
 
 @dataclass
-class _ClippedModel:
+class _ClippedModel(ModelWrapper):
     """The model with its x0 prediction clipped to [-c, c] and the output re-derived from (x, clipped x0)."""
 
-    model: Any
     c: float
-
-    @property
-    def schedule(self) -> Any:
-        return self.model.schedule
-
-    @property
-    def prediction(self) -> str:
-        return self.model.prediction
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         values = self.model.schedule(t)
@@ -253,19 +244,10 @@ class _ClippedModel:
 
 
 @dataclass
-class _RetimedModel:
+class _RetimedModel(ModelWrapper):
     """The model evaluated at t' whenever it is asked at a solver level t of the pairs (t, t')."""
 
-    model: Any
     pairs: tuple[tuple[float, float], ...]
-
-    @property
-    def schedule(self) -> Any:
-        return self.model.schedule
-
-    @property
-    def prediction(self) -> str:
-        return self.model.prediction
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         level = float(t)
