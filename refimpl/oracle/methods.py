@@ -178,52 +178,52 @@ def _unip(p: int, prediction: str, simplified: bool, corrector: bool = False, va
 
 
 #: Named settings of refimpl samplers (not registered: the registry's shared tests hold registered entries only).
-EXTRA: dict[str, SamplerSpec] = {
-    "dpm_solver_2m": _spec(
+EXTRA: dict[str, SamplerSpec] = {spec.name: spec for spec in [
+    _spec(
         "dpm_solver_2m", sample_unipc, 2, "arXiv:2211.01095v3 Algorithm 2 in noise prediction (midpoint form)",
         "lu2022dpmsolverpp", **_unip(2, "eps", True),
     ),
-    "dpm_solver_2m_exact": _spec(
+    _spec(
         "dpm_solver_2m_exact", sample_unipc, 2, "exact integral of the linear eps(lambda); DEIS log-rho AB, degree 1",
         "zhang2023deis", **_unip(2, "eps", False),
     ),
-    "dpm_solver_3m": _spec(
+    _spec(
         "dpm_solver_3m", sample_multistep_3m, 3, "multistep DPM-Solver-3 in noise prediction, midpoint second step",
         "lu2022dpmsolverpp", prediction="eps",
     ),
-    "dpm_solver_3m_exact": _spec(
+    _spec(
         "dpm_solver_3m_exact", sample_unipc, 3, "exact integral of quadratic eps(lambda); DEIS log-rho AB, degree 2",
         "zhang2023deis", **_unip(3, "eps", False),
     ),
-    "dpm_solver_pp_2m_exact": _spec(
+    _spec(
         "dpm_solver_pp_2m_exact", sample_unipc, 2, "exact integral of the linear x0(lambda) (diffusers heun form)",
         "lu2022dpmsolverpp", **_unip(2, "x0", False),
     ),
-    "dpm_solver_pp_3m": _spec(
+    _spec(
         "dpm_solver_pp_3m", sample_dpm_solver_pp_multistep, 3, "arXiv:2211.01095v3 Sec. 4, DPM-Solver++(3M)",
         "lu2022dpmsolverpp", order=3,
     ),
-    "dpm_solver_pp_3m_official": _spec(
+    _spec(
         "dpm_solver_pp_3m_official", sample_multistep_3m, 2,
         "the official / diffusers DPM-Solver++(3M) step (half its last Taylor term): a model of theirs",
         "lu2022dpmsolverpp", prediction="x0", official=True,
     ),
-    "dpm_solver_pp_3m_exact_official": _spec(
+    _spec(
         "dpm_solver_pp_3m_exact_official", sample_multistep_3m, 2,
         "k-diffusion's DPM-Solver++(3M) step (exact second-order step, half the last Taylor term): a model of it",
         "lu2022dpmsolverpp", prediction="x0", official=True, exact_second=True,
     ),
-    "dpm_solver_3m_official": _spec(
+    _spec(
         "dpm_solver_3m_official", sample_multistep_3m, 2,
         "the official / diffusers multistep DPM-Solver-3 step (half its last Taylor term): a model of theirs",
         "lu2022dpmsolverpp", prediction="eps", official=True,
     ),
-    "dpm_solver_pp_3m_exact": _spec(
+    _spec(
         "dpm_solver_pp_3m_exact", sample_unipc, 3, "DPM-Solver++(3M) with an exact second-order warm-up step",
         "lu2022dpmsolverpp", **_unip(3, "x0", False),
     ),
-    **{
-        f"unipc{p}_{variant}{suffix}": _spec(
+    *[
+        _spec(
             f"unipc{p}_{variant}{suffix}", sample_unipc, min(p + 1, 3),
             f"arXiv:2302.04867v4 Algorithm 2, UniP-{p} + UniC, B(h) {variant}, {pred} prediction",
             "zhao2023unipc", **_unip(p, pred, True, True, variant),
@@ -232,21 +232,21 @@ EXTRA: dict[str, SamplerSpec] = {
         for variant in ("bh1", "bh2")
         for pred, suffix in (("x0", ""), ("eps", "_eps"))
         if f"unipc{p}_{variant}{suffix}" not in REGISTRY
-    },
-    **{
-        f"dpm_solver_singlestep_{k}": _spec(
+    ],
+    *[
+        _spec(
             f"dpm_solver_singlestep_{k}", sample_dpm_solver_singlestep, k,
             f"arXiv:2206.00927v3 Algorithms 1-2, DPM-Solver-{k} with given intermediate points",
             "lu2022dpmsolver",
         )
         for k in (2, 3)
-    },
-    "dpm_solver_pp_singlestep_2": _spec(
+    ],
+    _spec(
         "dpm_solver_pp_singlestep_2", sample_dpm_solver_singlestep, 2,
         "arXiv:2211.01095v3 Algorithm 1, DPM-Solver++(2S) with given intermediate points",
         "lu2022dpmsolverpp", data_prediction=True,
     ),
-}  # fmt: skip
+]}  # fmt: skip
 
 
 def get_method(name: str) -> SamplerSpec:
