@@ -62,8 +62,8 @@ class ConditionalGaussianModel:
         if x.shape != self.means.shape:
             raise ValueError(f"x must have the shape of the means {tuple(self.means.shape)}, got {tuple(x.shape)}")
         values = self.schedule(t)
-        shift = values.alpha_t.to(x.dtype).reshape(-1, 1) * self.means.to(x.dtype)  # alpha_t m_b
-        x0, eps = self._centred.x0_eps(x - shift, values.alpha_t, values.sigma_t)
+        shift = values.alpha.to(x.dtype).reshape(-1, 1) * self.means.to(x.dtype)  # alpha_t m_b
+        x0, eps = self._centred.x0_eps(x - shift, values.alpha, values.sigma)
         return from_x0_eps(self.prediction, x0 + self.means.to(x.dtype), eps, values)
 
 
@@ -171,5 +171,5 @@ def ode_counterfactual(
     delta = (c_new - c) @ scm.loading.T
     d = delta.shape[-1]
     centred = GaussianMixture(torch.ones(1, dtype=x.dtype), torch.zeros(1, d, dtype=x.dtype), scm.covariance[None])
-    back = centred.pf_ode_map(v_s.alpha_t * delta, v_s.alpha_t, v_s.sigma_t, v_e.alpha_t, v_e.sigma_t)
-    return x + v_e.alpha_t * delta - back
+    back = centred.pf_ode_map(v_s.alpha * delta, v_s.alpha, v_s.sigma, v_e.alpha, v_e.sigma)
+    return x + v_e.alpha * delta - back

@@ -123,7 +123,7 @@ def exact_ode_edit_1d(
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
     v_start, v_end = schedule(t_start), schedule(t_end)
-    a_s, s_s, a_e, s_e = (float(v) for v in (v_start.alpha_t, v_start.sigma_t, v_end.alpha_t, v_end.sigma_t))
+    a_s, s_s, a_e, s_e = (float(v) for v in (v_start.alpha, v_start.sigma, v_end.alpha, v_end.sigma))
     latent = ode_map_1d(source, a_e, s_e, a_s, s_s, x)
     return ode_map_1d(target, a_s, s_s, a_e, s_e, latent)
 
@@ -157,9 +157,9 @@ def infedit(
     for i in range(len(ts)):
         v = values[i]
         eps_src = predict(source, z_src, ts[i], "eps")
-        eps_cons = eps_from_x0(z_src, x0, v.alpha_t, v.sigma_t)  # Eq. 10: the noise that points z_src at x0
+        eps_cons = eps_from_x0(z_src, x0, v.alpha, v.sigma)  # Eq. 10: the noise that points z_src at x0
         eps_tgt = predict(target, z_tgt, ts[i], "eps") + (eps_cons - eps_src)  # Algorithm 2: calibrate
-        x0_tgt = x0_from_eps(z_tgt, eps_tgt, v.alpha_t, v.sigma_t)
+        x0_tgt = x0_from_eps(z_tgt, eps_tgt, v.alpha, v.sigma)
         if i + 1 < len(ts):
             z = noise_at(i + 1)
             z_src = forward_sample(x0, values[i + 1], z)  # DDCM step, Prop. 1: virtual inversion of the source

@@ -99,7 +99,7 @@ def x0_eps_from_velocity(
 
 def to_x0_eps(prediction: str, output: Tensor, x: Tensor, values: ScheduleValues) -> tuple[Tensor, Tensor]:
     """The pair (x0, eps) implied by a model ``output`` of kind ``prediction`` at x_t."""
-    a, s = values.alpha_t, values.sigma_t
+    a, s = values.alpha, values.sigma
     if prediction == "eps":
         return x0_from_eps(x, output, a, s), output
     if prediction == "x0":
@@ -110,7 +110,7 @@ def to_x0_eps(prediction: str, output: Tensor, x: Tensor, values: ScheduleValues
         eps = eps_from_score(output, s)
         return x0_from_eps(x, eps, a, s), eps
     if prediction == "velocity":
-        return x0_eps_from_velocity(x, output, a, s, values.d_alpha_t, values.d_sigma_t)
+        return x0_eps_from_velocity(x, output, a, s, values.d_alpha, values.d_sigma)
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 
@@ -121,11 +121,11 @@ def from_x0_eps(prediction: str, x0: Tensor, eps: Tensor, values: ScheduleValues
     if prediction == "x0":
         return x0
     if prediction == "v":
-        return v_from_x0_eps(x0, eps, values.alpha_t, values.sigma_t)
+        return v_from_x0_eps(x0, eps, values.alpha, values.sigma)
     if prediction == "score":
-        return score_from_eps(eps, values.sigma_t)
+        return score_from_eps(eps, values.sigma)
     if prediction == "velocity":
-        return velocity_from_x0_eps(x0, eps, values.d_alpha_t, values.d_sigma_t)
+        return velocity_from_x0_eps(x0, eps, values.d_alpha, values.d_sigma)
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
 
 

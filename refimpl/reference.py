@@ -73,8 +73,8 @@ def solve_pf_ode(
         values = schedule(schedule.t_of_lambda(torch.tensor(lam, dtype=torch.float64)))
         xt = torch.from_numpy(y).reshape(shape)
         x0, eps = predict_x0_eps(model, xt, values.t, values)
-        d_lambda = values.d_alpha_t / values.alpha_t - values.d_sigma_t / values.sigma_t
-        dx = (values.d_alpha_t * x0 + values.d_sigma_t * eps) / d_lambda
+        d_lambda = values.d_alpha / values.alpha - values.d_sigma / values.sigma
+        dx = (values.d_alpha * x0 + values.d_sigma * eps) / d_lambda
         return dx.reshape(-1).numpy()
 
     lam_span = (float(schedule.lambda_t(t_start)), float(schedule.lambda_t(t_end)))

@@ -1,7 +1,8 @@
 """Noise schedules as data: x_t = alpha_t x_0 + sigma_t eps.
 
 Every schedule gives alpha_t, sigma_t, their time derivatives, the half log-SNR
-lambda_t = log(alpha_t / sigma_t) and its inverse t(lambda), on a closed time
+lambda_t = log(alpha_t / sigma_t) and its inverse t(lambda), the EDM noise level
+rho_t = sigma_t / alpha_t = e^{-lambda_t} and its inverse t(rho), on a closed time
 interval [t_min, t_max] where all of them are finite.
 
 Families implemented (checked in ``tests/test_schedules.py`` by a lambda -> t -> lambda
@@ -44,19 +45,30 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ScheduleValues:
-    """alpha_t, sigma_t, their time derivatives and lambda_t at times t, all of t's shape."""
+    """The schedule at times t, all of t's shape: a record of the values at one time reads as that time.
+
+    ``v_s = schedule(s)`` holds ``v_s.alpha`` = alpha_s, ``v_s.sigma`` = sigma_s, their time derivatives
+    ``v_s.d_alpha``, ``v_s.d_sigma``, the half log-SNR ``v_s.lambda_`` = lambda_s and the EDM noise level
+    ``v_s.rho`` = sigma_s / alpha_s = e^{-lambda_s} (EDM's sigma, DEIS's rho).
+    """
 
     t: Tensor
-    alpha_t: Tensor
-    sigma_t: Tensor
-    d_alpha_t: Tensor
-    d_sigma_t: Tensor
-    lambda_t: Tensor
+    alpha: Tensor
+    sigma: Tensor
+    d_alpha: Tensor
+    d_sigma: Tensor
+    lambda_: Tensor
+
+    @property
+    def rho(self) -> Tensor:
+        """rho = sigma / alpha = e^{-lambda}: the noise level of the scaled state x / alpha
+        (Karras et al. 2022, arXiv:2206.00364v2, Eq. 4; Zhang & Chen 2022, arXiv:2204.13902v4, Sec. 4)."""
+        return torch.exp(-self.lambda_)
 
     def __getitem__(self, i: int | slice) -> ScheduleValues:
         """The values at entry i of a grid (``schedule(ts)[i]``)."""
         return ScheduleValues(
-            self.t[i], self.alpha_t[i], self.sigma_t[i], self.d_alpha_t[i], self.d_sigma_t[i], self.lambda_t[i]
+            self.t[i], self.alpha[i], self.sigma[i], self.d_alpha[i], self.d_sigma[i], self.lambda_[i]
         )
 
 
@@ -144,6 +156,30 @@ class NoiseSchedule(ABC):
         lambda_ = check_finite(as_float_tensor(lambda_, "lambda_"), "lambda_")
         check_in_range(lambda_, self.lambda_min, self.lambda_max, "lambda_")
         return self._t_of_lambda(lambda_).clamp(self.t_min, self.t_max)
+
+    def rho_t(self, t: object) -> Tensor:
+        """rho_t = sigma_t / alpha_t = e^{-lambda_t}, the EDM noise level (DEIS's rho)."""
+        return torch.exp(-self.lambda_t(t))
+
+    @property
+    def rho_min(self) -> float:
+        """rho at t_min (the cleanest end)."""
+        return math.exp(-self.lambda_max)
+
+    @property
+    def rho_max(self) -> float:
+        """rho at t_max (the noisiest end)."""
+        return math.exp(-self.lambda_min)
+
+    def lambda_of_rho(self, rho: object) -> Tensor:
+        """lambda = -log rho for rho in [rho_min, rho_max] (a few ulps of slack, then clamped onto the range)."""
+        rho = check_finite(as_float_tensor(rho, "rho"), "rho")
+        check_in_range(rho, self.rho_min, self.rho_max, "rho")
+        return (-torch.log(rho)).clamp(self.lambda_min, self.lambda_max)
+
+    def t_of_rho(self, rho: object) -> Tensor:
+        """The inverse map t(rho) of ``rho_t``, for rho in [rho_min, rho_max]."""
+        return self.t_of_lambda(self.lambda_of_rho(rho))
 
     def __call__(self, t: object) -> ScheduleValues:
         """All values at t in one typed record."""

@@ -38,7 +38,7 @@ def test_sympy_posterior_equals_the_numeric_one(name: str) -> None:
     ts = grids.uniform_lambda(s, 7)
     for i in range(len(ts) - 1):
         v_t, v_s = s(ts[i]), s(ts[i + 1])
-        abar_s, abar_t = float(v_s.alpha_t**2), float(v_t.alpha_t**2)
+        abar_s, abar_t = float(v_s.alpha**2), float(v_t.alpha**2)
         mean_xt, var_num = ddpm_posterior(torch.ones(1), torch.zeros(1), v_t, v_s)
         mean_x0, _ = ddpm_posterior(torch.zeros(1), torch.ones(1), v_t, v_s)
         assert float(mean_xt) == pytest.approx(coef_xt(abar_s, abar_t), rel=IDENTITY_RTOL)
@@ -105,7 +105,7 @@ def test_forward_sample_and_trajectory() -> None:
     s = get_schedule("vp_linear")
     v = s(0.3)
     x0, eps = torch.randn(3, 2), torch.randn(3, 2)
-    torch.testing.assert_close(forward_sample(x0, v, eps), v.alpha_t * x0 + v.sigma_t * eps)
+    torch.testing.assert_close(forward_sample(x0, v, eps), v.alpha * x0 + v.sigma * eps)
     model = ExactModel(ring(), s)
     traj = Trajectory()
     ts = grids.uniform_lambda(s, 5)

@@ -106,7 +106,7 @@ def test_an_order_above_the_available_history_raises() -> None:
     v = s(grids.uniform_t(s, 2))
     x = torch.randn(2, 2)
     with pytest.raises(ValueError, match="order 3 needs 3 past data predictions, got 2"):
-        dpm_solver_pp_multistep_update(x, [x, x], [v.lambda_t[1], v.lambda_t[0]], v[1], v[2], 3)
+        dpm_solver_pp_multistep_update(x, [x, x], [v.lambda_[1], v.lambda_[0]], v[1], v[2], 3)
     with pytest.raises(ValueError, match="order"):
         sample_dpm_solver_pp_multistep(ExactModel(ring(), s), x, grids.uniform_t(s, 3), order=4)
     with pytest.raises(ValueError, match="warmup"):
@@ -247,7 +247,7 @@ def test_3m_update_integrates_a_quadratic_data_prediction_exactly(name: str) -> 
     s = get_schedule(name)
     ts = grids.karras(s, 9)[3:7]  # three past points and the target, unequal steps
     v = s(ts)
-    lam = [float(v) for v in v.lambda_t]
+    lam = [float(v) for v in v.lambda_]
     c0, c1, c2 = 0.3, -0.7, 0.45
 
     def m(l: float) -> float:
@@ -255,8 +255,8 @@ def test_3m_update_integrates_a_quadratic_data_prediction_exactly(name: str) -> 
 
     x_s = torch.tensor([[1.3]])
     x0s = [torch.tensor([[m(lam[2 - j])]]) for j in range(3)]  # newest first: at lambda_2, lambda_1, lambda_0
-    lambdas = [v.lambda_t[2 - j] for j in range(3)]
+    lambdas = [v.lambda_[2 - j] for j in range(3)]
     ours = dpm_solver_pp_multistep_update(x_s, x0s, lambdas, v[2], v[3], 3)
     integral = quad(lambda l: math.exp(l - lam[3]) * m(l), lam[2], lam[3], epsabs=1e-300, epsrel=1e-13)[0]
-    exact = float(v.sigma_t[3] / v.sigma_t[2]) * 1.3 + float(v.alpha_t[3]) * integral
+    exact = float(v.sigma[3] / v.sigma[2]) * 1.3 + float(v.alpha[3]) * integral
     assert float(ours) == pytest.approx(exact, rel=IDENTITY_RTOL, abs=IDENTITY_RTOL)

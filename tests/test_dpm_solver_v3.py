@@ -36,12 +36,12 @@ def _multistep_taylor(model, x, ts, order: int, kind: str) -> torch.Tensor:
     for i in range(len(ts) - 1):
         x0, eps = predict_x0_eps(model, x, ts[i], v[i])
         m = x0 if kind == "x0" else eps
-        hist = [(v[i].lambda_t, m), *hist][: min(order, i + 1)]
-        h = v[i + 1].lambda_t - v[i].lambda_t
+        hist = [(v[i].lambda_, m), *hist][: min(order, i + 1)]
+        h = v[i + 1].lambda_ - v[i].lambda_
         if kind == "x0":
-            z, base, k = -h, v[i + 1].sigma_t / v[i].sigma_t * x, v[i + 1].alpha_t
+            z, base, k = -h, v[i + 1].sigma / v[i].sigma * x, v[i + 1].alpha
         else:
-            z, base, k = h, v[i + 1].alpha_t / v[i].alpha_t * x, -v[i + 1].sigma_t
+            z, base, k = h, v[i + 1].alpha / v[i].alpha * x, -v[i + 1].sigma
         e = torch.exp(z)
         h_phi = [
             (e - 1) / z * h,
@@ -94,12 +94,12 @@ def test_third_order_update_is_exact_for_a_data_prediction_quadratic_in_lambda()
     x_s = torch.randn(4, 2)
     points = [(torch.tensor(lam), -quad(torch.tensor(lam)).expand(4, 2)) for lam in reversed(lams)]
     ours = dpm_solver_v3_update(x_s, points, v_s, v_t, OFF)
-    a, b = float(v_s.lambda_t), float(v_t.lambda_t)
+    a, b = float(v_s.lambda_), float(v_t.lambda_)
 
     def antideriv(u: float) -> torch.Tensor:  # int e^u (c0 + c1 u + c2 u^2) du
         return math.exp(u) * (coef[0] + coef[1] * (u - 1) + coef[2] * (u**2 - 2 * u + 2))
 
-    exact = v_t.sigma_t / v_s.sigma_t * x_s + v_t.sigma_t * (antideriv(b) - antideriv(a))
+    exact = v_t.sigma / v_s.sigma * x_s + v_t.sigma * (antideriv(b) - antideriv(a))
     assert float((ours - exact).abs().max()) <= IDENTITY_RTOL * float(exact.abs().max())
 
 
@@ -120,7 +120,7 @@ def test_l_of_a_gaussian_is_the_exact_jacobian_diagonal() -> None:
     exact = torch.stack(
         [
             torch.diagonal(sg**2 * torch.linalg.inv(a**2 * gmm.covariances[0] + sg**2 * eye))
-            for a, sg in zip(v.alpha_t, v.sigma_t, strict=True)
+            for a, sg in zip(v.alpha, v.sigma, strict=True)
         ]
     )
     l, _, _ = stats(lams.numpy())
@@ -179,10 +179,10 @@ def test_the_sampler_follows_the_official_bookkeeping_of_algorithm_2() -> None:
     xs, fs, lams, p_prev, x_cur = [], [], [], 0, x
     for i in range(8):
         _, eps = predict_x0_eps(model, x_cur, ts[i], v[i])
-        l_i = torch.from_numpy(stats([float(v.lambda_t[i])])[0][0])
+        l_i = torch.from_numpy(stats([float(v.lambda_[i])])[0][0])
         xs.append(x_cur)
-        fs.append((v.sigma_t[i] * eps - l_i * x_cur) / v.alpha_t[i])
-        lams.append(v.lambda_t[i])
+        fs.append((v.sigma[i] * eps - l_i * x_cur) / v.alpha[i])
+        lams.append(v.lambda_[i])
         if i > 0 and p_prev > 1:
             idx = [-2, -1, *range(-3, -p_prev - 1, -1)]
             xs[-1] = dpm_solver_v3_update(xs[-2], [(lams[j], fs[j]) for j in idx], v[i - 1], v[i], stats)

@@ -59,7 +59,7 @@ def test_ode_map_1d_is_the_probability_flow(name: str) -> None:
     s = get_schedule(name)
     x = torch.linspace(-2.0, 3.0, 9)[:, None]
     v0, vT = s(s.t_min), s(s.t_max)
-    ends = [float(v) for v in (v0.alpha_t, v0.sigma_t, vT.alpha_t, vT.sigma_t)]
+    ends = [float(v) for v in (v0.alpha, v0.sigma, vT.alpha, vT.sigma)]
     mapped = ode_map_1d(SOURCE, *ends, x[:, 0])
     reference = solve_pf_ode(ExactModel(SOURCE, s), x, s.t_min, s.t_max)[:, 0]
     scale = float(reference.abs().max())
@@ -121,7 +121,7 @@ def test_infedit_with_an_unchanged_condition_returns_the_input(name: str) -> Non
     ts = grids.uniform_lambda(s, 30)
     out = infedit(model, model, x0, ts, generator=torch.Generator().manual_seed(2))
     v = s(ts)
-    scale = max(float(x0.abs().max()), float((v.sigma_t / v.alpha_t).max()) * 5.0)  # |z| <= |x0| alpha + 5 sigma
+    scale = max(float(x0.abs().max()), float((v.sigma / v.alpha).max()) * 5.0)  # |z| <= |x0| alpha + 5 sigma
     assert float((out - x0).abs().max()) <= roundtrip_bound(31, scale)
 
 

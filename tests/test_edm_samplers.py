@@ -34,7 +34,7 @@ def test_euler_in_sigma_is_ddim(s, n: int, spacing: str) -> None:
     ts = grids.timesteps(s, n, spacing)
     a, b = sample_edm_euler(model, x, ts), sample_ddim(model, x, ts)
     v = s(ts)
-    scale = float(b.abs().max()) + float(x.abs().max()) * float((v.alpha_t[1:] / v.alpha_t[:-1]).max())
+    scale = float(b.abs().max()) + float(x.abs().max()) * float((v.alpha[1:] / v.alpha[:-1]).max())
     assert float((a - b).abs().max()) <= IDENTITY_RTOL * scale
 
 
@@ -98,7 +98,7 @@ def test_agrees_with_diffusers(which: str) -> None:
         scheduler, layout, calls = EulerDiscreteScheduler(**kwargs), [*sig, 0.0], n
         ours, v = x, s(ts)
         for i in range(n):  # the model sees x; the update starts from x~ rounded to float32, as in diffusers
-            rounded = v.alpha_t[i] * (ours / v.alpha_t[i]).float().double()
+            rounded = v.alpha[i] * (ours / v.alpha[i]).float().double()
             ours = euler_step(rounded, model(ours, ts[i]), v[i], v[i + 1])
     elif which == "heun":
         layout = [sig[0], *[v for v in sig[1:] for _ in range(2)], 0.0]

@@ -46,15 +46,15 @@ def test_predictions_are_consistent_with_the_score(gmm: GaussianMixture, s, data
     x0, eps, score = model.x0(x, t), model.eps(x, t), model.score(x, t)
     scale = 1.0 + float(x.abs().max()) + float(x0.abs().max()) + float(eps.abs().max()) + float(score.abs().max())
     tol = roundoff(1000, scale)
-    assert float((eps + v.sigma_t * score).abs().max()) <= tol * max(1.0, float(v.sigma_t))
-    assert float((v.alpha_t * x0 + v.sigma_t * eps - x).abs().max()) <= tol * max(1.0, float(v.alpha_t))
-    expected_v = v.alpha_t * eps - v.sigma_t * x0
+    assert float((eps + v.sigma * score).abs().max()) <= tol * max(1.0, float(v.sigma))
+    assert float((v.alpha * x0 + v.sigma * eps - x).abs().max()) <= tol * max(1.0, float(v.alpha))
+    expected_v = v.alpha * eps - v.sigma * x0
     assert float((model.with_prediction("v")(x, v.t) - expected_v).abs().max()) <= tol
     for kind in ["x0", "score", "velocity"]:
         direct = model.with_prediction(kind)(x, v.t)
         via_eps = predict(model, x, v.t, kind)
         assert float((direct - via_eps).abs().max()) <= tol * (1 + float(direct.abs().max())) / max(
-            float(v.alpha_t), float(v.sigma_t), 1e-3
+            float(v.alpha), float(v.sigma), 1e-3
         )
 
 
@@ -106,8 +106,8 @@ def test_reverse_kernel_is_normalised_and_pushes_p_t_to_p_s(gmm: GaussianMixture
     # As a function of x_t the integrand is p_s(y) q(x_t | x_s = y): a Gaussian bump at alpha_{t|s} y of
     # width sigma_{t|s}, so 12 widths either side lose less than exp(-72) of its mass.
     v_t, v_s = s(t), s(s_time)
-    a_ts = float(v_t.alpha_t / v_s.alpha_t)
-    sd_ts = math.sqrt(float(v_t.sigma_t**2 - a_ts**2 * v_s.sigma_t**2))
+    a_ts = float(v_t.alpha / v_s.alpha)
+    sd_ts = math.sqrt(float(v_t.sigma**2 - a_ts**2 * v_s.sigma**2))
     for y in [float(kernel.mean()), float(model.marginal(s_time).moments()[0]) + 0.3]:
 
         def integrand(u: float, y: float = y) -> float:
@@ -175,8 +175,8 @@ def test_float32_agrees_with_float64(gmm: GaussianMixture, s, data, seed: int) -
     eps32 = ExactModel(gmm.to(torch.float32), s).eps(x.float(), t)
     assert eps32.dtype == torch.float32
     v = s(t)
-    c_min = float(v.alpha_t**2 * gmm.eigvals.min() + v.sigma_t**2)
-    cond = (1.0 + float(x.abs().max())) ** 2 * max(1.0, float(v.alpha_t) ** 2 / c_min)
+    c_min = float(v.alpha**2 * gmm.eigvals.min() + v.sigma**2)
+    cond = (1.0 + float(x.abs().max())) ** 2 * max(1.0, float(v.alpha) ** 2 / c_min)
     assert float((eps32.double() - eps64).abs().max()) <= roundoff(100, 1.0 + float(eps64.abs().max()), U32, cond)
 
 

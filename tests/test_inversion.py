@@ -66,9 +66,9 @@ def test_ddim_transfer_is_the_ddim_step_and_inverts_exactly(s, data, seed: int) 
     x, eps = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
     v_t, v_s = s(t), s(u)
     moved = ddim_transfer(x, eps, v_t, v_s)
-    ratio = max(1.0, float(v_s.alpha_t / v_t.alpha_t), float(v_t.alpha_t / v_s.alpha_t))
+    ratio = max(1.0, float(v_s.alpha / v_t.alpha), float(v_t.alpha / v_s.alpha))
     scale = ratio * max(_largest(x, eps), _largest(moved))
-    via_x0 = ddim_step(x0_from_eps(x, eps, v_t.alpha_t, v_t.sigma_t), eps, v_s)
+    via_x0 = ddim_step(x0_from_eps(x, eps, v_t.alpha, v_t.sigma), eps, v_s)
     assert float((moved - via_x0).abs().max()) <= roundoff(16, scale)
     assert float((ddim_transfer_inverse(moved, eps, v_t, v_s) - x).abs().max()) <= roundoff(16, scale)
 
@@ -92,8 +92,8 @@ def test_edict_step_inverse_undoes_one_step(p: float, y_first: bool, s, data, se
     v_t, v_s = s(t), s(u)
     x1, y1, _ = edict_step(model, x, y, v_t, v_s, p, y_first)
     x0, y0, _ = edict_step_inverse(model, x1, y1, v_t, v_s, p, y_first)
-    scale = _largest(x, y, x1, y1) * max(1.0, float(v_t.alpha_t / v_s.alpha_t))
-    coupling = (2.0 - math.exp(-float(v_s.lambda_t - v_t.lambda_t))) ** 2
+    scale = _largest(x, y, x1, y1) * max(1.0, float(v_t.alpha / v_s.alpha))
+    coupling = (2.0 - math.exp(-float(v_s.lambda_ - v_t.lambda_))) ** 2
     assert _largest(x0 - x, y0 - y) <= roundoff(32, scale, U64, coupling / p**2)
 
 

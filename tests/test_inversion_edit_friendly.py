@@ -28,7 +28,7 @@ def _closed_form(l: float, mu: float, x: float, name: str, n: int) -> tuple[list
     """Mean, variance of each z_i and Cov(z_i, z_{i+1}) for data N(mu, l), from the formulas above."""
     s = get_schedule(name)
     v = s(grids.uniform_lambda(s, n))
-    alpha, sigma = v.alpha_t.tolist(), v.sigma_t.tolist()
+    alpha, sigma = v.alpha.tolist(), v.sigma.tolist()
     a = [alpha[i] / alpha[n] for i in range(n + 1)]
     r2 = [sigma[i] ** 2 - a[i] ** 2 * sigma[n] ** 2 for i in range(n)] + [0.0]
     A, b, s2 = [], [], []
@@ -69,8 +69,8 @@ def test_auxiliary_path_has_the_forward_marginals() -> None:
     x = torch.full((20000, 2), 0.7)
     path = auxiliary_path(model, x, ts, torch.randn(10, 20000, 2, generator=torch.Generator().manual_seed(2)))
     v = s(ts)
-    a = v.alpha_t / v.alpha_t[-1]
-    var = v.sigma_t**2 - a**2 * v.sigma_t[-1] ** 2
+    a = v.alpha / v.alpha[-1]
+    var = v.sigma**2 - a**2 * v.sigma[-1] ** 2
     n = x.shape[0]
     for i in range(10):
         assert float((path[i].mean(0) - a[i] * 0.7).abs().max()) <= Z * math.sqrt(var[i] / n)

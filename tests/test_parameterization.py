@@ -32,9 +32,9 @@ def test_every_pair_round_trips(s, data, seed: int) -> None:
     values = s(t)
     g = torch.Generator().manual_seed(seed)
     x0, eps = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
-    x = values.alpha_t * x0 + values.sigma_t * eps
+    x = values.alpha * x0 + values.sigma * eps
     outputs = {k: P.from_x0_eps(k, x0, eps, values) for k in P.PREDICTIONS}
-    a, sg = float(values.alpha_t), float(values.sigma_t)
+    a, sg = float(values.alpha), float(values.sigma)
     scale = 10 * max(1.0, *(float(o.abs().max()) for o in outputs.values())) * max(1 / a, 1 / sg, a, sg)
     for source, target in itertools.product(P.PREDICTIONS, repeat=2):
         there = P.convert(outputs[source], source, target, x, values)
@@ -47,14 +47,12 @@ def test_named_conversions_are_the_textbook_formulas() -> None:
     s = get_schedule("vp_linear")
     v_ = s(0.4)
     x0, eps = torch.randn(5, 2), torch.randn(5, 2)
-    x = v_.alpha_t * x0 + v_.sigma_t * eps
-    v = P.v_from_x0_eps(x0, eps, v_.alpha_t, v_.sigma_t)
-    _assert_close(v, v_.alpha_t * eps - v_.sigma_t * x0, 10)
-    _assert_close(v_.alpha_t * x - v_.sigma_t * v, x0, 10)
-    _assert_close(P.score_from_eps(eps, v_.sigma_t), -eps / v_.sigma_t, 10)
-    _assert_close(
-        P.velocity_from_x0_eps(x0, eps, v_.d_alpha_t, v_.d_sigma_t), v_.d_alpha_t * x0 + v_.d_sigma_t * eps, 100
-    )
+    x = v_.alpha * x0 + v_.sigma * eps
+    v = P.v_from_x0_eps(x0, eps, v_.alpha, v_.sigma)
+    _assert_close(v, v_.alpha * eps - v_.sigma * x0, 10)
+    _assert_close(v_.alpha * x - v_.sigma * v, x0, 10)
+    _assert_close(P.score_from_eps(eps, v_.sigma), -eps / v_.sigma, 10)
+    _assert_close(P.velocity_from_x0_eps(x0, eps, v_.d_alpha, v_.d_sigma), v_.d_alpha * x0 + v_.d_sigma * eps, 100)
 
 
 def test_per_sample_coefficients_broadcast() -> None:
@@ -95,5 +93,5 @@ def test_predict_converts_and_counting_model_counts() -> None:
     x = torch.randn(3, 2)
     eps = predict(model, x, torch.tensor(0.3), "eps")
     v = s(0.3)
-    _assert_close(eps, (x - v.alpha_t * 0.5 * x) / v.sigma_t, 10)
+    _assert_close(eps, (x - v.alpha * 0.5 * x) / v.sigma, 10)
     assert model.calls == 1 and float(model.t_queried[0]) == 0.3

@@ -26,9 +26,9 @@ def test_transfer_part_is_the_ddim_step(s, data) -> None:
     v_t, v_s = s(t), s(t_next)
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 100)))
     x, eps = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
-    x0 = (x - v_t.sigma_t * eps) / v_t.alpha_t
+    x0 = (x - v_t.sigma * eps) / v_t.alpha
     expected = ddim_step(x0, eps, v_s)
-    scale = float(expected.abs().max()) + float((v_s.alpha_t * x0).abs().max())
+    scale = float(expected.abs().max()) + float((v_s.alpha * x0).abs().max())
     assert float((pndm_transfer(x, eps, v_t, v_s) - expected).abs().max()) <= IDENTITY_RTOL * scale
 
 

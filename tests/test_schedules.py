@@ -39,6 +39,30 @@ def test_t_lambda_t_round_trip(name: str, frac: float) -> None:
 
 
 @pytest.mark.parametrize("name", SCHEDULE_NAMES)
+@given(frac=st.floats(0.0, 1.0))
+@example(frac=0.0)
+@example(frac=1.0)
+def test_rho_is_sigma_over_alpha_and_t_of_rho_inverts_it(name: str, frac: float) -> None:
+    """rho_t = sigma_t / alpha_t (EDM's sigma, DEIS's rho) to 1e-12 relative; t -> rho -> t round trip, endpoints
+    included; the record's ``v_t.rho`` is the same value."""
+    s = get_schedule(name)
+    t = torch.tensor(s.t_min + frac * (s.t_max - s.t_min), dtype=torch.float64)
+    v = s(t)
+    rho = s.rho_t(t)
+    assert abs(float(rho - v.sigma / v.alpha)) <= IDENTITY_RTOL * float(rho)
+    assert float(v.rho) == float(rho)
+    assert abs(float(s.t_of_rho(rho) - t)) <= IDENTITY_RTOL * float(t)
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_t_of_rho_rejects_levels_outside_the_schedule(name: str) -> None:
+    s = get_schedule(name)
+    for bad in [0.5 * s.rho_min, 2.0 * s.rho_max, float("nan")]:
+        with pytest.raises(ValueError, match="rho"):
+            s.t_of_rho(bad)
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
 def test_endpoints_and_monotonicity(name: str) -> None:
     s = get_schedule(name)
     t = grids.uniform_t(s, 1000)
@@ -66,9 +90,9 @@ def test_vp_identity_and_values_record(s, data) -> None:
     t = data.draw(times(s))
     v = s(t)
     if isinstance(s, VPSchedule):
-        assert float(v.alpha_t**2 + v.sigma_t**2) == pytest.approx(1.0, abs=IDENTITY_RTOL)
-    assert float(v.lambda_t) == pytest.approx(math.log(float(v.alpha_t) / float(v.sigma_t)), abs=IDENTITY_RTOL)
-    assert float(v.d_alpha_t) == pytest.approx(float(s.d_alpha_t(t)), rel=IDENTITY_RTOL)
+        assert float(v.alpha**2 + v.sigma**2) == pytest.approx(1.0, abs=IDENTITY_RTOL)
+    assert float(v.lambda_) == pytest.approx(math.log(float(v.alpha) / float(v.sigma)), abs=IDENTITY_RTOL)
+    assert float(v.d_alpha) == pytest.approx(float(s.d_alpha_t(t)), rel=IDENTITY_RTOL)
 
 
 def test_discrete_knots_match_the_ddpm_products() -> None:

@@ -31,7 +31,7 @@ def test_unip_1_is_ddim(s, n: int, prediction: str) -> None:
     a = sample_unipc(model, x, ts, order=1, corrector=False, prediction=prediction)
     b = sample_ddim(model, x, ts)
     v = s(ts)
-    scale = float(b.abs().max()) + float(x.abs().max()) * float((v.alpha_t[1:] / v.alpha_t[:-1]).max())
+    scale = float(b.abs().max()) + float(x.abs().max()) * float((v.alpha[1:] / v.alpha[:-1]).max())
     assert float((a - b).abs().max()) <= IDENTITY_RTOL * scale
 
 
@@ -56,12 +56,8 @@ def test_unic_1_is_the_exponential_integral_of_the_linear_interpolant(prediction
     s = get_schedule("vp_linear")
     v_t, v_s = s(0.6), s(0.35)
     x, m_t, m_s = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
-    h = v_s.lambda_t - v_t.lambda_t
-    hh, c, k_s = (
-        (-h, v_s.sigma_t / v_t.sigma_t, v_s.alpha_t)
-        if prediction == "x0"
-        else (h, v_s.alpha_t / v_t.alpha_t, v_s.sigma_t)
-    )
+    h = v_s.lambda_ - v_t.lambda_
+    hh, c, k_s = (-h, v_s.sigma / v_t.sigma, v_s.alpha) if prediction == "x0" else (h, v_s.alpha / v_t.alpha, v_s.sigma)
     expected = c * x - k_s * torch.expm1(hh) * m_t - k_s * hh * phi(2, hh) * (m_s - m_t)
     for variant in ("bh1", "bh2"):
         got = unipc_corrector(x, m_t, [], m_s, v_t, v_s, variant=variant, prediction=prediction, simplified=False)
@@ -144,6 +140,6 @@ def test_bad_input() -> None:
     v_t, v_s = s(ts[0]), s(ts[1])
     x0, _ = predict_x0_eps(model, x, ts[0])
     with pytest.raises(ValueError, match="needs 3 stored model outputs, 1 available"):
-        unipc_step(x, [(v_t.lambda_t, x0)], v_t, v_s, 3)
+        unipc_step(x, [(v_t.lambda_, x0)], v_t, v_s, 3)
     with pytest.raises(ValueError, match="B\\(h\\)"):
-        unipc_predictor(x, x0, [(v_t.lambda_t - 0.1, x0)], v_t, v_s, variant="bh0", simplified=False)
+        unipc_predictor(x, x0, [(v_t.lambda_ - 0.1, x0)], v_t, v_s, variant="bh0", simplified=False)

@@ -324,7 +324,7 @@ class ExactModel:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         values = self.schedule(t)
-        x0, eps = self.mixture.x0_eps(x, values.alpha_t, values.sigma_t)
+        x0, eps = self.mixture.x0_eps(x, values.alpha, values.sigma)
         return from_x0_eps(self.prediction, x0, eps, values)
 
     def with_prediction(self, prediction: str) -> ExactModel:
@@ -333,7 +333,7 @@ class ExactModel:
 
     def _a_s(self, t: object) -> tuple[Tensor, Tensor]:
         values = self.schedule(t)
-        return values.alpha_t, values.sigma_t
+        return values.alpha, values.sigma
 
     def log_prob(self, x: Tensor, t: object) -> Tensor:
         """log p_t(x): (B,)."""

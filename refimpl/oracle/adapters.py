@@ -171,7 +171,7 @@ class KDiffusionSampler:
         else:
             ts = grids.timesteps(schedule, n_grid, config.spacing)
         values = schedule(ts)
-        sigma_grid = torch.exp(-values.lambda_t)  # the EDM noise level sigma_t / alpha_t
+        sigma_grid = torch.exp(-values.lambda_)  # the EDM noise level sigma_t / alpha_t
         sigmas = torch.cat([sigma_grid, torch.zeros(1, dtype=torch.float64)]) if self.final_zero else sigma_grid
         queries: list[float] = []
         lam_lo, lam_hi = schedule.lambda_min, schedule.lambda_max
@@ -180,7 +180,7 @@ class KDiffusionSampler:
             lam = (-torch.log(sigma[0].double())).clamp(lam_lo, lam_hi)  # float32 sigmas may round past the ends
             t = schedule.t_of_lambda(lam)
             queries.append(float(t))
-            return model.x0(schedule(t).alpha_t * x_tilde.double(), t).to(x_tilde.dtype)
+            return model.x0(schedule(t).alpha * x_tilde.double(), t).to(x_tilde.dtype)
 
         kwargs = {**KDIFFUSION.get(self.function, ("", {}))[1], **self.kwargs}
         if self.function in _KD_STOCHASTIC or "eta" in kwargs:
@@ -188,13 +188,13 @@ class KDiffusionSampler:
         seen: list[Tensor] = []
         out = getattr(sampling, self.function)(
             denoiser,
-            x_T / values.alpha_t[0].to(x_T.dtype),
+            x_T / values.alpha[0].to(x_T.dtype),
             sigmas.to(x_T.dtype),
             callback=lambda d: seen.append(d["x"]),
             disable=True,
             **kwargs,
         )
-        alphas = [*values.alpha_t, torch.tensor(1.0, dtype=torch.float64)] if self.final_zero else [*values.alpha_t]
+        alphas = [*values.alpha, torch.tensor(1.0, dtype=torch.float64)] if self.final_zero else [*values.alpha]
         states = [x * a.to(x.dtype) for x, a in zip([*seen, out], alphas, strict=True)]
         times = torch.cat([ts, torch.tensor([math.nan], dtype=torch.float64)]) if self.final_zero else ts
         final = "grid"

@@ -239,7 +239,7 @@ class _ClippedModel(ModelWrapper):
         values = self.model.schedule(t)
         x0, _ = to_x0_eps(self.prediction, self.model(x, t), x, values)
         x0 = x0.clamp(-self.c, self.c)
-        eps = (x - values.alpha_t * x0) / values.sigma_t
+        eps = (x - values.alpha * x0) / values.sigma
         return from_x0_eps(self.prediction, x0, eps, values)
 
 
@@ -370,7 +370,7 @@ def _alpha_growth(model: Any, times: Tensor) -> float:
     alpha_{j+1} / alpha_j relative to x_t. One step from T to t_min on ddpm_linear makes this ~160.
     """
     t = times[torch.isfinite(times)]
-    alphas = [*model.schedule(t).alpha_t.tolist(), *([1.0] * int((~torch.isfinite(times)).sum()))]
+    alphas = [*model.schedule(t).alpha.tolist(), *([1.0] * int((~torch.isfinite(times)).sum()))]
     ratios = [b / a for a, b in itertools.pairwise(alphas)]
     return max([1.0, *ratios])
 

@@ -149,8 +149,8 @@ def sample_multistep_3m(
     for i in range(n):
         v_s, v_t = values[i], values[i + 1]
         x0, eps = predict_x0_eps(model, x, ts[i], v_s)
-        ms, lambdas = [x0 if prediction == "x0" else eps, *ms[:2]], [v_s.lambda_t, *lambdas[:2]]
-        k, h = orders[i], v_t.lambda_t - v_s.lambda_t
+        ms, lambdas = [x0 if prediction == "x0" else eps, *ms[:2]], [v_s.lambda_, *lambdas[:2]]
+        k, h = orders[i], v_t.lambda_ - v_s.lambda_
         outputs = list(zip(lambdas, ms, strict=True))
         if k == 2 and exact_second:
             x_next = unipc_step(x, outputs, v_s, v_t, 2, variant="bh2", prediction=prediction, simplified=False)
@@ -161,7 +161,7 @@ def sample_multistep_3m(
         else:
             x_next = unipc_step(x, outputs, v_s, v_t, k, variant="bh2", prediction="eps", simplified=k == 2)
         if k == 3 and official:  # put back the half: x0 with (alpha_t, -h), eps with (sigma_t, h)
-            k_t, hh = (v_t.alpha_t, -h) if prediction == "x0" else (v_t.sigma_t, h)
+            k_t, hh = (v_t.alpha, -h) if prediction == "x0" else (v_t.sigma, h)
             x_next = x_next + _lost_half(x, ms, lambdas, k_t, hh)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
@@ -290,4 +290,4 @@ def final_step_to_zero(
 
 def _alpha_sigma(schedule: Any, t: Tensor) -> tuple[Tensor, Tensor]:
     v = schedule(t)
-    return v.alpha_t, v.sigma_t
+    return v.alpha, v.sigma

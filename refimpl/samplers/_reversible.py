@@ -50,9 +50,9 @@ ddim_transfer = dpm_solver_1_update
 def ddim_transfer_inverse(x_s: Tensor, eps: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> Tensor:
     """The exact inverse of ``ddim_transfer`` at the same eps: the x with ddim_transfer(x, eps, t, s) = x_s,
     x = (alpha_t / alpha_s) (x_s + sigma_s expm1(h) eps)."""
-    h = values_s.lambda_t - values_t.lambda_t
-    return expand_like(values_t.alpha_t / values_s.alpha_t, x_s) * (
-        x_s + expand_like(values_s.sigma_t * torch.expm1(h), eps) * eps
+    h = values_s.lambda_ - values_t.lambda_
+    return expand_like(values_t.alpha / values_s.alpha, x_s) * (
+        x_s + expand_like(values_s.sigma * torch.expm1(h), eps) * eps
     )
 
 

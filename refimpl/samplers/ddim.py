@@ -32,17 +32,17 @@ __all__ = ["ddim_sigma", "ddim_step", "invert_ddim", "sample_ddim"]
 
 def ddim_sigma(eta: float, values_t: ScheduleValues, values_s: ScheduleValues) -> Tensor:
     """sigma_tilde of a step t -> s: eta sigma_s sqrt(1 - exp(-2 (lambda_s - lambda_t))) (Eq. 16)."""
-    h = values_s.lambda_t - values_t.lambda_t
-    return eta * values_s.sigma_t * torch.sqrt(-torch.expm1(-2.0 * h))
+    h = values_s.lambda_ - values_t.lambda_
+    return eta * values_s.sigma * torch.sqrt(-torch.expm1(-2.0 * h))
 
 
 def ddim_step(
     x0: Tensor, eps: Tensor, values_s: ScheduleValues, sigma_tilde: Tensor | float = 0.0, z: Tensor | None = None
 ) -> Tensor:
     """Song et al. (2021), Eq. 12: x_s = alpha_s x0 + sqrt(sigma_s^2 - sigma_tilde^2) eps + sigma_tilde z."""
-    a_s = expand_like(values_s.alpha_t, x0)
-    sigma_tilde = torch.as_tensor(sigma_tilde, dtype=values_s.sigma_t.dtype)
-    direction = torch.sqrt(values_s.sigma_t**2 - sigma_tilde**2)  # "direction pointing to x_t"
+    a_s = expand_like(values_s.alpha, x0)
+    sigma_tilde = torch.as_tensor(sigma_tilde, dtype=values_s.sigma.dtype)
+    direction = torch.sqrt(values_s.sigma**2 - sigma_tilde**2)  # "direction pointing to x_t"
     x_s = a_s * x0 + expand_like(direction, eps) * eps
     if z is not None:
         x_s = x_s + expand_like(sigma_tilde, z) * z

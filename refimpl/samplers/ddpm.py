@@ -30,7 +30,7 @@ VARIANCES = ("posterior", "beta")
 
 def forward_sample(x0: Tensor, values_t: ScheduleValues, eps: Tensor) -> Tensor:
     """q(x_t | x_0): x_t = alpha_t x_0 + sigma_t eps (Ho et al. 2020, Eq. 4)."""
-    return expand_like(values_t.alpha_t, x0) * x0 + expand_like(values_t.sigma_t, eps) * eps
+    return expand_like(values_t.alpha, x0) * x0 + expand_like(values_t.sigma, eps) * eps
 
 
 def ddpm_posterior(
@@ -41,8 +41,8 @@ def ddpm_posterior(
     mean = alpha_{t|s} sigma_s^2 / sigma_t^2 x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 x_0,
     var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2   (their beta-tilde_t).
     """
-    a_s, s_s = values_s.alpha_t, values_s.sigma_t
-    a_t, s_t = values_t.alpha_t, values_t.sigma_t
+    a_s, s_s = values_s.alpha, values_s.sigma
+    a_t, s_t = values_t.alpha, values_t.sigma
     a_ts = a_t / a_s
     var_ts = s_t**2 - a_ts**2 * s_s**2
     mean = expand_like(a_ts * s_s**2 / s_t**2, x_t) * x_t + expand_like(a_s * var_ts / s_t**2, x0) * x0
@@ -75,7 +75,7 @@ def sample_ddpm(
         x0, _ = predict_x0_eps(model, x, ts[i], v_t)
         mean, var = ddpm_posterior(x, x0, v_t, v_s)
         if variance == "beta":
-            var = v_t.sigma_t**2 - (v_t.alpha_t / v_s.alpha_t) ** 2 * v_s.sigma_t**2
+            var = v_t.sigma**2 - (v_t.alpha / v_s.alpha) ** 2 * v_s.sigma**2
         x_next = mean + expand_like(torch.sqrt(var), x) * noise_at(i)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))

@@ -184,7 +184,7 @@ def sample_deis_ab(
         x0, eps = predict_x0_eps(model, x, ts[i], v_s)
         eps_history = [eps, *eps_history[: order - 1]]
         extrapolated = sum(c * e for c, e in zip(weights[i], eps_history, strict=False))
-        x_next = expand_like(v_t.alpha_t / v_s.alpha_t, x) * x + expand_like(v_t.alpha_t, x) * extrapolated
+        x_next = expand_like(v_t.alpha / v_s.alpha, x) * x + expand_like(v_t.alpha, x) * extrapolated
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next
@@ -209,22 +209,22 @@ def sample_deis_rhork(
     c, A, b = RK_TABLEAUS[method]
     schedule = model.schedule
     values = schedule(ts)
-    rho = _rho(values.lambda_t)
+    rho = _rho(values.lambda_)
     d_rho = rho[1:] - rho[:-1]
     # Schedule values at every stage's rho_i + c_k d_rho, once per grid (stage 0 is the grid point itself).
     stage_lambdas = [(-torch.log(rho[:-1] + ck * d_rho)).clamp(schedule.lambda_min, schedule.lambda_max) for ck in c]
     stage_values = [schedule(schedule.t_of_lambda(lam)) for lam in stage_lambdas]
     for i in range(len(ts) - 1):
         v_s, v_t = values[i], values[i + 1]
-        y = x / expand_like(v_s.alpha_t, x)
+        y = x / expand_like(v_s.alpha, x)
         x0, eps = predict_x0_eps(model, x, ts[i], v_s)
         stages = [eps]
         for k in range(1, len(c)):
             v_k = stage_values[k][i]
             y_k = y + expand_like(d_rho[i], x) * sum(a * e for a, e in zip(A[k], stages, strict=False))
-            stages.append(predict_x0_eps(model, expand_like(v_k.alpha_t, x) * y_k, v_k.t, v_k)[1])
+            stages.append(predict_x0_eps(model, expand_like(v_k.alpha, x) * y_k, v_k.t, v_k)[1])
         y_next = y + expand_like(d_rho[i], x) * sum(bk * e for bk, e in zip(b, stages, strict=True))
-        x_next = expand_like(v_t.alpha_t, x) * y_next
+        x_next = expand_like(v_t.alpha, x) * y_next
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next

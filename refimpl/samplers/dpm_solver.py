@@ -65,14 +65,14 @@ def _eps(model: DiffusionModel, x: Tensor, values: ScheduleValues) -> Tensor:
 
 def intermediate_values(schedule: NoiseSchedule, values: ScheduleValues, r: float) -> ScheduleValues:
     """Schedule values at lambda_s + r h inside every step s -> t of a grid (one vectorised call per grid)."""
-    lam = values.lambda_t[:-1] + r * (values.lambda_t[1:] - values.lambda_t[:-1])
+    lam = values.lambda_[:-1] + r * (values.lambda_[1:] - values.lambda_[:-1])
     return schedule(schedule.t_of_lambda(lam))
 
 
 def dpm_solver_1_update(x: Tensor, eps_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """DPM-Solver-1 from s to t: x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) eps_s (Eq. 3.7; DDIM)."""
-    h = v_t.lambda_t - v_s.lambda_t
-    return expand_like(v_t.alpha_t / v_s.alpha_t, x) * x - expand_like(v_t.sigma_t * torch.expm1(h), x) * eps_s
+    h = v_t.lambda_ - v_s.lambda_
+    return expand_like(v_t.alpha / v_s.alpha, x) * x - expand_like(v_t.sigma * torch.expm1(h), x) * eps_s
 
 
 def dpm_solver_2_update(
@@ -82,12 +82,12 @@ def dpm_solver_2_update(
 
     One model call; returns x_t and eps(u, s_1), which the adaptive solver reuses.
     """
-    h = v_t.lambda_t - v_s.lambda_t
-    r1 = (v_s1.lambda_t - v_s.lambda_t) / h
+    h = v_t.lambda_ - v_s.lambda_
+    r1 = (v_s1.lambda_ - v_s.lambda_) / h
     u = dpm_solver_1_update(x, eps_s, v_s, v_s1)  # u_i: a DPM-Solver-1 step to s_i
     eps_s1 = _eps(model, u, v_s1)
     # x_t = DPM-Solver-1 - sigma_t / (2 r1) (e^h - 1) (eps(u_i, s_i) - eps(x_s, s))
-    x_t = dpm_solver_1_update(x, eps_s, v_s, v_t) - expand_like(v_t.sigma_t * torch.expm1(h) / (2 * r1), x) * (
+    x_t = dpm_solver_1_update(x, eps_s, v_s, v_t) - expand_like(v_t.sigma * torch.expm1(h) / (2 * r1), x) * (
         eps_s1 - eps_s
     )
     return x_t, eps_s1
@@ -110,17 +110,16 @@ def dpm_solver_3_update(
     u_2 = DPM-Solver-1 to s_2 - sigma_{s_2} (r2 / r1) r2 h phi_2(r2 h) D_1; D_2 = eps(u_2, s_2) - eps_s;
     x_t = DPM-Solver-1 to t - (sigma_t / r2) h phi_2(h) D_2.
     """
-    h = v_t.lambda_t - v_s.lambda_t
-    r1, r2 = (v_s1.lambda_t - v_s.lambda_t) / h, (v_s2.lambda_t - v_s.lambda_t) / h
+    h = v_t.lambda_ - v_s.lambda_
+    r1, r2 = (v_s1.lambda_ - v_s.lambda_) / h, (v_s2.lambda_ - v_s.lambda_) / h
     if eps_s1 is None:
         eps_s1 = _eps(model, dpm_solver_1_update(x, eps_s, v_s, v_s1), v_s1)
     D1 = eps_s1 - eps_s
     u2 = (
-        dpm_solver_1_update(x, eps_s, v_s, v_s2)
-        - expand_like(v_s2.sigma_t * (r2 / r1) * r2 * h * phi(2, r2 * h), x) * D1
+        dpm_solver_1_update(x, eps_s, v_s, v_s2) - expand_like(v_s2.sigma * (r2 / r1) * r2 * h * phi(2, r2 * h), x) * D1
     )
     D2 = _eps(model, u2, v_s2) - eps_s
-    return dpm_solver_1_update(x, eps_s, v_s, v_t) - expand_like(v_t.sigma_t / r2 * h * phi(2, h), x) * D2
+    return dpm_solver_1_update(x, eps_s, v_s, v_t) - expand_like(v_t.sigma / r2 * h * phi(2, h), x) * D2
 
 
 def sample_dpm_solver(
@@ -248,14 +247,14 @@ def sample_dpm_solver_adaptive(
         raise ValueError(f"need h_init > 0 and 0 < theta <= 1, got h_init={h_init}, theta={theta}")
     schedule = model.schedule
     v_s, v_end = schedule(ts[0]), schedule(ts[1])
-    lambda_end = float(v_end.lambda_t)
-    h = min(h_init, lambda_end - float(v_s.lambda_t))
+    lambda_end = float(v_end.lambda_)
+    h = min(h_init, lambda_end - float(v_s.lambda_))
     x_prev = x
     x0, eps_s = predict_x0_eps(model, x, ts[0], v_s)
     i = 0
     for _ in range(max_trials):
-        last = float(v_s.lambda_t) + h >= lambda_end
-        v_t = v_end if last else schedule(schedule.t_of_lambda(v_s.lambda_t + h))
+        last = float(v_s.lambda_) + h >= lambda_end
+        v_t = v_end if last else schedule(schedule.t_of_lambda(v_s.lambda_ + h))
         step = schedule(torch.stack([v_s.t, v_t.t]))  # the trial step as a one-step grid
         if order == 2:
             v_s1 = intermediate_values(schedule, step, 1 / 2)[0]
@@ -275,7 +274,7 @@ def sample_dpm_solver_adaptive(
                 return x
             x0, eps_s = predict_x0_eps(model, x, v_s.t, v_s)
         growth = math.inf if E == 0 else theta * E ** (-1.0 / order)
-        h = min(h * growth, lambda_end - float(v_s.lambda_t))
+        h = min(h * growth, lambda_end - float(v_s.lambda_))
     raise RuntimeError(f"the adaptive solver did not reach t_end in {max_trials} trial steps")
 
 

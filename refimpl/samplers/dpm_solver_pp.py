@@ -81,8 +81,8 @@ def _threshold_options(thresholding: bool, ratio: float, max_value: float) -> di
 
 def dpm_solver_pp_1_update(x: Tensor, x0_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """DPM-Solver++(1) from s to t: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) x0_s (DDIM)."""
-    h = v_t.lambda_t - v_s.lambda_t
-    return expand_like(v_t.sigma_t / v_s.sigma_t, x) * x - expand_like(v_t.alpha_t * torch.expm1(-h), x) * x0_s
+    h = v_t.lambda_ - v_s.lambda_
+    return expand_like(v_t.sigma / v_s.sigma, x) * x - expand_like(v_t.alpha * torch.expm1(-h), x) * x0_s
 
 
 def dpm_solver_pp_2s_update(
@@ -98,7 +98,7 @@ def dpm_solver_pp_2s_update(
 
     u = DPM-Solver++(1) to s_1; D = (1 - 1/(2r)) x0_s + 1/(2r) x_theta(u, s_1); x_t = DPM-Solver++(1) with D.
     """
-    r = (v_s1.lambda_t - v_s.lambda_t) / (v_t.lambda_t - v_s.lambda_t)
+    r = (v_s1.lambda_ - v_s.lambda_) / (v_t.lambda_ - v_s.lambda_)
     x0_s1 = _x0(model, dpm_solver_pp_1_update(x, x0_s, v_s, v_s1), v_s1, threshold)
     D = expand_like(1 - 1 / (2 * r), x) * x0_s + expand_like(1 / (2 * r), x) * x0_s1
     return dpm_solver_pp_1_update(x, D, v_s, v_t)
@@ -124,7 +124,7 @@ def dpm_solver_pp_multistep_update(
         raise ValueError(f"order {order} needs {order} past data predictions, got {min(len(x0s), len(lambdas))}")
     if order == 1:
         return dpm_solver_pp_1_update(x, x0s[0], v_s, v_t)
-    h = v_t.lambda_t - v_s.lambda_t
+    h = v_t.lambda_ - v_s.lambda_
     if order == 2:
         r = (lambdas[0] - lambdas[1]) / h
         D = expand_like(1 + 1 / (2 * r), x) * x0s[0] - expand_like(1 / (2 * r), x) * x0s[1]
@@ -134,7 +134,7 @@ def dpm_solver_pp_multistep_update(
     dd01 = (m0 - m1) / expand_like(l0 - l1, x)
     dd012 = (dd01 - (m1 - m2) / expand_like(l1 - l2, x)) / expand_like(l0 - l2, x)
     d1 = dd01 + expand_like(l0 - l1, x) * dd012
-    a = v_t.alpha_t
+    a = v_t.alpha
     return (
         dpm_solver_pp_1_update(x, m0, v_s, v_t)
         + expand_like(a * h**2 * phi(2, -h), x) * d1
@@ -209,7 +209,7 @@ def sample_dpm_solver_pp_multistep(
     for i in range(n):
         v_s, v_t = values[i], values[i + 1]
         x0 = _x0(model, x, v_s, threshold)
-        x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_t, *lambdas[: order - 1]]
+        x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_, *lambdas[: order - 1]]
         k = min(order, len(x0s), n - i) if lower_order_final else min(order, len(x0s))
         if orders is not None:
             k = orders[i]
@@ -235,16 +235,16 @@ def sde_dpm_solver_pp_update(
     x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) (m0 + D / 2) + sigma_t sqrt(1 - e^{-2h}) z,
     D = (m0 - m1) / r, r = h_{i-1} / h_i (order 1: D = 0, exactly DDPM's ancestral step).
     """
-    h = v_t.lambda_t - v_s.lambda_t
+    h = v_t.lambda_ - v_s.lambda_
     one_minus = -torch.expm1(-2.0 * h)  # 1 - e^{-2h}
     D = x0s[0]
     if len(x0s) >= 2:
         r = (lambdas[0] - lambdas[1]) / h
         D = x0s[0] + 0.5 * (x0s[0] - x0s[1]) / expand_like(r, x)
     return (
-        expand_like(v_t.sigma_t / v_s.sigma_t * torch.exp(-h), x) * x
-        + expand_like(v_t.alpha_t * one_minus, x) * D
-        + expand_like(v_t.sigma_t * torch.sqrt(one_minus), x) * z
+        expand_like(v_t.sigma / v_s.sigma * torch.exp(-h), x) * x
+        + expand_like(v_t.alpha * one_minus, x) * D
+        + expand_like(v_t.sigma * torch.sqrt(one_minus), x) * z
     )
 
 
@@ -277,7 +277,7 @@ def sample_sde_dpm_solver_pp(
     for i in range(len(ts) - 1):
         v_s, v_t = values[i], values[i + 1]
         x0 = _x0(model, x, v_s, None)
-        x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_t, *lambdas[: order - 1]]
+        x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_, *lambdas[: order - 1]]
         k = len(x0s) if orders is None else orders[i]
         x_next = sde_dpm_solver_pp_update(x, x0s[:k], lambdas[:k], v_s, v_t, noise_at(i))
         if callback is not None:

@@ -150,7 +150,7 @@ def empirical_model_statistics(
 
     def at_node(lam: float) -> tuple[Tensor, Tensor, ScheduleValues]:
         v = schedule(schedule.t_of_lambda(torch.tensor(lam, dtype=x0.dtype)))
-        return v.alpha_t * x0 + v.sigma_t * noise, v.t, v
+        return v.alpha * x0 + v.sigma * noise, v.t, v
 
     N = x0.shape[0]
 
@@ -164,9 +164,9 @@ def empirical_model_statistics(
         x_rep = x.repeat(D, *([1] * (x.ndim - 1)))  # (D N, ...): copy k is differentiated along e_k
         tangent = eye.repeat_interleave(N, 0).reshape(x_rep.shape)
         # d/dlambda of x_lambda = alpha x0 + sigma eps (same x0, eps) and of t(lambda)
-        d_lambda = v.d_alpha_t / v.alpha_t - v.d_sigma_t / v.sigma_t
+        d_lambda = v.d_alpha / v.alpha - v.d_sigma / v.sigma
         x0_rep, eps_rep = x0.repeat(D, *([1] * (x.ndim - 1))), noise.repeat(D, *([1] * (x.ndim - 1)))
-        dx_fwd = (v.d_alpha_t * x0_rep + v.d_sigma_t * eps_rep) / d_lambda
+        dx_fwd = (v.d_alpha * x0_rep + v.d_sigma * eps_rep) / d_lambda
         diag, d_diag = torch.func.jvp(
             lambda xr, tt, tg=tangent: jac_diag(xr, tt, tg), (x_rep, t), (dx_fwd, 1.0 / d_lambda)
         )
@@ -177,15 +177,15 @@ def empirical_model_statistics(
     s_vals, b_vals = [], []
     for lam, l_j, dl_j in zip(lams, l_vals, dl_vals, strict=True):  # pass 2: regress f^(1) on f
         x, t, v = at_node(lam)
-        d_lambda = v.d_alpha_t / v.alpha_t - v.d_sigma_t / v.sigma_t  # dlambda/dt
-        dlog_alpha = v.d_alpha_t / v.alpha_t / d_lambda  # dlog alpha / dlambda
+        d_lambda = v.d_alpha / v.alpha - v.d_sigma / v.sigma  # dlambda/dt
+        dlog_alpha = v.d_alpha / v.alpha / d_lambda  # dlog alpha / dlambda
         n, dn = torch.func.jvp(n_theta, (x, t), ((dlog_alpha * x - n_theta(x, t)), 1.0 / d_lambda))
         dx = dlog_alpha * x - n  # dx/dlambda, the noise-prediction form of the ODE
         l_j, dl_j = l_j.reshape(x.shape[1:]), dl_j.reshape(x.shape[1:])
-        f = (n - l_j * x) / v.alpha_t
-        df = (dn - dl_j * x - l_j * dx) / v.alpha_t - dlog_alpha * f
+        f = (n - l_j * x) / v.alpha
+        df = (dn - dl_j * x - l_j * dx) / v.alpha - dlog_alpha * f
         # f = (N - l x) / alpha cancels; a spread below sqrt(eps) of the terms' size is round-off, not signal.
-        noise_floor = torch.finfo(f.dtype).eps * _flat((n.abs() + (l_j * x).abs()) / v.alpha_t).pow(2).mean(0)
+        noise_floor = torch.finfo(f.dtype).eps * _flat((n.abs() + (l_j * x).abs()) / v.alpha).pow(2).mean(0)
         f, df = _flat(f), _flat(df)
         fc, dfc = f - f.mean(0), df - df.mean(0)
         var, cov = (fc**2).mean(0), (fc * dfc).mean(0)
@@ -279,7 +279,7 @@ def dpm_solver_v3_update(
     ``points`` = [(lambda_i, f_i)], points[0] at lambda_s; the others are earlier points (predictor) or the
     new point at lambda_t followed by earlier ones (corrector). f_i = (sigma eps - l x) / alpha, (B, ...).
     """
-    lam_s, lam_t = float(values_s.lambda_t), float(values_t.lambda_t)
+    lam_s, lam_t = float(values_s.lambda_), float(values_t.lambda_)
     lam_pts = [float(lam) for lam, _ in points]
     if abs(lam_pts[0] - lam_s) > 1e-12 * max(1.0, abs(lam_s)):
         raise ValueError("points[0] must be at lambda_s")
@@ -294,8 +294,8 @@ def dpm_solver_v3_update(
         derivs = _taylor_derivatives(dlam, [g_i - g[0] for g_i in g[1:]], pseudo)
         for k, g_k in enumerate(derivs, start=1):
             integral = integral + to_t(ints.moments[k]) * g_k
-    y_t = torch.exp(-to_t(ints.L_t)) * (x_s / expand_like(values_s.alpha_t, x_s) - integral)
-    return expand_like(values_t.alpha_t, x_s) * y_t
+    y_t = torch.exp(-to_t(ints.L_t)) * (x_s / expand_like(values_s.alpha, x_s) - integral)
+    return expand_like(values_t.alpha, x_s) * y_t
 
 
 def sample_dpm_solver_v3(
@@ -326,20 +326,20 @@ def sample_dpm_solver_v3(
     if tuple(stats.shape) != tuple(x.shape[1:]):
         raise ValueError(f"statistics are for states of shape {stats.shape}, x has {tuple(x.shape[1:])}")
     values = model.schedule(ts)
-    stats(values.lambda_t.numpy())  # raises if the grid leaves the statistics' lambda range
+    stats(values.lambda_.numpy())  # raises if the grid leaves the statistics' lambda range
     n = len(ts) - 1
     fs: list[tuple[Tensor, Tensor]] = []  # (lambda, f) newest first
     x_prev, p_prev = x, 0
     for i in range(n):
         v = values[i]
         x0, eps = predict_x0_eps(model, x, ts[i], v)
-        l_i = torch.from_numpy(stats([float(v.lambda_t)])[0][0]).to(x.dtype).reshape(stats.shape)
-        f = (expand_like(v.sigma_t, x) * eps - l_i * x) / expand_like(v.alpha_t, x)
+        l_i = torch.from_numpy(stats([float(v.lambda_)])[0][0]).to(x.dtype).reshape(stats.shape)
+        f = (expand_like(v.sigma, x) * eps - l_i * x) / expand_like(v.alpha, x)
         p_c = p_prev + int(pseudo)
         if corrector and i > 0 and p_c > 1:  # correct the step t_{i-1} -> t_i with the output just computed
-            points = [fs[0], (v.lambda_t, f), *fs[1 : p_c - 1]]
+            points = [fs[0], (v.lambda_, f), *fs[1 : p_c - 1]]
             x = dpm_solver_v3_update(x_prev, points, values[i - 1], v, stats, pseudo)
-        fs = [(v.lambda_t, f), *fs][:order]
+        fs = [(v.lambda_, f), *fs][:order]
         p = min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
         x_next = dpm_solver_v3_update(x, fs[:p], v, values[i + 1], stats)
         if callback is not None:

@@ -60,9 +60,9 @@ def auxiliary_path(model: DiffusionModel, x: Tensor, timesteps: Tensor, eps: Ten
     check_finite(eps, "eps")
     values = model.schedule(ts)
     v_n = values[n]
-    alpha = values.alpha_t[:n] / v_n.alpha_t  # alpha_{t_i | t_n}
+    alpha = values.alpha[:n] / v_n.alpha  # alpha_{t_i | t_n}
     # sigma_{t_i|t_n} = sigma_{t_i} sqrt(1 - exp(-2 (lambda_{t_n} - lambda_{t_i}))), without cancellation
-    sigma = values.sigma_t[:n] * torch.sqrt(-torch.expm1(-2.0 * (v_n.lambda_t - values.lambda_t[:n])))
+    sigma = values.sigma[:n] * torch.sqrt(-torch.expm1(-2.0 * (v_n.lambda_ - values.lambda_[:n])))
     shape = (n, *([1] * x.ndim))
     path = alpha.to(x.dtype).reshape(shape) * x + sigma.to(x.dtype).reshape(shape) * eps.to(x.dtype)
     return torch.cat([path, x[None]])

@@ -58,7 +58,7 @@ _GL_NODES = (-1.0 / math.sqrt(3.0), 1.0 / math.sqrt(3.0))
 
 def edm_sigma(values: ScheduleValues) -> Tensor:
     """The EDM noise level sigma = sigma_t / alpha_t = exp(-lambda_t) (Karras et al. 2022, Eq. 4)."""
-    return torch.exp(-values.lambda_t)
+    return torch.exp(-values.lambda_)
 
 
 def euler_step(x: Tensor, d: Tensor, values_t: ScheduleValues, values_s: ScheduleValues) -> Tensor:
@@ -66,9 +66,9 @@ def euler_step(x: Tensor, d: Tensor, values_t: ScheduleValues, values_s: Schedul
 
     x (B, ...) is the unscaled state x_t; d = dx~/dsigma (= eps) at (x_t, t). EDM Algorithm 1, line 5.
     """
-    x_tilde = x / expand_like(values_t.alpha_t, x)
+    x_tilde = x / expand_like(values_t.alpha, x)
     x_tilde_s = x_tilde + expand_like(edm_sigma(values_s) - edm_sigma(values_t), d) * d
-    return expand_like(values_s.alpha_t, x) * x_tilde_s
+    return expand_like(values_s.alpha, x) * x_tilde_s
 
 
 def lms_coefficients(sigmas: Tensor, sigma_next: Tensor) -> Tensor:
@@ -101,8 +101,8 @@ def lms_step(x: Tensor, ds: list[Tensor], sigmas: Tensor, values_t: ScheduleValu
     if len(ds) != sigmas.numel():
         raise ValueError(f"{len(ds)} stored derivatives for {sigmas.numel()} noise levels")
     coefs = lms_coefficients(sigmas, edm_sigma(values_s))
-    x_tilde_s = x / expand_like(values_t.alpha_t, x) + sum(c * d for c, d in zip(coefs, ds, strict=True))
-    return expand_like(values_s.alpha_t, x) * x_tilde_s
+    x_tilde_s = x / expand_like(values_t.alpha, x) + sum(c * d for c, d in zip(coefs, ds, strict=True))
+    return expand_like(values_s.alpha, x) * x_tilde_s
 
 
 def sample_edm_euler(

@@ -56,7 +56,7 @@ def pndm_transfer(x: Tensor, e: Tensor, values_t: ScheduleValues, values_s: Sche
 
     x and e have shape (B, ...); values_t, values_s are the schedule at the start t and the end s.
     """
-    a_t, s_t, a_s, s_s = values_t.alpha_t, values_t.sigma_t, values_s.alpha_t, values_s.sigma_t
+    a_t, s_t, a_s, s_s = values_t.alpha, values_t.sigma, values_s.alpha, values_s.sigma
     coef_e = (a_s**2 * s_t**2 - a_t**2 * s_s**2) / (a_t * (a_t * s_s + a_s * s_t))  # Eq. 9, alpha-bar = alpha^2
     return expand_like(a_s / a_t, x) * x - expand_like(coef_e, e) * e
 

@@ -85,16 +85,16 @@ def _unified_update(
     D_m = m_m - m_t for the points [(lambda_m, m_m)] at r_m = (lambda_m - lambda_t) / h, and a solves Eq. 8
     (``unipc_coefficients``), or is the official code's 1/2 for a single point when ``simplified``.
     """
-    h = values_s.lambda_t - values_t.lambda_t
+    h = values_s.lambda_ - values_t.lambda_
     if prediction == "x0":
-        hh, c, k_s = -h, values_s.sigma_t / values_t.sigma_t, values_s.alpha_t
+        hh, c, k_s = -h, values_s.sigma / values_t.sigma, values_s.alpha
     elif prediction == "eps":
-        hh, c, k_s = h, values_s.alpha_t / values_t.alpha_t, values_s.sigma_t
+        hh, c, k_s = h, values_s.alpha / values_t.alpha, values_s.sigma
     else:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     x_s = expand_like(c, x) * x - expand_like(k_s * torch.expm1(hh), x) * m_t  # first order (DDIM)
     if points:
-        rks = torch.stack([(lam_m - values_t.lambda_t) / h for lam_m, _ in points])
+        rks = torch.stack([(lam_m - values_t.lambda_) / h for lam_m, _ in points])
         if simplified and len(points) == 1:
             a = torch.full((1,), 0.5, dtype=rks.dtype)  # the official code's UniP-2 / UniC-1 coefficient
         else:
@@ -139,7 +139,7 @@ def unipc_corrector(
     ``history`` holds the p - 1 earlier (lambda, output) pairs used by the predictor, newest first.
     Zhao et al. (2023), Eq. 7-8 with r_p = 1 (Algorithm 1).
     """
-    points = [*history, (values_s.lambda_t, m_s)]
+    points = [*history, (values_s.lambda_, m_s)]
     return _unified_update(x, m_t, points, values_t, values_s, variant, prediction, simplified)
 
 
@@ -198,7 +198,7 @@ def sample_unipc(
         m = x0 if prediction == "x0" else eps
         if corrector and i > 0:  # UniC-p_prev on the previous step, with the output just computed at its end
             x = unipc_corrector(x_prev, outputs[0][1], outputs[1:p_prev], m, values[i - 1], values[i], **kwargs)
-        outputs = [(values[i].lambda_t, m), *outputs][:order]
+        outputs = [(values[i].lambda_, m), *outputs][:order]
         p = min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
         if orders is not None:
             p = orders[i]
