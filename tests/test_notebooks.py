@@ -5,6 +5,10 @@ executed top to bottom with nbclient in a fresh kernel, with ``notebooks/`` as t
 ``REFIMPL_QUICK=1`` in the kernel's environment (notebooks read it as a size knob, so this is the small
 version; ``make book`` builds the full one). One test per notebook, named by file; a failing cell fails its
 test with the cell's source and the error. With no notebooks, this module collects no test.
+
+When ``REFIMPL_EXECUTED_NOTEBOOKS`` names a folder, each executed notebook is saved there as ``<name>.ipynb``
+(outputs included), so that ``make book-check`` builds the book from these executions instead of running every
+notebook a second time (``scripts/stage_book.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,12 +40,12 @@ def _error_text(cell: dict, err: Exception) -> str:
     return str(err)
 
 
-def execute_notebook(path: Path) -> None:
+def execute_notebook(path: Path) -> Any:
     """Execute the notebook at ``path`` cell by cell in a new kernel.
 
     The kernel runs in the notebook's folder with ``REFIMPL_QUICK=1`` added to this process's environment.
-    Raises :class:`NotebookCellError` naming the first cell that raised, timed out (``CELL_TIMEOUT_S``
-    seconds) or killed the kernel.
+    Returns the executed notebook. Raises :class:`NotebookCellError` naming the first cell that raised, timed out
+    (``CELL_TIMEOUT_S`` seconds) or killed the kernel.
     """
     import jupytext
     from nbclient import NotebookClient
@@ -66,6 +71,17 @@ def execute_notebook(path: Path) -> None:
                     f"{path.name}: code cell {code_number} failed ({type(err).__name__})\n"
                     f"---- cell source ----\n{cell.source}\n---- error ----\n{error}"
                 ) from err
+    return nb
+
+
+def save_executed(nb: Any, path: Path) -> None:
+    """Write the executed notebook to ``$REFIMPL_EXECUTED_NOTEBOOKS/<name>.ipynb`` when that variable is set."""
+    folder = os.environ.get("REFIMPL_EXECUTED_NOTEBOOKS")
+    if folder:
+        import nbformat
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, Path(folder) / f"{path.stem}.ipynb")
 
 
 if NOTEBOOKS:  # no notebooks: collect no test (rather than one skipped for an empty parameter set)
@@ -77,7 +93,7 @@ if NOTEBOOKS:  # no notebooks: collect no test (rather than one skipped for an e
         """The notebook runs from a clean kernel without an error in any cell."""
         failure = None
         try:
-            execute_notebook(path)
+            save_executed(execute_notebook(path), path)
         except NotebookCellError as err:
             failure = str(err)
         if failure is not None:  # failed outside the except block, so the report is the message alone
