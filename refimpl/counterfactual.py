@@ -167,9 +167,9 @@ def ode_counterfactual(
     with M^{-1} the centred Gaussian's flow map from t_start to t_end (``GaussianMixture.pf_ode_map``)."""
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
-    v_s, v_e = schedule(t_start), schedule(t_end)
+    v_s, v_t = schedule(t_start), schedule(t_end)
     delta = (c_new - c) @ scm.loading.T
     d = delta.shape[-1]
     centred = GaussianMixture(torch.ones(1, dtype=x.dtype), torch.zeros(1, d, dtype=x.dtype), scm.covariance[None])
-    back = centred.pf_ode_map(v_s.alpha * delta, v_s.alpha, v_s.sigma, v_e.alpha, v_e.sigma)
-    return x + v_e.alpha * delta - back
+    back = centred.pf_ode_map(v_s.alpha * delta, v_s.alpha, v_s.sigma, v_t.alpha, v_t.sigma)
+    return x + v_t.alpha * delta - back
