@@ -20,13 +20,23 @@ __all__ = [
 
 
 def as_float_tensor(value: object, name: str, dtype: torch.dtype | None = None) -> Tensor:
-    """Return ``value`` as a floating tensor (float64 unless it already is floating)."""
+    """Return ``value`` as a real floating tensor (float64 unless it already is floating).
+
+    Complex and boolean values raise ``TypeError``: casting would drop the imaginary part or turn True into 1.
+    """
+    if isinstance(value, bool) or (isinstance(value, Tensor) and (value.is_complex() or value.dtype == torch.bool)):
+        raise TypeError(f"{name} must be real numbers, got {value.dtype if isinstance(value, Tensor) else 'bool'}")
+    if isinstance(value, complex):
+        raise TypeError(f"{name} must be real numbers, got complex")
     if isinstance(value, Tensor):
         if dtype is not None:
             return value.to(dtype)
         return value if value.is_floating_point() else value.to(torch.float64)
     try:
-        return torch.as_tensor(value, dtype=dtype or torch.float64)
+        raw = torch.as_tensor(value)
+        if raw.is_complex() or raw.dtype == torch.bool:
+            raise TypeError(f"{name} must be real numbers, got {raw.dtype}")
+        return raw.to(dtype or torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}") from err
 

@@ -12,6 +12,7 @@ A grid with ``n_steps`` steps has ``n_steps + 1`` entries; both endpoints are ex
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -76,13 +77,13 @@ def karras(
 
     EDM appends a final sigma = 0; here the grid ends at t_end, inside the schedule.
     """
-    if rho <= 0:
-        raise ValueError(f"rho must be positive, got {rho}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < math.inf:
+        raise ValueError(f"rho must be a positive finite number, got {rho!r}")
     t0, t1 = _endpoints(schedule, n_steps, t_start, t_end)
-    s_max, s_min = torch.exp(-schedule.lambda_t(t0)), torch.exp(-schedule.lambda_t(t1))
+    s_max, s_min = schedule.rho_t(t0), schedule.rho_t(t1)
     i = torch.arange(n_steps + 1, dtype=torch.float64) / n_steps
     sigma = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-    return _pin(schedule.t_of_lambda((-torch.log(sigma)).clamp(schedule.lambda_min, schedule.lambda_max)), t0, t1)
+    return _pin(schedule.t_of_rho(sigma.clamp(s_min, s_max)), t0, t1)
 
 
 GRIDS: dict[str, Callable[..., Tensor]] = {

@@ -43,6 +43,13 @@ __all__ = [
 ]
 
 
+def _check_finite_parameters(**parameters: object) -> None:
+    """Raise unless every schedule parameter is a finite real number (NaN fails every comparison silently)."""
+    for name, value in parameters.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite real number, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ScheduleValues:
     """The schedule at times t, all of t's shape: a record of the values at one time reads as that time.
@@ -222,6 +229,7 @@ class VPLinear(VPSchedule):
     name = "vp_linear"
 
     def __init__(self, beta_0: float = 0.1, beta_1: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0):
+        _check_finite_parameters(beta_0=beta_0, beta_1=beta_1, t_min=t_min, t_max=t_max)
         if not 0 < beta_0 < beta_1:
             raise ValueError(f"need 0 < beta_0 < beta_1, got beta_0={beta_0}, beta_1={beta_1}")
         if not 0 < t_min < t_max:
@@ -252,6 +260,7 @@ class VPCosine(VPSchedule):
     name = "vp_cosine"
 
     def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946):
+        _check_finite_parameters(s=s, t_min=t_min, t_max=t_max)
         if s <= 0:
             raise ValueError(f"s must be positive, got {s}")
         if not 0 < t_min < t_max < 1:
@@ -343,6 +352,7 @@ class EDMSchedule(NoiseSchedule):
     name = "edm"
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
+        _check_finite_parameters(sigma_min=sigma_min, sigma_max=sigma_max)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.t_min, self.t_max = sigma_min, sigma_max

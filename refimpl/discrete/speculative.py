@@ -31,6 +31,7 @@ drafts, so their output law and acceptance rate are computed by enumeration):
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -38,6 +39,8 @@ from scipy.optimize import brentq, linprog
 
 __all__ = [
     "DRAFT_METHODS",
+    "MAX_DRAFT_TUPLES",
+    "MAX_SUBSETS",
     "acceptance_rate",
     "check_law",
     "draft_law",
@@ -53,6 +56,11 @@ __all__ = [
 ]
 
 DRAFT_METHODS = ("with_replacement", "without_replacement")
+
+#: Exact enumeration limits: ``draft_law`` lists V^n (or V!/(V-n)!) draft tuples and ``optimal_acceptance_subsets``
+#: visits 2^V token subsets; beyond these counts a call takes minutes or exhausts memory. Pass ``max_count`` to lift.
+MAX_DRAFT_TUPLES = 2**20
+MAX_SUBSETS = 2**20
 Kernel = Callable[[np.ndarray, np.ndarray, tuple[int, ...]], np.ndarray]
 
 
@@ -81,8 +89,15 @@ def _check_method(method: str, n: int, V: int) -> None:
         raise ValueError(f"cannot draw n = {n} drafts without replacement from {V} tokens")
 
 
-def draft_law(q: np.ndarray, n: int, method: str = "with_replacement") -> tuple[list[tuple[int, ...]], np.ndarray]:
-    """All ordered draft tuples and their probabilities under q.
+def _check_same_size(p: np.ndarray, q: np.ndarray) -> None:
+    if p.size != q.size:
+        raise ValueError(f"p and q must be laws on the same tokens (the same size); got sizes {p.size} and {q.size}")
+
+
+def draft_law(
+    q: np.ndarray, n: int, method: str = "with_replacement", max_count: int = MAX_DRAFT_TUPLES
+) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """All ordered draft tuples and their probabilities under q (at most ``max_count`` tuples).
 
     with_replacement: i.i.d., prod q(x_k). without_replacement: sequentially from q renormalised over
     the tokens not drawn yet, prod q(x_k) / (1 - q(x_1) - ... - q(x_{k-1})) (zero-probability tokens
@@ -94,6 +109,12 @@ def draft_law(q: np.ndarray, n: int, method: str = "with_replacement") -> tuple[
     support = [i for i in range(q.size) if q[i] > 0]
     if method == "without_replacement" and n > len(support):
         raise ValueError(f"q has only {len(support)} tokens of positive probability, fewer than n = {n}")
+    count = len(support) ** n if method == "with_replacement" else math.perm(len(support), n)
+    if count > max_count:
+        raise ValueError(
+            f"{count} draft tuples ({len(support)} tokens, n = {n}) exceed max_count = {max_count}; "
+            "pass a larger max_count to enumerate them anyway"
+        )
     tuples = list(
         itertools.product(support, repeat=n) if method == "with_replacement" else itertools.permutations(support, n)
     )
@@ -127,8 +148,7 @@ def optimal_acceptance_lp(
     """
     p = check_law(p)
     q = check_law(q, "q")
-    if p.size != q.size:
-        raise ValueError(f"p and q must have the same size, got {p.size} and {q.size}")
+    _check_same_size(p, q)
     sets = set_law(q, n, method)
     keys = list(sets)
     S, V = len(keys), p.size
@@ -157,10 +177,17 @@ def _prob_all_in(q: np.ndarray, n: int, method: str) -> Callable[[int], float]:
     return lambda H: sum(pr for k, pr in sets.items() if k & ~H == 0)
 
 
-def optimal_acceptance_subsets(p: np.ndarray, q: np.ndarray, n: int, method: str = "with_replacement") -> float:
-    """alpha* = 1 + min_H [p(H) - P(every draft in H)] over all 2^V token subsets H (formula (**))."""
+def optimal_acceptance_subsets(
+    p: np.ndarray, q: np.ndarray, n: int, method: str = "with_replacement", max_count: int = MAX_SUBSETS
+) -> float:
+    """alpha* = 1 + min_H [p(H) - P(every draft in H)] over all 2^V token subsets H (formula (**)).
+
+    Enumerates 2^V subsets: V is limited to log2(max_count) tokens."""
     p = check_law(p)
     q = check_law(q, "q")
+    _check_same_size(p, q)
+    if 2**p.size > max_count:
+        raise ValueError(f"2^{p.size} token subsets exceed max_count = {max_count}; pass a larger max_count")
     all_in = _prob_all_in(q, n, method)
     best = 0.0  # H = empty set
     for H in range(1, 1 << p.size):
@@ -203,6 +230,9 @@ def rrs_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...], method: st
     becomes r_k = norm((r_{k-1} - q_k)_+). r_0 = p; q_k = q (with replacement) or q renormalised
     without x_1..x_{k-1} (without replacement). If all drafts are rejected, draw from r_n.
     """
+    p, q = check_law(p), check_law(q, "q")
+    _check_same_size(p, q)
+    _check_method(method, len(drafts), p.size)
     out = np.zeros_like(p)
     r, qk, reach = p.copy(), q.copy(), 1.0  # reach = P(all previous drafts rejected)
     for x in drafts:

@@ -33,6 +33,7 @@ import numpy as np
 
 __all__ = [
     "ARCSINE_BOUND",
+    "MAX_PROPOSAL_ROUNDS",
     "best_coefficients",
     "check_projection_kernel",
     "christoffel",
@@ -58,6 +59,12 @@ __all__ = [
 ARCSINE_BOUND = 3.0
 
 Features = Callable[[np.ndarray, int], np.ndarray]
+
+
+#: Rounds of 4m fresh proposals ``sample_projection_dpp`` draws for one point before it gives up. Point k is
+#: accepted with probability (m - k) / m >= 1/m per proposal, so a round of 4m misses with probability at most
+#: (1 - 1/m)^(4m) < e^-4; 200 rounds miss with probability below e^-800: only degenerate features exhaust them.
+MAX_PROPOSAL_ROUNDS = 200
 
 
 def _check_m(m: int) -> int:
@@ -134,7 +141,7 @@ def sample_projection_dpp(
     phi = np.empty((0, m))
     u = np.empty(0)
     for k in range(m):
-        while True:
+        for _ in range(MAX_PROPOSAL_ROUNDS + 1):
             # accept with |P_k^perp phi(x)|^2 / |phi(x)|^2: target density over (m / (m - k)) times rho
             resid2 = (phi**2).sum(-1) - ((phi @ Q) ** 2).sum(-1)
             hits = np.flatnonzero(u * (phi**2).sum(-1) < resid2)
@@ -143,6 +150,13 @@ def sample_projection_dpp(
             # every proposal left was rejected: draw fresh ones from rho
             pool = proposal(4 * m, m, rng)
             phi, u = features(pool, m), rng.random(pool.size)
+            if not np.isfinite(phi).all():
+                raise ValueError("features returned non-finite values for the proposed points")
+        else:
+            raise ValueError(
+                f"point {k + 1} of {m}: no proposal accepted in {MAX_PROPOSAL_ROUNDS} rounds of {4 * m}; the features "
+                "are degenerate (their span has dimension below m) or the proposal does not draw from rho"
+            )
         i = int(hits[0])
         points[k] = pool[i]
         r = phi[i] - Q @ (Q.T @ phi[i])

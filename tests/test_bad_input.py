@@ -1,0 +1,92 @@
+"""Reproducers of issue 18's bad-input findings: each raises a clear error naming the argument.
+
+Complex and boolean values are not real numbers (casting would drop the imaginary part or read True as 1),
+schedule parameters must be finite (NaN fails every comparison silently), Karras' exponent must be finite,
+the exact speculative-decoding helpers take laws on the same tokens and refuse enumerations beyond a stated
+size, and the projection-DPP sampler stops on degenerate features instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from refimpl import grids
+from refimpl.discrete import speculative
+from refimpl.samplers import sample_ddim
+from refimpl.schedules import EDMSchedule, VPCosine, VPLinear, get_schedule
+from refimpl.selection import dpp
+from toy_models import ExactModel, GaussianMixture, ring
+
+
+@pytest.mark.parametrize("name", ["vp_linear", "edm"])
+@pytest.mark.parametrize(
+    "bad", [torch.tensor([0.5, 0.3], dtype=torch.complex128), torch.tensor([True, False]), 0.5 + 0.1j]
+)
+def test_complex_and_bool_times_are_refused(name: str, bad: object) -> None:
+    s = get_schedule(name)
+    with pytest.raises(TypeError, match="real"):
+        s.alpha_t(bad)
+
+
+def test_complex_timesteps_and_mixture_parameters_are_refused() -> None:
+    s = get_schedule("vp_linear")
+    model = ExactModel(ring(), s)
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="timesteps"):
+        sample_ddim(model, x, torch.tensor([0.5, 0.3], dtype=torch.complex128))
+    with pytest.raises(TypeError, match="real"):
+        GaussianMixture(torch.tensor([1.0 + 0j]), torch.zeros(1, 1), torch.ones(1, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: VPCosine(s=math.nan),
+        lambda: VPLinear(beta_0=math.nan),
+        lambda: VPLinear(t_max=math.inf),
+        lambda: EDMSchedule(sigma_max=math.nan),
+    ],
+)
+def test_schedule_parameters_must_be_finite(build) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        build()
+
+
+@pytest.mark.parametrize("rho", [math.inf, math.nan, 0.0, -1.0])
+def test_karras_exponent_must_be_positive_and_finite(rho: float) -> None:
+    with pytest.raises(ValueError, match="rho"):
+        grids.karras(get_schedule("edm"), 10, rho=rho)
+
+
+def test_speculative_helpers_need_laws_on_the_same_tokens() -> None:
+    p, q = np.array([0.5, 0.5]), np.array([0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="same tokens"):
+        speculative.optimal_acceptance_subsets(p, q, 2)
+    with pytest.raises(ValueError, match="same tokens"):
+        speculative.rrs_kernel(p, q, (0, 1))
+    with pytest.raises(ValueError, match="method"):
+        speculative.rrs_kernel(p, np.array([0.4, 0.6]), (0, 1), method="nope")
+
+
+def test_exact_enumerations_refuse_sizes_beyond_their_limit() -> None:
+    q = np.full(64, 1 / 64)
+    with pytest.raises(ValueError, match="max_count"):
+        speculative.draft_law(q, 4)  # 64^4 = 2^24 tuples
+    tuples, probs = speculative.draft_law(q[:4] * 16, 2, max_count=16)  # the limit is a keyword, not a wall
+    assert len(tuples) == 16 and abs(probs.sum() - 1) < 1e-15
+    with pytest.raises(ValueError, match="max_count"):
+        speculative.optimal_acceptance_subsets(np.full(24, 1 / 24), np.full(24, 1 / 24), 1)
+
+
+def test_projection_dpp_stops_on_degenerate_features() -> None:
+    """Features spanning one dimension cannot host a second point: a clear error instead of an endless loop."""
+
+    def rank_one(x: np.ndarray, m: int) -> np.ndarray:
+        return np.ones((np.size(x), m)) / math.sqrt(m)
+
+    with pytest.raises(ValueError, match="degenerate"):
+        dpp.sample_projection_dpp(2, np.random.default_rng(0), features=rank_one)
