@@ -74,9 +74,9 @@ def test_ddim_eta_one_has_the_ddpm_posterior_variance(s, data) -> None:
 
 @pytest.mark.parametrize("name", ["vp_linear", "edm"])
 def test_ddim_with_eta_is_stochastic_by_its_rule(name: str) -> None:
-    """The "ddim" entry is deterministic and "ddim_eta" stochastic; the rule follows eta, and the registered
+    """The "ddim" entry is deterministic and "ddim_eta_half" stochastic; the rule follows eta, and the registered
     eta = 1/2 sampler uses its noise (two noises give two outputs) on both schedule families."""
-    ddim, ddim_eta = get_sampler("ddim"), get_sampler("ddim_eta")
+    ddim, ddim_eta = get_sampler("ddim"), get_sampler("ddim_eta_half")
     assert not ddim.stochastic and ddim.is_stochastic(eta=0.5) and not ddim.is_stochastic(eta=0.0)
     assert ddim_eta.stochastic and ddim_eta.options["eta"] == 0.5 and not ddim_eta.is_stochastic(eta=0.0)
     s = get_schedule(name)

@@ -10,7 +10,7 @@ which is their Eq. 16 rewritten with lambda = log(alpha / sigma). eta = 0 is the
 DDIM sampler, a first-order solver of the probability-flow ODE (Lu et al. 2022,
 arXiv:2206.00927v3, Sec. 4.1); eta = 1 gives the DDPM posterior variance exactly
 (tested against ``refimpl.samplers.ddpm``). For eta > 0 the sampler is stochastic, of weak order 1
-(registered as "ddim_eta" with eta = 1/2; its weak order is measured from the exact output law on Gaussian data).
+(registered as "ddim_eta_half" with eta = 1/2; its weak order is measured from the exact output law on Gaussian data).
 
 DDIM inversion runs the eta = 0 step forward in time with the model evaluated at the earlier
 point, the approximation of Dhariwal & Nichol (2021, arXiv:2105.05233v4, App. F): it is not an
@@ -120,7 +120,7 @@ register(
 )
 register(
     SamplerSpec(
-        name="ddim_eta",
+        name="ddim_eta_half",
         sample=sample_ddim,
         order=1,  # weak order
         stochastic=_eta_positive,
