@@ -1,4 +1,5 @@
-"""DPM-Solver (noise prediction): DDIM identities, the DPM-Solver-fast recipe, the adaptive solver, bad input.
+"""DPM-Solver (noise prediction): DDIM identities, the pure steps, the DPM-Solver-fast recipe, the adaptive solver,
+bad input.
 
 Measured orders of dpm_solver_1/2/3 come from the shared registry tests.
 """
@@ -9,12 +10,16 @@ import itertools
 
 import pytest
 import torch
-from tolerances import IDENTITY_RTOL
+from tolerances import IDENTITY_RTOL, roundoff
 
 from refimpl import grids
-from refimpl.models import CountingModel
+from refimpl.models import CountingModel, predict_x0_eps
 from refimpl.samplers import (
     Trajectory,
+    dpm_solver_1_step,
+    dpm_solver_2_step,
+    dpm_solver_3_stage,
+    dpm_solver_3_step,
     fast_orders,
     fast_timesteps,
     sample_ddim,
@@ -35,6 +40,68 @@ def test_dpm_solver_1_is_ddim(name: str) -> None:
     ts = grids.uniform_t(s, 12)
     a, b = sample_dpm_solver(model, x, ts, order=1), sample_ddim(model, x, ts)
     assert float((a - b).abs().max()) <= IDENTITY_RTOL * float(b.abs().max())
+
+
+def _exact_for_linear_eps(x_s, a, b, v_s, v_u):
+    """The exact solution at u of the ODE (Eq. 3.4) when eps(lambda) = a + b (lambda - lambda_s):
+    x_u = (alpha_u / alpha_s) x_s - sigma_u [(e^h - 1) a + (e^h - 1 - h) b], h = lambda_u - lambda_s."""
+    h = v_u.lambda_ - v_s.lambda_
+    return v_u.alpha / v_s.alpha * x_s - v_u.sigma * (torch.expm1(h) * a + (torch.expm1(h) - h) * b)
+
+
+@pytest.mark.parametrize("name", ["vp_linear", "edm"])
+@pytest.mark.parametrize(("r1", "r2"), [(1 / 3, 2 / 3), (0.2, 0.9)])
+def test_dpm_solver_3_stage_and_step_are_exact_when_eps_is_linear_in_lambda(name: str, r1: float, r2: float) -> None:
+    """Fed outputs of an eps linear in lambda, DPM-Solver-3's intermediate state u_2 (``dpm_solver_3_stage``) and
+    its step (``dpm_solver_3_step``) are the exact solution at s_2 and at t, for any 0 < r1 < r2 (with
+    phi_2(h) h^2 = e^h - 1 - h the expansion of Algorithm 2 integrates a linear eps exactly). DPM-Solver-2 keeps
+    the first derivative only to O(h): its defect, sigma_t b ((e^h - 1) h / 2 - (e^h - 1 - h)), is the same
+    for every r1.
+
+    Bound: a dozen operations on terms up to alpha_t / alpha_s |x| and sigma_t e^h (1 + h) max(|a|, |b|):
+    32 operations with margin.
+    """
+    s = get_schedule(name)
+    ts = grids.uniform_lambda(s, 4)
+    g = torch.Generator().manual_seed(7)
+    x, a, b = (torch.randn(5, 2, generator=g) for _ in range(3))
+    for i in range(4):
+        v_s, v_t = s(ts[i]), s(ts[i + 1])
+        h = v_t.lambda_ - v_s.lambda_
+        v_s1, v_s2 = (s(s.t_of_lambda(v_s.lambda_ + r * h)) for r in (r1, r2))
+        eps_s1, eps_s2 = a + b * r1 * h, a + b * r2 * h
+        scale = float(max(v_t.alpha / v_s.alpha, v_t.sigma * torch.exp(h) * (1 + h))) * float(
+            torch.stack([x, a, b]).abs().max()
+        )
+        u_2 = dpm_solver_3_stage(x, a, eps_s1, v_s, v_s1, v_s2, v_t)
+        assert float((u_2 - _exact_for_linear_eps(x, a, b, v_s, v_s2)).abs().max()) <= roundoff(32, scale)
+        x_t = dpm_solver_3_step(x, a, eps_s2, v_s, v_s2, v_t)
+        assert float((x_t - _exact_for_linear_eps(x, a, b, v_s, v_t)).abs().max()) <= roundoff(32, scale)
+        defect = v_t.sigma * b * (torch.expm1(h) * h / 2 - (torch.expm1(h) - h))
+        x_2 = dpm_solver_2_step(x, a, eps_s1, v_s, v_s1, v_t)
+        assert float((x_2 - _exact_for_linear_eps(x, a, b, v_s, v_t) + defect).abs().max()) <= roundoff(32, scale)
+
+
+@pytest.mark.parametrize("name", ["vp_cosine", "edm"])
+@pytest.mark.parametrize(("order", "r1"), [(2, 0.5), (2, 0.3), (3, 0.5)])
+def test_the_loop_is_the_pure_step_fed_with_the_model_at_its_stages(name: str, order: int, r1: float) -> None:
+    """One step of ``sample_dpm_solver`` = the pure step with the model queried at u_1 = DPM-Solver-1 to s_1 and,
+    for order 3, at u_2 = ``dpm_solver_3_stage``: the same numbers (how a third party's stages are checked)."""
+    s = get_schedule(name)
+    model = ExactModel(ring(), s)
+    ts = grids.uniform_lambda(s, 1)
+    x = model.sample_xt(4, ts[0], torch.Generator().manual_seed(2))[1]
+    v_s, v_t = s(ts[0]), s(ts[1])
+    h = v_t.lambda_ - v_s.lambda_
+    v_s1, v_s2 = (s(s.t_of_lambda(v_s.lambda_ + r * h)) for r in ((r1, 1.0) if order == 2 else (1 / 3, 2 / 3)))
+    eps_s = predict_x0_eps(model, x, v_s.t, v_s)[1]
+    eps_s1 = predict_x0_eps(model, dpm_solver_1_step(x, eps_s, v_s, v_s1), v_s1.t, v_s1)[1]
+    if order == 2:
+        expected = dpm_solver_2_step(x, eps_s, eps_s1, v_s, v_s1, v_t)
+    else:
+        u_2 = dpm_solver_3_stage(x, eps_s, eps_s1, v_s, v_s1, v_s2, v_t)
+        expected = dpm_solver_3_step(x, eps_s, predict_x0_eps(model, u_2, v_s2.t, v_s2)[1], v_s, v_s2, v_t)
+    torch.testing.assert_close(sample_dpm_solver(model, x, ts, order=order, r1=r1), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
+from tolerances import phi_rtol
 
 from refimpl.samplers._exponential import SERIES_BELOW, phi
 
@@ -27,8 +28,8 @@ def phi_exact(k: int, h: float) -> float:
 @example(k=3, h=-SERIES_BELOW)
 @example(k=2, h=1e-300)
 def test_phi_matches_high_precision(k: int, h: float) -> None:
-    """Relative error below 1e-13: the recursion loses a few ulps per level, times 1/|h| < 2 each."""
-    assert float(phi(k, torch.tensor(h))) == pytest.approx(phi_exact(k, h), rel=1e-13)
+    """Relative error within ``phi_rtol(k)``: the recursion's conditions per level, derived in tests/tolerances.py."""
+    assert float(phi(k, torch.tensor(h))) == pytest.approx(phi_exact(k, h), rel=phi_rtol(k))
 
 
 def test_phi_is_elementwise_and_checks_k() -> None:

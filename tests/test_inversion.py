@@ -23,11 +23,16 @@ from refimpl.parameterization import x0_from_eps
 from refimpl.samplers import (
     CoupledState,
     NoiseMaps,
+    bdia_step,
+    bdia_step_inverse,
     ddim_step,
     ddim_transfer,
     ddim_transfer_inverse,
+    edict_inverse_stage,
+    edict_stage,
     edict_step,
     edict_step_inverse,
+    edict_unmix,
     extract_noise_maps,
     invert_bdia,
     invert_ddim,
@@ -53,27 +58,34 @@ def _data(model: ExactModel, n: int = 8, seed: int = 3) -> torch.Tensor:
 # --- the DDIM transfer map -----------------------------------------------------------------------------------
 @given(s=schedules(), data=st.data(), seed=st.integers(0, 100))
 def test_ddim_transfer_is_the_ddim_step_and_inverts_exactly(s, data, seed: int) -> None:
-    """T(x; eps) = ddim_step((x - sigma_t eps) / alpha_t, eps) (same number, two forms), and T^-1(T(x)) = x.
+    """T_{s->t}(x; eps) = ddim_step((x - sigma_s eps) / alpha_s, eps, v_t) (same number, two forms), and
+    T^-1(T(x)) = x, in either direction of time.
 
-    Bound: each form is a handful of operations on numbers up to max(|x|, |eps|) alpha_s / alpha_t (the
+    Bound: each form is a handful of operations on numbers up to max(|x|, |eps|) alpha_t / alpha_s (the
     cancelling terms), 16 operations with margin.
     """
-    t = data.draw(times(s, 0.0, 1.0))
-    u = data.draw(times(s, 0.0, 1.0))
-    if t == u:
+    start = data.draw(times(s, 0.0, 1.0))
+    end = data.draw(times(s, 0.0, 1.0))
+    if start == end:
         return
     g = torch.Generator().manual_seed(seed)
     x, eps = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
-    v_t, v_s = s(t), s(u)
-    moved = ddim_transfer(x, eps, v_t, v_s)
-    ratio = max(1.0, float(v_s.alpha / v_t.alpha), float(v_t.alpha / v_s.alpha))
+    v_s, v_t = s(start), s(end)
+    moved = ddim_transfer(x, eps, v_s, v_t)
+    ratio = max(1.0, float(v_t.alpha / v_s.alpha), float(v_s.alpha / v_t.alpha))
     scale = ratio * max(_largest(x, eps), _largest(moved))
-    via_x0 = ddim_step(x0_from_eps(x, eps, v_t.alpha, v_t.sigma), eps, v_s)
+    via_x0 = ddim_step(x0_from_eps(x, eps, v_s.alpha, v_s.sigma), eps, v_t)
     assert float((moved - via_x0).abs().max()) <= roundoff(16, scale)
-    assert float((ddim_transfer_inverse(moved, eps, v_t, v_s) - x).abs().max()) <= roundoff(16, scale)
+    assert float((ddim_transfer_inverse(moved, eps, v_s, v_t) - x).abs().max()) <= roundoff(16, scale)
 
 
 # --- EDICT ---------------------------------------------------------------------------------------------------
+def _edict_outputs(model, x, y, v_s, v_t, y_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two model outputs of a generation step, queried where the pure step says (``edict_stage``)."""
+    eps_1 = predict_x0_eps(model, x if y_first else y, v_s.t, v_s)[1]
+    return eps_1, predict_x0_eps(model, edict_stage(x, y, eps_1, v_s, v_t, y_first), v_s.t, v_s)[1]
+
+
 @given(p=st.floats(0.5, 1.0), y_first=st.booleans(), s=schedules(), data=st.data(), seed=st.integers(0, 100))
 def test_edict_step_inverse_undoes_one_step(p: float, y_first: bool, s, data, seed: int) -> None:
     """One EDICT step and its inverse compose to the identity, for either coupling order and any p in (0, 1].
@@ -81,20 +93,46 @@ def test_edict_step_inverse_undoes_one_step(p: float, y_first: bool, s, data, se
     Bound: a step does two transfers and two mixings (12 operations) and its inverse the same (12), plus the
     model's eps (a few each): 32 operations, on numbers up to the states times the transfer's alpha ratio.
     Amplification: the inverse mixing's p^-2, and each of the two couplings, which feeds a rounding error
-    through b eps / a with |b / a| = sigma_t (1 - e^-h) and, for one Gaussian, |d eps / dx| <= 1 / sigma_t:
+    through b eps / a with |b / a| = sigma_s (1 - e^-h) and, for one Gaussian, |d eps / dx| <= 1 / sigma_s:
     a factor (2 - e^-h) each.
     """
-    t = data.draw(times(s, 0.1, 1.0))
-    u = data.draw(times(s, 0.0, 0.1))
+    start = data.draw(times(s, 0.1, 1.0))
+    end = data.draw(times(s, 0.0, 0.1))
     model = ExactModel(anisotropic_gaussian(2, seed=2), s)
     g = torch.Generator().manual_seed(seed)
-    x, y = s.sigma_t(t) * torch.randn(5, 2, generator=g), s.sigma_t(t) * torch.randn(5, 2, generator=g)
-    v_t, v_s = s(t), s(u)
-    x1, y1, _ = edict_step(model, x, y, v_t, v_s, p, y_first)
-    x0, y0, _ = edict_step_inverse(model, x1, y1, v_t, v_s, p, y_first)
-    scale = _largest(x, y, x1, y1) * max(1.0, float(v_t.alpha / v_s.alpha))
-    coupling = (2.0 - math.exp(-float(v_s.lambda_ - v_t.lambda_))) ** 2
+    x, y = s.sigma_t(start) * torch.randn(5, 2, generator=g), s.sigma_t(start) * torch.randn(5, 2, generator=g)
+    v_s, v_t = s(start), s(end)
+    x1, y1 = edict_step(x, y, *_edict_outputs(model, x, y, v_s, v_t, y_first), v_s, v_t, p, y_first)
+    eps_1 = predict_x0_eps(model, edict_unmix(x1, y1, p)[1 if y_first else 0], v_s.t, v_s)[1]
+    eps_2 = predict_x0_eps(model, edict_inverse_stage(x1, y1, eps_1, v_s, v_t, p, y_first), v_s.t, v_s)[1]
+    x0, y0 = edict_step_inverse(x1, y1, eps_1, eps_2, v_s, v_t, p, y_first)
+    scale = _largest(x, y, x1, y1) * max(1.0, float(v_s.alpha / v_t.alpha))
+    coupling = (2.0 - math.exp(-float(v_t.lambda_ - v_s.lambda_))) ** 2
     assert _largest(x0 - x, y0 - y) <= roundoff(32, scale, U64, coupling / p**2)
+
+
+@given(p=st.floats(0.5, 1.0), y_first=st.booleans(), s=schedules(), data=st.data(), seed=st.integers(0, 100))
+def test_edict_pure_inverse_queries_the_forward_points_and_undoes_any_outputs(
+    p: float, y_first: bool, s, data, seed: int
+) -> None:
+    """The pure steps with *arbitrary* outputs (e_1, e_2): the inverse's first query point (``edict_unmix``) is the
+    forward's second (``edict_stage``) and its second (``edict_inverse_stage``) the forward's first, so feeding
+    the inverse (e_2, e_1) undoes the forward exactly (each line of Eq. 14 is an affine coupling).
+
+    Bound: as in the test above without the model (32 operations, the transfer's alpha ratio, the mixing's p^-2).
+    """
+    start, end = data.draw(times(s, 0.1, 1.0)), data.draw(times(s, 0.0, 0.1))
+    v_s, v_t = s(start), s(end)
+    g = torch.Generator().manual_seed(seed)
+    x, y, e_1, e_2 = (torch.randn(5, 2, generator=g) for _ in range(4))
+    x1, y1 = edict_step(x, y, e_1, e_2, v_s, v_t, p, y_first)
+    scale = _largest(x, y, x1, y1, e_1, e_2) * max(1.0, float(v_s.alpha / v_t.alpha))
+    bound = roundoff(32, scale, U64, 1 / p**2)
+    second = edict_stage(x, y, e_1, v_s, v_t, y_first)  # where the forward queries the model the second time
+    assert _largest(edict_unmix(x1, y1, p)[1 if y_first else 0] - second) <= bound
+    assert _largest(edict_inverse_stage(x1, y1, e_2, v_s, v_t, p, y_first) - (x if y_first else y)) <= bound
+    x0, y0 = edict_step_inverse(x1, y1, e_2, e_1, v_s, v_t, p, y_first)
+    assert _largest(x0 - x, y0 - y) <= bound
 
 
 @settings(max_examples=4)
@@ -133,12 +171,15 @@ def test_edict_leapfrog_swaps_the_coupling_order_at_odd_steps() -> None:
     ts = grids.uniform_lambda(s, 3)
     values = s(ts)
     manual_x, manual_y = x, x
-    for i in range(3):
-        manual_x, manual_y, _ = edict_step(model, manual_x, manual_y, values[i], values[i + 1], y_first=i % 2 == 1)
+    for i in range(3):  # the pure step fed with the model's outputs at the points it names
+        v_s, v_t = values[i], values[i + 1]
+        outputs = _edict_outputs(model, manual_x, manual_y, v_s, v_t, i % 2 == 1)
+        manual_x, manual_y = edict_step(manual_x, manual_y, *outputs, v_s, v_t, y_first=i % 2 == 1)
     leap = sample_edict(model, x, ts, return_pair=True)
     torch.testing.assert_close(leap.x, manual_x, rtol=0, atol=0)
     torch.testing.assert_close(leap.y, manual_y, rtol=0, atol=0)
-    assert float((sample_edict(model, x, ts, leapfrog=False) - leap.x).abs().max()) > 1e-6
+    # the two orders differ by far more than the rounding of three steps
+    assert float((sample_edict(model, x, ts, leapfrog=False) - leap.x).abs().max()) > roundtrip_bound(3, _largest(x))
 
 
 # --- BDIA ----------------------------------------------------------------------------------------------------
@@ -151,6 +192,44 @@ def test_bdia_with_gamma_zero_is_ddim(name: str) -> None:
     ts = grids.uniform_lambda(s, 30)
     bdia, ddim = sample_bdia(model, x, ts, gamma=0.0), sample_ddim(model, x, ts)
     assert float((bdia - ddim).abs().max()) <= roundtrip_bound(30, _largest(x))
+
+
+@given(gamma=st.floats(0.1, 1.0), s=schedules(), data=st.data(), seed=st.integers(0, 100))
+def test_bdia_pure_inverse_undoes_the_step_for_any_output(gamma: float, s, data, seed: int) -> None:
+    """bdia_step is linear in z_prev with coefficient gamma, so bdia_step_inverse with the same (z_s, eps_s)
+    returns z_prev for any eps_s; gamma = 0 drops the bracket (a DDIM transfer).
+
+    Bound: two transfers and the combination (16 operations) each way, on numbers up to the states times the
+    transfers' alpha ratios, the inverse's division by gamma as the condition.
+    """
+    prev, start, end = sorted((data.draw(times(s, 0.0, 1.0)) for _ in range(3)), reverse=True)
+    if not prev > start > end:
+        return
+    v_prev, v_s, v_t = s(prev), s(start), s(end)
+    g = torch.Generator().manual_seed(seed)
+    z_prev, z_s, eps_s = (torch.randn(5, 2, generator=g) for _ in range(3))
+    z_t = bdia_step(z_prev, z_s, eps_s, v_prev, v_s, v_t, gamma)
+    ratio = max(1.0, float(v_prev.alpha / v_s.alpha), float(v_s.alpha / v_t.alpha))
+    scale = ratio * _largest(z_prev, z_s, eps_s, z_t)
+    back = bdia_step_inverse(z_t, z_s, eps_s, v_prev, v_s, v_t, gamma)
+    assert _largest(back - z_prev) <= roundoff(16, scale, U64, 1 / gamma)
+    ddim = bdia_step(z_prev, z_s, eps_s, v_prev, v_s, v_t, 0.0)
+    assert _largest(ddim - ddim_transfer(z_s, eps_s, v_s, v_t)) <= roundoff(16, scale)
+
+
+def test_bdia_loop_is_the_pure_step_fed_with_the_model() -> None:
+    """sample_bdia = a DDIM first step, then bdia_step with eps queried at (z_j, t_j): the same numbers."""
+    s = get_schedule("edm")
+    model = ExactModel(ring(), s)
+    x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(5))[1]
+    ts = grids.uniform_lambda(s, 4)
+    values = s(ts)
+    z_prev = x
+    z = ddim_transfer(x, predict_x0_eps(model, x, ts[0], values[0])[1], values[0], values[1])
+    for j in range(1, 4):
+        eps = predict_x0_eps(model, z, ts[j], values[j])[1]
+        z_prev, z = z, bdia_step(z_prev, z, eps, values[j - 1], values[j], values[j + 1], 0.8)
+    torch.testing.assert_close(sample_bdia(model, x, ts, gamma=0.8), z, rtol=0, atol=0)
 
 
 def test_bdia_inverts_its_own_generated_pair() -> None:

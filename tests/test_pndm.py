@@ -8,41 +8,41 @@ from diffusers import PNDMScheduler
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import schedules, times
-from tolerances import IDENTITY_RTOL
+from tolerances import IDENTITY_RTOL, roundoff
 
 from refimpl import grids
 from refimpl.models import CountingModel, predict_x0_eps
 from refimpl.samplers import ddim_step, pndm_transfer, sample_lms, sample_pndm
-from refimpl.samplers.pndm import plms_direction
+from refimpl.samplers.pndm import midpoint_time, plms_direction, prk_stage, prk_step
 from refimpl.schedules import DiscreteVP, get_schedule
 from toy_models import ExactModel, random_mixture, ring
 
 
 @given(s=schedules(), data=st.data())
 def test_transfer_part_is_the_ddim_step(s, data) -> None:
-    """phi(x_t, eps, t, s) = alpha_s x0 + sigma_s eps with x0 = (x_t - sigma_t eps) / alpha_t, on every schedule."""
-    t = data.draw(times(s, 0.05, 1.0))
-    t_next = data.draw(times(s, 0.0, 1.0).filter(lambda u: s.lambda_t(u) > s.lambda_t(t) + 1e-3))
-    v_t, v_s = s(t), s(t_next)
+    """phi(x_s, eps, s, t) = alpha_t x0 + sigma_t eps with x0 = (x_s - sigma_s eps) / alpha_s, on every schedule."""
+    start = data.draw(times(s, 0.05, 1.0))
+    end = data.draw(times(s, 0.0, 1.0).filter(lambda u: s.lambda_t(u) > s.lambda_t(start) + 1e-3))
+    v_s, v_t = s(start), s(end)
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 100)))
     x, eps = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
-    x0 = (x - v_t.sigma * eps) / v_t.alpha
-    expected = ddim_step(x0, eps, v_s)
-    scale = float(expected.abs().max()) + float((v_s.alpha * x0).abs().max())
-    assert float((pndm_transfer(x, eps, v_t, v_s) - expected).abs().max()) <= IDENTITY_RTOL * scale
+    x0 = (x - v_s.sigma * eps) / v_s.alpha
+    expected = ddim_step(x0, eps, v_t)
+    scale = float(expected.abs().max()) + float((v_t.alpha * x0).abs().max())
+    assert float((pndm_transfer(x, eps, v_s, v_t) - expected).abs().max()) <= IDENTITY_RTOL * scale
 
 
 def test_transfer_part_is_eq_9_in_alpha_bar_form() -> None:
     """For a DDPM schedule the transfer part is Liu et al. (2022), Eq. 9, written with alpha-bar."""
     s = DiscreteVP.ddpm_linear()
     x, eps = torch.randn(5, 2), torch.randn(5, 2)
-    for k, k_prev in [(999, 899), (500, 450), (40, 0)]:
-        v_t, v_s = s((k + 1) / 1000), s((k_prev + 1) / 1000)
-        a_t, a_s = s.alphas_cumprod[k], s.alphas_cumprod[k_prev]
+    for k, k_prev in [(999, 899), (500, 450), (40, 0)]:  # their t -> t - delta is our s -> t
+        v_s, v_t = s((k + 1) / 1000), s((k_prev + 1) / 1000)
+        a_t, a_s = s.alphas_cumprod[k], s.alphas_cumprod[k_prev]  # Eq. 9's letters: a_t at the start
         eq9 = (a_s / a_t).sqrt() * x - (a_s - a_t) / (
             a_t.sqrt() * (((1 - a_s) * a_t).sqrt() + ((1 - a_t) * a_s).sqrt())
         ) * eps
-        assert float((pndm_transfer(x, eps, v_t, v_s) - eq9).abs().max()) <= IDENTITY_RTOL * float(eq9.abs().max())
+        assert float((pndm_transfer(x, eps, v_s, v_t) - eq9).abs().max()) <= IDENTITY_RTOL * float(eq9.abs().max())
 
 
 @pytest.mark.parametrize(
@@ -126,13 +126,54 @@ def test_prk_with_the_sigma_midpoint_is_rk4_and_plms_is_lms_on_a_sigma_uniform_g
 
 
 def test_first_step_of_plms_order_1_is_ddim() -> None:
+    """PLMS-1's step is phi(x_s, eps, s, t) = (alpha_t / alpha_s) x_s - c eps; DDIM's is alpha_t x0 + sigma_t eps.
+
+    Bound: both forms are a few operations whose terms cancel down to the output; the rounding is relative to
+    the largest term, max(alpha_t / alpha_s |x_s|, alpha_t |x0|, sigma_t |eps|), 16 operations with margin.
+    """
     s = get_schedule("vp_cosine")
     model = ExactModel(ring(), s)
-    x = torch.randn(4, 2)
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(11))
     ts = grids.uniform_t(s, 1)
+    v_s, v_t = s(ts[0]), s(ts[1])
     x0, eps = predict_x0_eps(model, x, ts[0])
     out = sample_pndm(model, x, ts, order=1)
-    assert float((out - ddim_step(x0, eps, s(ts[1]))).abs().max()) <= IDENTITY_RTOL * float(out.abs().max())
+    terms = [float(v_t.alpha / v_s.alpha) * float(x.abs().max()), float((v_t.alpha * x0).abs().max())]
+    scale = max(*terms, float((v_t.sigma * eps).abs().max()))
+    assert float((out - ddim_step(x0, eps, v_t)).abs().max()) <= roundoff(16, scale)
+
+
+@pytest.mark.parametrize("name", ["vp_linear", "edm"])
+@pytest.mark.parametrize("midpoint", ["t", "sigma"])
+def test_prk_loop_is_the_pure_step_fed_with_the_model_at_its_stages(name: str, midpoint: str) -> None:
+    """One F-PNDM warm-up step = ``prk_step`` with e_k queried at the stage states of ``prk_stage`` (x_s moved by
+    phi with e_{k-1} to the midpoint, the midpoint and t): the same numbers."""
+    s = get_schedule(name)
+    model = ExactModel(ring(), s)
+    ts = grids.uniform_lambda(s, 1)
+    x = model.sample_xt(4, ts[0], torch.Generator().manual_seed(6))[1]
+    t_mid = midpoint_time(s, ts[0], ts[1], midpoint)
+    v_s, v_mid, v_t = s(ts[0]), s(t_mid), s(ts[1])
+    es = [predict_x0_eps(model, x, ts[0], v_s)[1]]
+    for v in (v_mid, v_mid, v_t):
+        es.append(predict_x0_eps(model, prk_stage(x, es[-1], v_s, v), v.t, v)[1])
+    expected, _ = prk_step(x, *es, v_s, v_t)
+    out = sample_pndm(model, x, ts, order=2, warmup="prk", midpoint=midpoint)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@given(s=schedules(), data=st.data(), seed=st.integers(0, 100))
+def test_prk_step_with_equal_stage_outputs_is_the_transfer_part(s, data, seed: int) -> None:
+    """The pseudo-RK4 weights (1, 2, 2, 1) / 6 add up to 1: four equal outputs e give e' = e and phi(x_s, e)."""
+    start = data.draw(times(s, 0.05, 1.0))
+    end = data.draw(times(s, 0.0, 1.0).filter(lambda u: s.lambda_t(u) > s.lambda_t(start) + 1e-3))
+    v_s, v_t = s(start), s(end)
+    g = torch.Generator().manual_seed(seed)
+    x, e = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+    x_t, e_prime = prk_step(x, e, e, e, e, v_s, v_t)
+    assert float((e_prime - e).abs().max()) <= roundoff(8, float(e.abs().max()))
+    scale = max(float((pndm_transfer(x, e, v_s, v_t)).abs().max()), float(v_t.alpha / v_s.alpha * x.abs().max()))
+    assert float((x_t - pndm_transfer(x, e, v_s, v_t)).abs().max()) <= roundoff(16, scale)
 
 
 def test_bad_input() -> None:

@@ -138,3 +138,23 @@ def gaussian_covariance_clt(cov: torch.Tensor, n: int, z: float = Z) -> torch.Te
     """z * sd of each entry of a sample covariance of n Gaussian draws: sd(S_ij) = sqrt((C_ii C_jj + C_ij^2) / n)."""
     var = torch.diagonal(cov)
     return z * torch.sqrt((var[:, None] * var[None, :] + cov**2) / n)
+
+
+# --- pure steps and the phi functions (issue 11, samplers: dpm_solver, pndm, edict, bdia, ddim, ddpm) ------------
+
+
+def phi_rtol(k: int, unit: float = U64) -> float:
+    """Relative error bound of ``refimpl.samplers._exponential.phi(k, h)`` against exact arithmetic.
+
+    Series branch (|h| < 1/2): 24 positive terms summed, under 30 u. Recursion branch (|h| >= 1/2):
+    phi_1 = expm1(h) / h has relative error rho_1 <= 2 u; phi_{j+1} = (phi_j - 1/j!) / h subtracts, which
+    multiplies the relative error by the condition c_j = (|phi_j| + 1/j!) / |phi_j - 1/j!| and adds 2 u for the
+    subtraction and the division. With |phi_j - 1/j!| = |h| phi_{j+1}(h): for h <= -1/2, 0 < phi_j < 1/j! and
+    |h| phi_{j+1}(h) >= 0.5 (1 - 0.5 / (j + 2)) / (j+1)! >= 0.4 / (j+1)!, so c_j <= 5 (j + 1); for h >= 1/2,
+    c_j <= 4 (j + 1) (both worst at |h| = 1/2). So rho_{j+1} <= 5 (j + 1) (rho_j + 2 u) + u: for k = 4,
+    about 1.3e4 u ~ 1.4e-12.
+    """
+    rho = 2.0 * unit
+    for j in range(1, k):
+        rho = 5 * (j + 1) * (rho + 2 * unit) + unit
+    return max(rho, 30 * unit)

@@ -43,7 +43,7 @@ from refimpl.samplers import (
 )
 from refimpl.samplers._common import Callback, check_orders, check_sampler_inputs
 from refimpl.samplers._exponential import phi
-from refimpl.samplers.dpm_solver import dpm_solver_1_update, dpm_solver_2_update, dpm_solver_3_update
+from refimpl.samplers.dpm_solver import dpm_solver_1_step, dpm_solver_2_step, dpm_solver_3_stage, dpm_solver_3_step
 from refimpl.samplers.dpm_solver_pp import (
     dpm_solver_pp_1_update,
     dpm_solver_pp_2s_update,
@@ -92,15 +92,16 @@ def sample_dpm_solver_singlestep(
         mid = [schedule(torch.as_tensor(t, dtype=torch.float64)) for t in stages[i]]
         x0, eps = predict_x0_eps(model, x, ts[i], v_s)
         if orders[i] == 1:
-            x_next = (
-                dpm_solver_pp_1_update(x, x0, v_s, v_t) if data_prediction else dpm_solver_1_update(x, eps, v_s, v_t)
-            )
+            x_next = dpm_solver_pp_1_update(x, x0, v_s, v_t) if data_prediction else dpm_solver_1_step(x, eps, v_s, v_t)
         elif data_prediction:
             x_next = dpm_solver_pp_2s_update(model, x, x0, v_s, mid[0], v_t)
-        elif orders[i] == 2:
-            x_next = dpm_solver_2_update(model, x, eps, v_s, mid[0], v_t)[0]
         else:
-            x_next = dpm_solver_3_update(model, x, eps, v_s, mid[0], mid[1], v_t)
+            eps_1 = predict_x0_eps(model, dpm_solver_1_step(x, eps, v_s, mid[0]), mid[0].t, mid[0])[1]
+            if orders[i] == 2:
+                x_next = dpm_solver_2_step(x, eps, eps_1, v_s, mid[0], v_t)
+            else:
+                u_2 = dpm_solver_3_stage(x, eps, eps_1, v_s, mid[0], mid[1], v_t)
+                x_next = dpm_solver_3_step(x, eps, predict_x0_eps(model, u_2, mid[1].t, mid[1])[1], v_s, mid[1], v_t)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next
@@ -157,7 +158,7 @@ def sample_multistep_3m(
         elif prediction == "x0":
             x_next = dpm_solver_pp_multistep_update(x, ms, lambdas, v_s, v_t, k)
         elif k == 1:
-            x_next = dpm_solver_1_update(x, eps, v_s, v_t)
+            x_next = dpm_solver_1_step(x, eps, v_s, v_t)
         else:
             x_next = unipc_step(x, outputs, v_s, v_t, k, variant="bh2", prediction="eps", simplified=k == 2)
         if k == 3 and official:  # put back the half: x0 with (alpha_t, -h), eps with (sigma_t, h)

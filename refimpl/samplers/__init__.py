@@ -7,6 +7,10 @@ from refimpl.samplers.ddim import ddim_sigma, ddim_step, invert_ddim, sample_ddi
 from refimpl.samplers.ddpm import ddpm_posterior, forward_sample, posterior_symbolic, sample_ddpm
 from refimpl.samplers.deis import deis_ab_coefficients, lagrange_integrals, sample_deis_ab, sample_deis_rhork
 from refimpl.samplers.dpm_solver import (
+    dpm_solver_1_step,
+    dpm_solver_2_step,
+    dpm_solver_3_stage,
+    dpm_solver_3_step,
     fast_orders,
     fast_timesteps,
     intermediate_values,
@@ -20,10 +24,19 @@ from refimpl.samplers.dpm_solver_pp import (
     sample_sde_dpm_solver_pp,
 )
 from refimpl.samplers.dpm_solver_v3 import ModelStatistics, empirical_model_statistics, sample_dpm_solver_v3
-from refimpl.samplers.edict import EDICT_P, edict_step, edict_step_inverse, invert_edict, sample_edict
+from refimpl.samplers.edict import (
+    EDICT_P,
+    edict_inverse_stage,
+    edict_stage,
+    edict_step,
+    edict_step_inverse,
+    edict_unmix,
+    invert_edict,
+    sample_edict,
+)
 from refimpl.samplers.edit_friendly import NoiseMaps, auxiliary_path, extract_noise_maps, sample_edit_friendly
 from refimpl.samplers.edm import sample_edm_euler, sample_edm_heun, sample_lms
-from refimpl.samplers.pndm import pndm_transfer, sample_pndm
+from refimpl.samplers.pndm import pndm_transfer, prk_stage, prk_step, run_prk_step, sample_pndm
 from refimpl.samplers.unipc import sample_unipc, unipc_corrector, unipc_predictor
 
 __all__ = [
@@ -42,9 +55,16 @@ __all__ = [
     "ddim_transfer_inverse",
     "ddpm_posterior",
     "deis_ab_coefficients",
+    "dpm_solver_1_step",
+    "dpm_solver_2_step",
+    "dpm_solver_3_stage",
+    "dpm_solver_3_step",
     "dynamic_thresholding",
+    "edict_inverse_stage",
+    "edict_stage",
     "edict_step",
     "edict_step_inverse",
+    "edict_unmix",
     "empirical_model_statistics",
     "extract_noise_maps",
     "fast_orders",
@@ -57,6 +77,9 @@ __all__ = [
     "lagrange_integrals",
     "pndm_transfer",
     "posterior_symbolic",
+    "prk_stage",
+    "prk_step",
+    "run_prk_step",
     "sample_bdia",
     "sample_ddim",
     "sample_ddpm",

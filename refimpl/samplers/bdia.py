@@ -3,7 +3,8 @@ arXiv:2307.10829).
 
 On a grid t_0 > t_1 > ... > t_n, with T_{j->k}(z; eps) the DDIM transfer map at fixed eps
 (``refimpl.samplers._reversible``) and eps_j = eps(z_j, t_j), BDIA-DDIM computes the next state from the
-current one and the previous one:
+current one and the previous one (the step goes from s = t_j to t = t_{j+1}; the functions call t_{j-1} "prev"
+and take eps_j as an argument, the loops make the model calls):
 
     z_{j+1} = T_{j->j+1}(z_j; eps_j) + gamma (z_{j-1} - T_{j->j-1}(z_j; eps_j)),
 
@@ -52,35 +53,36 @@ def _check_gamma(gamma: float, *, invert: bool) -> float:
 
 
 def bdia_step(
-    model: DiffusionModel,
     z_prev: Tensor,
-    z: Tensor,
-    values_prev: ScheduleValues,
-    values: ScheduleValues,
-    values_next: ScheduleValues,
+    z_s: Tensor,
+    eps_s: Tensor,
+    v_prev: ScheduleValues,
+    v_s: ScheduleValues,
+    v_t: ScheduleValues,
     gamma: float,
-) -> tuple[Tensor, Tensor]:
-    """z_{j+1} from (z_{j-1}, z_j): one model call at (z_j, t_j). Returns (z_{j+1}, x0 at (z_j, t_j))."""
-    x0, eps = predict_x0_eps(model, z, values.t, values)
-    forward = ddim_transfer(z, eps, values, values_next)  # z_j + Delta(t_j -> t_{j+1} | z_j)
-    backward = ddim_transfer(z, eps, values, values_prev)  # z_j + Delta(t_j -> t_{j-1} | z_j)
-    return forward + gamma * (z_prev - backward), x0  # BDIA-DDIM update (arXiv:2307.10829)
+) -> Tensor:
+    """BDIA-DDIM from s to t: z_t from (z_prev, z_s), eps_s = eps(z_s, s) (arXiv:2307.10829).
+
+    Grid t_{j-1} > t_j > t_{j+1} in the paper's letters is prev > s > t here; one model call, at (z_s, s).
+    """
+    forward = ddim_transfer(z_s, eps_s, v_s, v_t)  # z_j + Delta(t_j -> t_{j+1} | z_j)
+    backward = ddim_transfer(z_s, eps_s, v_s, v_prev)  # z_j + Delta(t_j -> t_{j-1} | z_j)
+    return forward + gamma * (z_prev - backward)  # BDIA-DDIM update (arXiv:2307.10829)
 
 
 def bdia_step_inverse(
-    model: DiffusionModel,
-    z_next: Tensor,
-    z: Tensor,
-    values_prev: ScheduleValues,
-    values: ScheduleValues,
-    values_next: ScheduleValues,
+    z_t: Tensor,
+    z_s: Tensor,
+    eps_s: Tensor,
+    v_prev: ScheduleValues,
+    v_s: ScheduleValues,
+    v_t: ScheduleValues,
     gamma: float,
-) -> tuple[Tensor, Tensor]:
-    """The exact inverse of ``bdia_step``: z_{j-1} from (z_{j+1}, z_j), gamma > 0. Returns (z_{j-1}, x0)."""
-    x0, eps = predict_x0_eps(model, z, values.t, values)
-    forward = ddim_transfer(z, eps, values, values_next)
-    backward = ddim_transfer(z, eps, values, values_prev)
-    return backward + (z_next - forward) / gamma, x0
+) -> Tensor:
+    """The exact inverse of ``bdia_step``: z_prev from (z_t, z_s), eps_s = eps(z_s, s), gamma > 0."""
+    forward = ddim_transfer(z_s, eps_s, v_s, v_t)
+    backward = ddim_transfer(z_s, eps_s, v_s, v_prev)
+    return backward + (z_t - forward) / gamma
 
 
 def sample_bdia(
@@ -109,7 +111,8 @@ def sample_bdia(
             callback(StepInfo(0, ts[0], ts[1], z, z_next, x0))
     z_prev, z = z, z_next
     for j in range(1, len(ts) - 1):
-        z_next, x0 = bdia_step(model, z_prev, z, values[j - 1], values[j], values[j + 1], gamma)
+        x0, eps = predict_x0_eps(model, z, ts[j], values[j])
+        z_next = bdia_step(z_prev, z, eps, values[j - 1], values[j], values[j + 1], gamma)
         if callback is not None:
             callback(StepInfo(j, ts[j], ts[j + 1], z, z_next, x0))
         z_prev, z = z, z_next
@@ -142,7 +145,8 @@ def invert_bdia(
             callback(StepInfo(0, ts[n], ts[n - 1], z, z_prev, x0))
     z_next, z = z, z_prev
     for k, j in enumerate(range(n - 1, 0, -1), start=1):
-        z_prev, x0 = bdia_step_inverse(model, z_next, z, values[j - 1], values[j], values[j + 1], gamma)
+        x0, eps = predict_x0_eps(model, z, ts[j], values[j])
+        z_prev = bdia_step_inverse(z_next, z, eps, values[j - 1], values[j], values[j + 1], gamma)
         if callback is not None:
             callback(StepInfo(k, ts[j], ts[j - 1], z, z_prev, x0))
         z_next, z = z, z_prev

@@ -1,15 +1,16 @@
 """DDIM: the eta family of Song, Meng & Ermon (2021), arXiv:2010.02502v4, and DDIM inversion.
 
 In the notation x_t = alpha_t x_0 + sigma_t eps (their sqrt(alpha_t) is our alpha_t), one step
-from t to s < t with predictions (x0, eps) at x_t is their Eq. 12:
+from s to t < s (their t to t - 1) with predictions (x0, eps) at x_s is their Eq. 12:
 
-    x_s = alpha_s x0 + sqrt(sigma_s^2 - sigma_tilde^2) eps + sigma_tilde z,
-    sigma_tilde = eta sigma_s sqrt(1 - exp(-2 h)),  h = lambda_s - lambda_t,
+    x_t = alpha_t x0 + sqrt(sigma_t^2 - sigma_tilde^2) eps + sigma_tilde z,
+    sigma_tilde = eta sigma_t sqrt(1 - exp(-2 h)),  h = lambda_t - lambda_s,
 
 which is their Eq. 16 rewritten with lambda = log(alpha / sigma). eta = 0 is the deterministic
 DDIM sampler, a first-order solver of the probability-flow ODE (Lu et al. 2022,
 arXiv:2206.00927v3, Sec. 4.1); eta = 1 gives the DDPM posterior variance exactly
-(tested against ``refimpl.samplers.ddpm``).
+(tested against ``refimpl.samplers.ddpm``). For eta > 0 the sampler is stochastic, of weak order 1
+(registered as "ddim_eta_half" with eta = 1/2; its weak order is measured from the exact output law on Gaussian data).
 
 DDIM inversion runs the eta = 0 step forward in time with the model evaluated at the earlier
 point, the approximation of Dhariwal & Nichol (2021, arXiv:2105.05233v4, App. F): it is not an
@@ -17,6 +18,9 @@ exact inverse, and its round-trip error shrinks only at first order in the step 
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,23 +34,24 @@ from refimpl.schedules import ScheduleValues
 __all__ = ["ddim_sigma", "ddim_step", "invert_ddim", "sample_ddim"]
 
 
-def ddim_sigma(eta: float, values_t: ScheduleValues, values_s: ScheduleValues) -> Tensor:
-    """sigma_tilde of a step t -> s: eta sigma_s sqrt(1 - exp(-2 (lambda_s - lambda_t))) (Eq. 16)."""
-    h = values_s.lambda_ - values_t.lambda_
-    return eta * values_s.sigma * torch.sqrt(-torch.expm1(-2.0 * h))
+def ddim_sigma(eta: float, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
+    """sigma_tilde of a step s -> t: eta sigma_t sqrt(1 - exp(-2 (lambda_t - lambda_s))) (Eq. 16)."""
+    h = v_t.lambda_ - v_s.lambda_
+    return eta * v_t.sigma * torch.sqrt(-torch.expm1(-2.0 * h))
 
 
 def ddim_step(
-    x0: Tensor, eps: Tensor, values_s: ScheduleValues, sigma_tilde: Tensor | float = 0.0, z: Tensor | None = None
+    x0: Tensor, eps: Tensor, v_t: ScheduleValues, sigma_tilde: Tensor | float = 0.0, z: Tensor | None = None
 ) -> Tensor:
-    """Song et al. (2021), Eq. 12: x_s = alpha_s x0 + sqrt(sigma_s^2 - sigma_tilde^2) eps + sigma_tilde z."""
-    a_s = expand_like(values_s.alpha, x0)
-    sigma_tilde = torch.as_tensor(sigma_tilde, dtype=values_s.sigma.dtype)
-    direction = torch.sqrt(values_s.sigma**2 - sigma_tilde**2)  # "direction pointing to x_t"
-    x_s = a_s * x0 + expand_like(direction, eps) * eps
+    """Song et al. (2021), Eq. 12: x_t = alpha_t x0 + sqrt(sigma_t^2 - sigma_tilde^2) eps + sigma_tilde z,
+    with (x0, eps) predicted at the start s of the step."""
+    a_t = expand_like(v_t.alpha, x0)
+    sigma_tilde = torch.as_tensor(sigma_tilde, dtype=v_t.sigma.dtype)
+    direction = torch.sqrt(v_t.sigma**2 - sigma_tilde**2)  # "direction pointing to x_t"
+    x_t = a_t * x0 + expand_like(direction, eps) * eps
     if z is not None:
-        x_s = x_s + expand_like(sigma_tilde, z) * z
-    return x_s
+        x_t = x_t + expand_like(sigma_tilde, z) * z
+    return x_t
 
 
 def sample_ddim(
@@ -66,12 +71,12 @@ def sample_ddim(
     noise_at = NoiseSource(noise, generator, len(ts) - 1, x)
     values = model.schedule(ts)
     for i in range(len(ts) - 1):
-        v_t, v_s = values[i], values[i + 1]
-        x0, eps = predict_x0_eps(model, x, ts[i], v_t)
+        v_s, v_t = values[i], values[i + 1]
+        x0, eps = predict_x0_eps(model, x, ts[i], v_s)
         if eta > 0:
-            x_next = ddim_step(x0, eps, v_s, ddim_sigma(eta, v_t, v_s), noise_at(i))
+            x_next = ddim_step(x0, eps, v_t, ddim_sigma(eta, v_s, v_t), noise_at(i))
         else:
-            x_next = ddim_step(x0, eps, v_s)
+            x_next = ddim_step(x0, eps, v_t)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next
@@ -81,7 +86,8 @@ def sample_ddim(
 def invert_ddim(model: DiffusionModel, x: Tensor, timesteps: Tensor, *, callback: Callback | None = None) -> Tensor:
     """DDIM inversion: from x at timesteps[-1] back up to timesteps[0] (the grid a sampler would use).
 
-    Each step s -> t uses the model at the earlier point (x_s, s) in place of (x_t, t).
+    Each step goes up from s to the noisier t > s with the model at its start (x_s, s), where the exact
+    inverse of the sampler's step t -> s would need it at its unknown end (x_t, t).
     """
     ts = check_sampler_inputs(model, x, timesteps)
     values = model.schedule(ts)
@@ -95,15 +101,31 @@ def invert_ddim(model: DiffusionModel, x: Tensor, timesteps: Tensor, *, callback
     return x
 
 
+def _eta_positive(options: Mapping[str, Any]) -> bool:
+    """DDIM injects noise exactly when eta > 0."""
+    return options.get("eta", 0) > 0
+
+
 register(
     SamplerSpec(
         name="ddim",
         sample=sample_ddim,
         order=1,
-        stochastic=False,
+        stochastic=_eta_positive,
         encode=invert_ddim,
         invertible=False,
         paper="song2021ddim",
         equation="arXiv:2010.02502v4 Eq. 12 with eta = 0",
+    )
+)
+register(
+    SamplerSpec(
+        name="ddim_eta_half",
+        sample=sample_ddim,
+        order=1,  # weak order
+        stochastic=_eta_positive,
+        paper="song2021ddim",
+        equation="arXiv:2010.02502v4 Eq. 12 and 16 with eta = 1/2",
+        options={"eta": 0.5},
     )
 )

@@ -1,10 +1,10 @@
 """DDPM: the forward process, the posterior q(x_s | x_t, x_0), and the ancestral sampler.
 
-Ho, Jain & Abbeel (2020), arXiv:2006.11239v2. Their alpha-bar_t is our alpha_t^2 and their
-step t-1 is any earlier time s < t here, with the transition of x_s to x_t written
-x_t = alpha_{t|s} x_s + sigma_{t|s} z, alpha_{t|s} = alpha_t / alpha_s,
-sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (Kingma et al. 2021, arXiv:2107.00630v6, Eq. 22-23).
-For consecutive steps of a discrete schedule sigma_{t|s}^2 is their beta_t.
+Ho, Jain & Abbeel (2020), arXiv:2006.11239v2. Their alpha-bar_t is our alpha_t^2. A step goes from s to
+an earlier (less noisy) time t < s (their t to t - 1), with the forward transition from x_t to x_s written
+x_s = alpha_{s|t} x_t + sigma_{s|t} z, alpha_{s|t} = alpha_s / alpha_t,
+sigma_{s|t}^2 = sigma_s^2 - alpha_{s|t}^2 sigma_t^2 (Kingma et al. 2021, arXiv:2107.00630v6, Eq. 22-23, whose
+letters are the other way round). For consecutive steps of a discrete schedule sigma_{s|t}^2 is their beta_t.
 
 ``posterior_symbolic`` derives the posterior by completing the square in sympy; the numeric
 ``ddpm_posterior`` is checked against it in ``tests/test_ddpm_ddim.py``.
@@ -28,25 +28,23 @@ __all__ = ["ddpm_posterior", "forward_sample", "posterior_symbolic", "sample_ddp
 VARIANCES = ("posterior", "beta")
 
 
-def forward_sample(x0: Tensor, values_t: ScheduleValues, eps: Tensor) -> Tensor:
+def forward_sample(x0: Tensor, v_t: ScheduleValues, eps: Tensor) -> Tensor:
     """q(x_t | x_0): x_t = alpha_t x_0 + sigma_t eps (Ho et al. 2020, Eq. 4)."""
-    return expand_like(values_t.alpha, x0) * x0 + expand_like(values_t.sigma, eps) * eps
+    return expand_like(v_t.alpha, x0) * x0 + expand_like(v_t.sigma, eps) * eps
 
 
-def ddpm_posterior(
-    x_t: Tensor, x0: Tensor, values_t: ScheduleValues, values_s: ScheduleValues
-) -> tuple[Tensor, Tensor]:
-    """Mean and variance of q(x_s | x_t, x_0), s < t (Ho et al. 2020, Eq. 6-7, for any s < t).
+def ddpm_posterior(x_s: Tensor, x0: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> tuple[Tensor, Tensor]:
+    """Mean and variance of q(x_t | x_s, x_0), t < s (Ho et al. 2020, Eq. 6-7, their q(x_{t-1} | x_t, x_0)).
 
-    mean = alpha_{t|s} sigma_s^2 / sigma_t^2 x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 x_0,
-    var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2   (their beta-tilde_t).
+    mean = alpha_{s|t} sigma_t^2 / sigma_s^2 x_s + alpha_t sigma_{s|t}^2 / sigma_s^2 x_0,
+    var  = sigma_{s|t}^2 sigma_t^2 / sigma_s^2   (their beta-tilde_t).
     """
-    a_s, s_s = values_s.alpha, values_s.sigma
-    a_t, s_t = values_t.alpha, values_t.sigma
-    a_ts = a_t / a_s
-    var_ts = s_t**2 - a_ts**2 * s_s**2
-    mean = expand_like(a_ts * s_s**2 / s_t**2, x_t) * x_t + expand_like(a_s * var_ts / s_t**2, x0) * x0
-    return mean, var_ts * s_s**2 / s_t**2
+    a_t, s_t = v_t.alpha, v_t.sigma
+    a_s, s_s = v_s.alpha, v_s.sigma
+    a_st = a_s / a_t
+    var_st = s_s**2 - a_st**2 * s_t**2
+    mean = expand_like(a_st * s_t**2 / s_s**2, x_s) * x_s + expand_like(a_t * var_st / s_s**2, x0) * x0
+    return mean, var_st * s_t**2 / s_s**2
 
 
 def sample_ddpm(
@@ -62,7 +60,7 @@ def sample_ddpm(
     """Ancestral sampling (Ho et al. 2020, Algorithm 2): x_s ~ N(mean(x_t, x0_hat), var) at every step.
 
     ``variance="posterior"`` uses beta-tilde (the posterior variance); ``"beta"`` uses
-    sigma_{t|s}^2 (their sigma_t^2 = beta_t), the two choices of their Sec. 3.2. Noise is injected
+    sigma_{s|t}^2 (their sigma_t^2 = beta_t), the two choices of their Sec. 3.2. Noise is injected
     at every step, so the result at timesteps[-1] follows p at that time, not a denoised x_0.
     """
     ts = check_sampler_inputs(model, x, timesteps)
@@ -71,11 +69,11 @@ def sample_ddpm(
     noise_at = NoiseSource(noise, generator, len(ts) - 1, x)
     values = model.schedule(ts)
     for i in range(len(ts) - 1):
-        v_t, v_s = values[i], values[i + 1]
-        x0, _ = predict_x0_eps(model, x, ts[i], v_t)
-        mean, var = ddpm_posterior(x, x0, v_t, v_s)
+        v_s, v_t = values[i], values[i + 1]
+        x0, _ = predict_x0_eps(model, x, ts[i], v_s)
+        mean, var = ddpm_posterior(x, x0, v_s, v_t)
         if variance == "beta":
-            var = v_t.sigma**2 - (v_t.alpha / v_s.alpha) ** 2 * v_s.sigma**2
+            var = v_s.sigma**2 - (v_s.alpha / v_t.alpha) ** 2 * v_t.sigma**2
         x_next = mean + expand_like(torch.sqrt(var), x) * noise_at(i)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
@@ -125,5 +123,16 @@ register(
         stochastic=True,
         paper="ho2020ddpm",
         equation="arXiv:2006.11239v2 Algorithm 2 with Eq. 6-7",
+    )
+)
+register(
+    SamplerSpec(
+        name="ddpm_beta",
+        sample=sample_ddpm,
+        order=1,  # weak order
+        stochastic=True,
+        paper="ho2020ddpm",
+        equation="arXiv:2006.11239v2 Algorithm 2 with sigma_t^2 = beta_t (Sec. 3.2)",
+        options={"variance": "beta"},
     )
 )

@@ -18,6 +18,11 @@ k terms and estimates the derivatives from k - 1 extra model calls inside the st
 * Adaptive step size (Sec. 3.3 and App. C, "DPM-Solver-12" and "-23"): the lower-order solution shares the
   higher one's model calls and their difference, in a mixed absolute/relative norm, drives h.
 
+Steps are pure: ``dpm_solver_k_step`` takes the model's outputs at s and at the intermediate points and the
+schedule values, and ``dpm_solver_3_stage`` gives the state u_2 at which DPM-Solver-3 queries the model at s_2
+(u_1 is ``dpm_solver_1_step`` to s_1); the ``sample_*`` loops make the model calls. So another
+implementation's intermediate states and outputs can be checked one step at a time.
+
 DPM-Solver-2 and -3 are registered (their orders are measured by ``tests/test_registry.py``); DPM-Solver-1
 is DDIM, checked against ``sample_ddim`` in ``tests/test_dpm_solver.py``, which also tests the NFE recipe and
 the adaptive solver's error against its tolerance. Unlike the official code, the adaptive solver keeps
@@ -41,9 +46,10 @@ from refimpl.samplers._exponential import phi
 from refimpl.schedules import NoiseSchedule, ScheduleValues
 
 __all__ = [
-    "dpm_solver_1_update",
-    "dpm_solver_2_update",
-    "dpm_solver_3_update",
+    "dpm_solver_1_step",
+    "dpm_solver_2_step",
+    "dpm_solver_3_stage",
+    "dpm_solver_3_step",
     "fast_orders",
     "fast_timesteps",
     "intermediate_values",
@@ -64,62 +70,69 @@ def _eps(model: DiffusionModel, x: Tensor, values: ScheduleValues) -> Tensor:
 
 
 def intermediate_values(schedule: NoiseSchedule, values: ScheduleValues, r: float) -> ScheduleValues:
-    """Schedule values at lambda_s + r h inside every step s -> t of a grid (one vectorised call per grid)."""
+    """Schedule values at lambda_s + r h inside every step s -> t of a grid (one vectorised call per grid); r is
+    the ratio r1 or r2 of a singlestep method's intermediate point."""
     lam = values.lambda_[:-1] + r * (values.lambda_[1:] - values.lambda_[:-1])
     return schedule(schedule.t_of_lambda(lam))
 
 
-def dpm_solver_1_update(x: Tensor, eps_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
+def dpm_solver_1_step(x_s: Tensor, eps_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """DPM-Solver-1 from s to t: x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) eps_s (Eq. 3.7; DDIM)."""
     h = v_t.lambda_ - v_s.lambda_
-    return expand_like(v_t.alpha / v_s.alpha, x) * x - expand_like(v_t.sigma * torch.expm1(h), x) * eps_s
+    return expand_like(v_t.alpha / v_s.alpha, x_s) * x_s - expand_like(v_t.sigma * torch.expm1(h), x_s) * eps_s
 
 
-def dpm_solver_2_update(
-    model: DiffusionModel, x: Tensor, eps_s: Tensor, v_s: ScheduleValues, v_s1: ScheduleValues, v_t: ScheduleValues
-) -> tuple[Tensor, Tensor]:
+def dpm_solver_2_step(
+    x_s: Tensor, eps_s: Tensor, eps_s1: Tensor, v_s: ScheduleValues, v_s1: ScheduleValues, v_t: ScheduleValues
+) -> Tensor:
     """DPM-Solver-2 from s to t through s_1 = t(lambda_s + r1 h) (Algorithm 1; general r1, their App. A).
 
-    One model call; returns x_t and eps(u, s_1), which the adaptive solver reuses.
+    eps_s1 is the model's noise prediction at (u_1, s_1), u_1 = ``dpm_solver_1_step(x_s, eps_s, v_s, v_s1)``
+    (their u_i: a DPM-Solver-1 step to s_1); r1 is read from the three times.
     """
     h = v_t.lambda_ - v_s.lambda_
     r1 = (v_s1.lambda_ - v_s.lambda_) / h
-    u = dpm_solver_1_update(x, eps_s, v_s, v_s1)  # u_i: a DPM-Solver-1 step to s_i
-    eps_s1 = _eps(model, u, v_s1)
-    # x_t = DPM-Solver-1 - sigma_t / (2 r1) (e^h - 1) (eps(u_i, s_i) - eps(x_s, s))
-    x_t = dpm_solver_1_update(x, eps_s, v_s, v_t) - expand_like(v_t.sigma * torch.expm1(h) / (2 * r1), x) * (
+    # x_t = DPM-Solver-1 - sigma_t / (2 r1) (e^h - 1) (eps(u_1, s_1) - eps(x_s, s))
+    return dpm_solver_1_step(x_s, eps_s, v_s, v_t) - expand_like(v_t.sigma * torch.expm1(h) / (2 * r1), x_s) * (
         eps_s1 - eps_s
     )
-    return x_t, eps_s1
 
 
-def dpm_solver_3_update(
-    model: DiffusionModel,
-    x: Tensor,
+def dpm_solver_3_stage(
+    x_s: Tensor,
     eps_s: Tensor,
+    eps_s1: Tensor,
     v_s: ScheduleValues,
     v_s1: ScheduleValues,
     v_s2: ScheduleValues,
     v_t: ScheduleValues,
-    eps_s1: Tensor | None = None,
 ) -> Tensor:
-    """DPM-Solver-3 from s to t through s_k = t(lambda_s + r_k h), r1 = 1/3, r2 = 2/3 (Algorithm 2).
+    """The second intermediate state u_2 of DPM-Solver-3 (Algorithm 2), where the model is queried at s_2.
 
-    Two model calls, or one if eps at s_1 is given. With (e^{rh} - 1)/(rh) - 1 = rh phi_2(rh):
-    u_1 = DPM-Solver-1 to s_1; D_1 = eps(u_1, s_1) - eps_s;
-    u_2 = DPM-Solver-1 to s_2 - sigma_{s_2} (r2 / r1) r2 h phi_2(r2 h) D_1; D_2 = eps(u_2, s_2) - eps_s;
-    x_t = DPM-Solver-1 to t - (sigma_t / r2) h phi_2(h) D_2.
+    With D_1 = eps(u_1, s_1) - eps_s (u_1 = ``dpm_solver_1_step`` to s_1) and (e^{rh} - 1)/(rh) - 1 = rh phi_2(rh):
+    u_2 = DPM-Solver-1 to s_2 - sigma_{s_2} (r2 / r1) r2 h phi_2(r2 h) D_1.
     """
     h = v_t.lambda_ - v_s.lambda_
     r1, r2 = (v_s1.lambda_ - v_s.lambda_) / h, (v_s2.lambda_ - v_s.lambda_) / h
-    if eps_s1 is None:
-        eps_s1 = _eps(model, dpm_solver_1_update(x, eps_s, v_s, v_s1), v_s1)
     D1 = eps_s1 - eps_s
-    u2 = (
-        dpm_solver_1_update(x, eps_s, v_s, v_s2) - expand_like(v_s2.sigma * (r2 / r1) * r2 * h * phi(2, r2 * h), x) * D1
+    return (
+        dpm_solver_1_step(x_s, eps_s, v_s, v_s2)
+        - expand_like(v_s2.sigma * (r2 / r1) * r2 * h * phi(2, r2 * h), x_s) * D1
     )
-    D2 = _eps(model, u2, v_s2) - eps_s
-    return dpm_solver_1_update(x, eps_s, v_s, v_t) - expand_like(v_t.sigma / r2 * h * phi(2, h), x) * D2
+
+
+def dpm_solver_3_step(
+    x_s: Tensor, eps_s: Tensor, eps_s2: Tensor, v_s: ScheduleValues, v_s2: ScheduleValues, v_t: ScheduleValues
+) -> Tensor:
+    """DPM-Solver-3 from s to t (Algorithm 2, r1 = 1/3, r2 = 2/3 there; any 0 < r1 < r2 <= 1 here).
+
+    eps_s2 is the model's noise prediction at (u_2, s_2), u_2 from ``dpm_solver_3_stage``; the output at s_1
+    enters only through u_2. With D_2 = eps_s2 - eps_s: x_t = DPM-Solver-1 to t - (sigma_t / r2) h phi_2(h) D_2.
+    """
+    h = v_t.lambda_ - v_s.lambda_
+    r2 = (v_s2.lambda_ - v_s.lambda_) / h
+    D2 = eps_s2 - eps_s
+    return dpm_solver_1_step(x_s, eps_s, v_s, v_t) - expand_like(v_t.sigma / r2 * h * phi(2, h), x_s) * D2
 
 
 def sample_dpm_solver(
@@ -156,11 +169,15 @@ def sample_dpm_solver(
         v_s, v_t = values[i], values[i + 1]
         x0, eps_s = predict_x0_eps(model, x, ts[i], v_s)
         if orders[i] == 1:
-            x_next = dpm_solver_1_update(x, eps_s, v_s, v_t)
+            x_next = dpm_solver_1_step(x, eps_s, v_s, v_t)
         elif orders[i] == 2:
-            x_next = dpm_solver_2_update(model, x, eps_s, v_s, mid[i], v_t)[0]
+            eps_s1 = _eps(model, dpm_solver_1_step(x, eps_s, v_s, mid[i]), mid[i])
+            x_next = dpm_solver_2_step(x, eps_s, eps_s1, v_s, mid[i], v_t)
         else:
-            x_next = dpm_solver_3_update(model, x, eps_s, v_s, third[i], two_thirds[i], v_t)
+            v_s1, v_s2 = third[i], two_thirds[i]
+            eps_s1 = _eps(model, dpm_solver_1_step(x, eps_s, v_s, v_s1), v_s1)
+            eps_s2 = _eps(model, dpm_solver_3_stage(x, eps_s, eps_s1, v_s, v_s1, v_s2, v_t), v_s2)
+            x_next = dpm_solver_3_step(x, eps_s, eps_s2, v_s, v_s2, v_t)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next
@@ -256,14 +273,17 @@ def sample_dpm_solver_adaptive(
         last = float(v_s.lambda_) + h >= lambda_end
         v_t = v_end if last else schedule(schedule.t_of_lambda(v_s.lambda_ + h))
         step = schedule(torch.stack([v_s.t, v_t.t]))  # the trial step as a one-step grid
+        # the lower-order solution's model call at s_1 is the higher one's first (shared calls)
+        v_s1 = intermediate_values(schedule, step, 1 / 2 if order == 2 else 1 / 3)[0]
+        eps_s1 = _eps(model, dpm_solver_1_step(x, eps_s, v_s, v_s1), v_s1)
         if order == 2:
-            v_s1 = intermediate_values(schedule, step, 1 / 2)[0]
-            x_low = dpm_solver_1_update(x, eps_s, v_s, v_t)
-            x_high = dpm_solver_2_update(model, x, eps_s, v_s, v_s1, v_t)[0]
+            x_low = dpm_solver_1_step(x, eps_s, v_s, v_t)
+            x_high = dpm_solver_2_step(x, eps_s, eps_s1, v_s, v_s1, v_t)
         else:
-            v_s1, v_s2 = (intermediate_values(schedule, step, r)[0] for r in (1 / 3, 2 / 3))
-            x_low, eps_s1 = dpm_solver_2_update(model, x, eps_s, v_s, v_s1, v_t)
-            x_high = dpm_solver_3_update(model, x, eps_s, v_s, v_s1, v_s2, v_t, eps_s1=eps_s1)
+            v_s2 = intermediate_values(schedule, step, 2 / 3)[0]
+            x_low = dpm_solver_2_step(x, eps_s, eps_s1, v_s, v_s1, v_t)
+            eps_s2 = _eps(model, dpm_solver_3_stage(x, eps_s, eps_s1, v_s, v_s1, v_s2, v_t), v_s2)
+            x_high = dpm_solver_3_step(x, eps_s, eps_s2, v_s, v_s2, v_t)
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
         E = _rms_ratio(x_high - x_low, delta)
         if E <= 1.0:  # accept

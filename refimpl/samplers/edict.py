@@ -1,16 +1,19 @@
 """EDICT: exact diffusion inversion via coupled transformations (Wallace, Gokul & Naik 2023, arXiv:2211.12446).
 
-Two sequences (x, y) are carried together. One step from t to s < t, with T the DDIM transfer map at fixed
-eps (``refimpl.samplers._reversible``; their a_t x + b_t eps), is their Eq. 14:
+Two sequences (x, y) are carried together. One step from s to t < s (the paper's t -> t - 1), with T the DDIM
+transfer map at fixed eps (``refimpl.samplers._reversible``; their a_t x + b_t eps), is their Eq. 14:
 
-    x_inter = T_{t->s}(x; eps(y, t))            y_inter = T_{t->s}(y; eps(x_inter, t))
+    x_inter = T_{s->t}(x; eps(y, s))            y_inter = T_{s->t}(y; eps(x_inter, s))
     x'      = p x_inter + (1 - p) y_inter       y'      = p y_inter + (1 - p) x'
 
 Every line is an affine coupling (the part that changes is shifted by a function of the part that does not),
 so it inverts exactly, line by line in reverse order (the inversion stated with their Eq. 14):
 
     y_inter = (y' - (1 - p) x') / p             x_inter = (x' - (1 - p) y_inter) / p
-    y       = T^{-1}(y_inter; eps(x_inter, t))  x       = T^{-1}(x_inter; eps(y, t)).
+    y       = T^{-1}(y_inter; eps(x_inter, s))  x       = T^{-1}(x_inter; eps(y, s)).
+
+Steps are pure: ``edict_step`` and ``edict_step_inverse`` take the two model outputs, and ``edict_stage`` /
+``edict_inverse_stage`` give the states at which the model is queried (the loops make the calls).
 
 The mixing p = 0.93 is the paper's. Generation damps the x - y difference by p^2 a step; inversion grows it by
 p^-2 a step, which is the rounding amplification declared in the registry. The official code
@@ -33,7 +36,16 @@ from refimpl.samplers._common import Callback, StepInfo
 from refimpl.samplers._reversible import CoupledState, check_coupled_inputs, ddim_transfer, ddim_transfer_inverse
 from refimpl.schedules import ScheduleValues
 
-__all__ = ["EDICT_P", "edict_step", "edict_step_inverse", "invert_edict", "sample_edict"]
+__all__ = [
+    "EDICT_P",
+    "edict_inverse_stage",
+    "edict_stage",
+    "edict_step",
+    "edict_step_inverse",
+    "edict_unmix",
+    "invert_edict",
+    "sample_edict",
+]
 
 #: The mixing weight of the paper's experiments (arXiv:2211.12446, Sec. 4).
 EDICT_P = 0.93
@@ -50,57 +62,88 @@ def _eps(model: DiffusionModel, x: Tensor, values: ScheduleValues) -> tuple[Tens
     return predict_x0_eps(model, x, values.t, values)
 
 
+def edict_stage(
+    x: Tensor, y: Tensor, eps_1: Tensor, v_s: ScheduleValues, v_t: ScheduleValues, y_first: bool = False
+) -> Tensor:
+    """Where an EDICT step s -> t queries the model the second time (at time s): x_inter = T_{s->t}(x; eps_1),
+    eps_1 = eps(y, s) (arXiv:2211.12446 Eq. 14, first line); with ``y_first``, y_inter = T_{s->t}(y; eps(x, s))."""
+    return ddim_transfer(y if y_first else x, eps_1, v_s, v_t)
+
+
 def edict_step(
-    model: DiffusionModel,
     x: Tensor,
     y: Tensor,
-    values_t: ScheduleValues,
-    values_s: ScheduleValues,
+    eps_1: Tensor,
+    eps_2: Tensor,
+    v_s: ScheduleValues,
+    v_t: ScheduleValues,
     p: float = EDICT_P,
     y_first: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One EDICT step t -> s (arXiv:2211.12446 Eq. 14); two model calls, both at time t.
+) -> tuple[Tensor, Tensor]:
+    """One EDICT step s -> t (arXiv:2211.12446 Eq. 14) from the pair (x, y) at s; returns (x', y') at t.
 
-    ``y_first`` swaps the roles of the two sequences in the coupling (the official code's leapfrog order); the
-    mixing always updates x first. Returns (x', y', x0 of the first model call).
+    eps_1 = eps(y, s) and eps_2 = eps(x_inter, s), x_inter = ``edict_stage(x, y, eps_1, v_s, v_t)``: two model
+    calls, both at time s. ``y_first`` swaps the roles of the two sequences in the coupling (the official code's
+    leapfrog order: eps_1 = eps(x, s), eps_2 = eps(y_inter, s)); the mixing always updates x first.
     """
-    if y_first:  # the same two couplings with the sequences exchanged
-        x0, eps = _eps(model, x, values_t)
-        y_inter = ddim_transfer(y, eps, values_t, values_s)
-        x_inter = ddim_transfer(x, _eps(model, y_inter, values_t)[1], values_t, values_s)
-    else:
-        x0, eps = _eps(model, y, values_t)
-        x_inter = ddim_transfer(x, eps, values_t, values_s)  # x_inter = a_t x + b_t eps(y, t)
-        y_inter = ddim_transfer(y, _eps(model, x_inter, values_t)[1], values_t, values_s)  # b_t eps(x_inter, t)
+    first = edict_stage(x, y, eps_1, v_s, v_t, y_first)  # Eq. 14 first line: a_t x + b_t eps(y, s)
+    second = ddim_transfer(x if y_first else y, eps_2, v_s, v_t)  # second line: b_t eps(x_inter, s)
+    x_inter, y_inter = (second, first) if y_first else (first, second)
     x_next = p * x_inter + (1 - p) * y_inter  # mixing layer, Eq. 14 third line
     y_next = p * y_inter + (1 - p) * x_next  # Eq. 14 fourth line, uses the new x
-    return x_next, y_next, x0
+    return x_next, y_next
+
+
+def edict_unmix(x_t: Tensor, y_t: Tensor, p: float = EDICT_P) -> tuple[Tensor, Tensor]:
+    """Undo EDICT's mixing layers: (x_inter, y_inter) from the pair (x', y') at t (Eq. 14, lines 4 and 3)."""
+    y_inter = (y_t - (1 - p) * x_t) / p  # undo the fourth line
+    x_inter = (x_t - (1 - p) * y_inter) / p  # undo the third line
+    return x_inter, y_inter
+
+
+def edict_inverse_stage(
+    x_t: Tensor,
+    y_t: Tensor,
+    eps_1: Tensor,
+    v_s: ScheduleValues,
+    v_t: ScheduleValues,
+    p: float = EDICT_P,
+    y_first: bool = False,
+) -> Tensor:
+    """Where the inverse of an EDICT step s -> t queries the model the second time (at time s): y_s =
+    T^{-1}(y_inter; eps_1), eps_1 = eps(x_inter, s), the first query at x_inter of ``edict_unmix``. With
+    ``y_first`` the roles exchange: x_s = T^{-1}(x_inter; eps_1), eps_1 = eps(y_inter, s)."""
+    x_inter, y_inter = edict_unmix(x_t, y_t, p)
+    return ddim_transfer_inverse(x_inter if y_first else y_inter, eps_1, v_s, v_t)
 
 
 def edict_step_inverse(
-    model: DiffusionModel,
-    x: Tensor,
-    y: Tensor,
-    values_t: ScheduleValues,
-    values_s: ScheduleValues,
+    x_t: Tensor,
+    y_t: Tensor,
+    eps_1: Tensor,
+    eps_2: Tensor,
+    v_s: ScheduleValues,
+    v_t: ScheduleValues,
     p: float = EDICT_P,
     y_first: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The exact inverse of ``edict_step``: from the pair at s back to the pair at t (two model calls at t).
+) -> tuple[Tensor, Tensor]:
+    """The exact inverse of ``edict_step``: the pair at s from the pair (x', y') at t.
 
-    Returns (x, y, x0 of the first model call).
+    eps_1 = eps(x_inter, s) with x_inter from ``edict_unmix``, eps_2 = eps(y_s, s) at the state of
+    ``edict_inverse_stage`` (with ``y_first`` the roles of x and y are exchanged). Returns (x_s, y_s).
     """
-    y_inter = (y - (1 - p) * x) / p  # undo the fourth line
-    x_inter = (x - (1 - p) * y_inter) / p  # undo the third line
-    if y_first:
-        x0, eps = _eps(model, y_inter, values_t)
-        x_prev = ddim_transfer_inverse(x_inter, eps, values_t, values_s)
-        y_prev = ddim_transfer_inverse(y_inter, _eps(model, x_prev, values_t)[1], values_t, values_s)
-    else:
-        x0, eps = _eps(model, x_inter, values_t)
-        y_prev = ddim_transfer_inverse(y_inter, eps, values_t, values_s)
-        x_prev = ddim_transfer_inverse(x_inter, _eps(model, y_prev, values_t)[1], values_t, values_s)
-    return x_prev, y_prev, x0
+    x_inter, y_inter = edict_unmix(x_t, y_t, p)
+    first = edict_inverse_stage(x_t, y_t, eps_1, v_s, v_t, p, y_first)
+    second = ddim_transfer_inverse(y_inter if y_first else x_inter, eps_2, v_s, v_t)
+    return (first, second) if y_first else (second, first)
+
+
+def _edict_query(
+    model: DiffusionModel, x: Tensor, y: Tensor, v_s: ScheduleValues, v_t: ScheduleValues, y_first: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The two model calls of a generation step: (eps_1, eps_2, x0 of the first call)."""
+    x0, eps_1 = _eps(model, x if y_first else y, v_s)
+    return eps_1, _eps(model, edict_stage(x, y, eps_1, v_s, v_t, y_first), v_s)[1], x0
 
 
 def sample_edict(
@@ -124,7 +167,9 @@ def sample_edict(
     y = x.clone() if y is None else y
     values = model.schedule(ts)
     for i in range(len(ts) - 1):
-        x_next, y, x0 = edict_step(model, x, y, values[i], values[i + 1], p, y_first=leapfrog and i % 2 == 1)
+        v_s, v_t, y_first = values[i], values[i + 1], leapfrog and i % 2 == 1
+        eps_1, eps_2, x0 = _edict_query(model, x, y, v_s, v_t, y_first)
+        x_next, y = edict_step(x, y, eps_1, eps_2, v_s, v_t, p, y_first)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next
@@ -151,8 +196,11 @@ def invert_edict(
     y = x.clone() if y is None else y
     values = model.schedule(ts)
     n = len(ts) - 1
-    for j, i in enumerate(range(n - 1, -1, -1)):
-        x_prev, y, x0 = edict_step_inverse(model, x, y, values[i], values[i + 1], p, leapfrog and i % 2 == 1)
+    for j, i in enumerate(range(n - 1, -1, -1)):  # undo the step values[i] -> values[i + 1]
+        v_s, v_t, y_first = values[i], values[i + 1], leapfrog and i % 2 == 1
+        x0, eps_1 = _eps(model, edict_unmix(x, y, p)[1 if y_first else 0], v_s)
+        eps_2 = _eps(model, edict_inverse_stage(x, y, eps_1, v_s, v_t, p, y_first), v_s)[1]
+        x_prev, y = edict_step_inverse(x, y, eps_1, eps_2, v_s, v_t, p, y_first)
         if callback is not None:
             callback(StepInfo(j, ts[i + 1], ts[i], x, x_prev, x0))
         x = x_prev

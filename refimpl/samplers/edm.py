@@ -36,7 +36,7 @@ from refimpl._util import expand_like
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
-from refimpl.samplers.pndm import prk_step
+from refimpl.samplers.pndm import run_prk_step
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
@@ -163,7 +163,7 @@ def sample_lms(
         x0, d = predict_x0_eps(model, x, ts[i], values[i])
         ds = [*ds, d][-order:]  # the derivatives at sigma_{i-k+1}, ..., sigma_i
         if warmup == "rk4" and i < order - 1:
-            x_next, _ = prk_step(model, x, ts[i], ts[i + 1], d, midpoint="sigma")  # RK4 in (sigma, x~)
+            x_next, _ = run_prk_step(model, x, ts[i], ts[i + 1], d, midpoint="sigma")  # RK4 in (sigma, x~)
         else:
             x_next = lms_step(x, ds, sigmas[i + 1 - len(ds) : i + 1], values[i], values[i + 1])
         if callback is not None:
