@@ -5,7 +5,7 @@ from refimpl.samplers._reversible import CoupledState, ddim_transfer, ddim_trans
 from refimpl.samplers.bdia import bdia_step, bdia_step_inverse, invert_bdia, sample_bdia
 from refimpl.samplers.ddim import ddim_sigma, ddim_step, invert_ddim, sample_ddim
 from refimpl.samplers.ddpm import ddpm_posterior, forward_sample, posterior_symbolic, sample_ddpm
-from refimpl.samplers.deis import deis_ab_coefficients, lagrange_integrals, sample_deis_ab, sample_deis_rhork
+from refimpl.samplers.deis import deis_ab_coefficients, sample_deis_ab, sample_deis_rhork
 from refimpl.samplers.dpm_solver import (
     fast_orders,
     fast_timesteps,
@@ -23,8 +23,9 @@ from refimpl.samplers.dpm_solver_v3 import ModelStatistics, empirical_model_stat
 from refimpl.samplers.edict import EDICT_P, edict_step, edict_step_inverse, invert_edict, sample_edict
 from refimpl.samplers.edit_friendly import NoiseMaps, auxiliary_path, extract_noise_maps, sample_edit_friendly
 from refimpl.samplers.edm import sample_edm_euler, sample_edm_heun, sample_lms
+from refimpl.samplers.multistep import lagrange_integrals, multistep_step, sample_multistep, step_orders
 from refimpl.samplers.pndm import pndm_transfer, sample_pndm
-from refimpl.samplers.unipc import sample_unipc, unipc_corrector, unipc_predictor
+from refimpl.samplers.unipc import sample_unipc, unipc_corrector_step, unipc_predictor_step
 
 __all__ = [
     "EDICT_P",
@@ -55,6 +56,7 @@ __all__ = [
     "invert_ddim",
     "invert_edict",
     "lagrange_integrals",
+    "multistep_step",
     "pndm_transfer",
     "posterior_symbolic",
     "sample_bdia",
@@ -72,9 +74,11 @@ __all__ = [
     "sample_edm_euler",
     "sample_edm_heun",
     "sample_lms",
+    "sample_multistep",
     "sample_pndm",
     "sample_sde_dpm_solver_pp",
     "sample_unipc",
-    "unipc_corrector",
-    "unipc_predictor",
+    "step_orders",
+    "unipc_corrector_step",
+    "unipc_predictor_step",
 ]
