@@ -160,8 +160,8 @@ def sample_deis_rhork(
 # tAB interpolates in t: on a discrete schedule (log alpha piecewise linear in t) it loses order once steps
 # approach the knot spacing, and rhoAB3 approaches its order slowly from below on sharp mixtures (notebook 03b,
 # "Why some settings are not registered", measures both), so the mixture test cannot check them: they are checked
-# on the closed-form Gaussian. tAB-3 (degree 3, order 4) is not registered: on the Gaussian its slope is 3.76 (edm)
-# between 64 and 512 steps, still pre-asymptotic.
+# on the closed-form Gaussian. tAB with degree 3 (order 4) is not registered: on the Gaussian with the edm schedule
+# it is still pre-asymptotic at 512 steps (slope below 4 - 0.15).
 _TAB_NOTE = "tAB loses order on discrete schedules (log alpha piecewise linear in t), which the mixture test draws"
 _SLOW_NOTE = "approaches its order slowly from below on sharp mixtures (local slopes in notebook 03b)"
 for _name, _order, _variable, _note in (

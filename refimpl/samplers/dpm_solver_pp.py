@@ -264,9 +264,10 @@ register(
     )
 )
 # DPM-Solver++(3M) is third order (tests/test_dpm_solver_pp.py measures it from lambda = -1 to 3 and checks that
-# its step integrates a quadratic x_theta exactly) but is not registered: with equal lambda steps its leading
-# global error is nearly a boundary term (exactly one on a single Gaussian, where it measures 4), so on the
-# registry's drawn mixtures its slope between 64 and 512 steps wanders between 2.8 and 3.7 (see chapter 3).
+# its step integrates a quadratic x_theta exactly) but is not registered: with equal lambda steps its leading global
+# error is nearly a boundary term, so from t_max it measures 4 on a single Gaussian and its slope wanders on the
+# registry's drawn mixtures (notebook 03b, "Why some settings are not registered"): neither shared order test can
+# check it, and the oracle keeps it as a pending setting (refimpl.oracle.methods.PENDING).
 register(
     SamplerSpec(
         name="sde_dpm_solver_pp_2m",

@@ -354,7 +354,7 @@ def sample_dpm_solver_v3(
 
 # Registered with the statistics off: the predictor of order 2, and the first-order predictor with the pseudo-order
 # corrector (order 2, the official c_pseudo). The other predictor-corrector pairs change the sign of their leading
-# error between 16 and 512 steps on the toys and on the Gaussian (order-2 pair: slopes 2.98 then 1.76 on vp_linear),
+# error between 16 and 512 steps on the toys and on the Gaussian (the chapter's last figure shows the bend),
 # and the third-order predictor is superconvergent (order 4) on a single Gaussian, so neither shared order test can
 # check them; both are shown in the chapter.
 register(
