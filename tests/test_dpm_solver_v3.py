@@ -13,7 +13,7 @@ from refimpl import grids
 from refimpl.models import CountingModel, FunctionModel, predict_x0_eps
 from refimpl.reference import measure_order
 from refimpl.samplers import ModelStatistics, empirical_model_statistics, sample_ddim, sample_dpm_solver_v3
-from refimpl.samplers.dpm_solver_v3 import dpm_solver_v3_update
+from refimpl.samplers.dpm_solver_v3 import dpm_solver_v3_step
 from refimpl.schedules import get_schedule
 from toy_models import ExactModel, GaussianMixture, anisotropic_gaussian, random_mixture, ring
 
@@ -93,7 +93,7 @@ def test_third_order_update_is_exact_for_a_data_prediction_quadratic_in_lambda()
     v_s, v_t = s(s.t_of_lambda(lams[-1])), s(s.t_of_lambda(0.25))
     x_s = torch.randn(4, 2)
     points = [(torch.tensor(lam), -quad(torch.tensor(lam)).expand(4, 2)) for lam in reversed(lams)]
-    ours = dpm_solver_v3_update(x_s, points, v_s, v_t, OFF)
+    ours = dpm_solver_v3_step(x_s, points, v_s, v_t, OFF)
     a, b = float(v_s.lambda_), float(v_t.lambda_)
 
     def antideriv(u: float) -> torch.Tensor:  # int e^u (c0 + c1 u + c2 u^2) du
@@ -185,9 +185,9 @@ def test_the_sampler_follows_the_official_bookkeeping_of_algorithm_2() -> None:
         lams.append(v.lambda_[i])
         if i > 0 and p_prev > 1:
             idx = [-2, -1, *range(-3, -p_prev - 1, -1)]
-            xs[-1] = dpm_solver_v3_update(xs[-2], [(lams[j], fs[j]) for j in idx], v[i - 1], v[i], stats)
+            xs[-1] = dpm_solver_v3_step(xs[-2], [(lams[j], fs[j]) for j in idx], v[i - 1], v[i], stats)
         p_prev = min(3, i + 1)
-        x_cur = dpm_solver_v3_update(xs[-1], [(lams[-j], fs[-j]) for j in range(1, p_prev + 1)], v[i], v[i + 1], stats)
+        x_cur = dpm_solver_v3_step(xs[-1], [(lams[-j], fs[-j]) for j in range(1, p_prev + 1)], v[i], v[i + 1], stats)
     ours = sample_dpm_solver_v3(model, x, ts, statistics=stats, order=3)
     assert float((ours - x_cur).abs().max()) <= IDENTITY_RTOL * float(ours.abs().max())
 

@@ -16,7 +16,8 @@ from tolerances import IDENTITY_RTOL
 from refimpl import grids
 from refimpl.models import CountingModel
 from refimpl.samplers import sample_ddim, sample_edm_euler, sample_edm_heun, sample_lms
-from refimpl.samplers.edm import edm_sigma, euler_step, lms_coefficients
+from refimpl.samplers.edm import euler_step, lms_step
+from refimpl.samplers.multistep import lagrange_integrals
 from refimpl.samplers.pndm import PLMS_WEIGHTS
 from refimpl.schedules import DiscreteVP, get_schedule
 from toy_models import ExactModel, random_mixture, ring
@@ -40,10 +41,13 @@ def test_euler_in_sigma_is_ddim(s, n: int, spacing: str) -> None:
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_lms_weights_integrate_the_lagrange_basis_exactly(k: int) -> None:
-    """Each weight is int_{sigma_cur}^{sigma_next} of a Lagrange basis polynomial: sympy's exact integral."""
+    """Each LMS weight is int_{sigma_cur}^{sigma_next} of a Lagrange basis polynomial: sympy's exact integral
+    against the engine's ``lagrange_integrals`` (the weights of the ``"lms"`` setting)."""
     sig = [sp.Rational(31, 10), sp.Rational(23, 10), sp.Rational(17, 10), sp.Rational(6, 5), sp.Rational(4, 5)]
     nodes, target, tau = sig[:k], sig[k], sp.Symbol("tau")
-    got = lms_coefficients(torch.tensor([float(v) for v in nodes]), torch.tensor(float(target)))
+    got = lagrange_integrals(
+        torch.tensor([float(v) for v in nodes]), torch.tensor(float(nodes[-1])), torch.tensor(float(target))
+    )
     for j in range(k):
         basis = sp.prod([(tau - nodes[m]) / (nodes[j] - nodes[m]) for m in range(k) if m != j])
         exact = float(sp.integrate(basis, (tau, nodes[-1], target)))
@@ -55,7 +59,7 @@ def test_lms_weights_on_equal_steps_are_adams_bashforth(k: int) -> None:
     """Equal steps in sigma: the weights are the PLMS (Adams-Bashforth) weights times the step."""
     delta = -0.3
     sigmas = 2.0 - delta * torch.arange(k - 1, -1, -1, dtype=torch.float64)  # oldest first, step delta
-    got = lms_coefficients(sigmas, sigmas[-1] + delta).flip(0)  # newest first, like PLMS_WEIGHTS
+    got = lagrange_integrals(sigmas, sigmas[-1], sigmas[-1] + delta).flip(0)  # newest first, like PLMS_WEIGHTS
     expected = delta * torch.tensor(PLMS_WEIGHTS[k], dtype=torch.float64)
     assert float((got - expected).abs().max()) <= IDENTITY_RTOL
 
@@ -91,7 +95,7 @@ def test_agrees_with_diffusers(which: str) -> None:
     model = ExactModel(random_mixture(K=3, d=2, seed=2), s)
     n = 8
     ts = grids.karras(s, n)
-    sig = [float(v) for v in edm_sigma(s(ts))]
+    sig = [float(v) for v in s(ts).rho]
     x = model.sample_xt(5, s.t_max, torch.Generator().manual_seed(4))[1]
     kwargs = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
     if which == "euler":
@@ -136,7 +140,7 @@ def test_bad_input() -> None:
             sample_lms(model, x, ts, order=order)
     with pytest.raises(ValueError, match="warmup"):
         sample_lms(model, x, ts, warmup="heun")
-    with pytest.raises(ValueError, match="LMS order"):
-        lms_coefficients(torch.arange(5.0, 0.0, -1.0, dtype=torch.float64), torch.tensor(0.5))
+    with pytest.raises(ValueError, match="2 stored derivatives for 3 noise levels"):
+        lms_step(x, [x, x], torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64), s(ts[0]), s(ts[1]))
     with pytest.raises(ValueError, match="strictly decreasing"):
         sample_edm_heun(model, x, torch.cat([ts[:2], ts[1:]]))

@@ -30,7 +30,7 @@ def test_mutant_applies_once_and_changes_the_output(name: str) -> None:
     spec = get_sampler(mutant.method)
     original = spec.sample(model, x, ts, **dict(spec.options), **kwargs)
     try:
-        mutated = build(mutant)(model, x, ts, **dict(spec.options), **kwargs)
+        mutated = build(mutant)(model, x, ts, **mutant.sampler_options(), **kwargs)
     except ValueError as err:  # the mutant drove the state to NaN and the model refused it: changed, visibly
         assert "non-finite" in str(err)
         return

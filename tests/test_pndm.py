@@ -121,7 +121,7 @@ def test_prk_with_the_sigma_midpoint_is_rk4_and_plms_is_lms_on_a_sigma_uniform_g
     ts = grids.karras(s, 12, t0, t1, rho=1.0)
     x = model.sample_xt(5, t0, torch.Generator().manual_seed(3))[1]
     a = sample_pndm(model, x, ts, warmup="prk", midpoint="sigma")
-    b = sample_lms(model, x, ts, order=4, warmup="rk4")
+    b = sample_lms(model, x, ts, order=4, warmup="singlestep")
     assert float((a - b).abs().max()) <= IDENTITY_RTOL * float(a.abs().max())
 
 

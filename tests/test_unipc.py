@@ -15,9 +15,8 @@ from tolerances import IDENTITY_RTOL, ORDER_TOL
 from refimpl import grids
 from refimpl.models import CountingModel, predict_x0_eps
 from refimpl.reference import measure_order
-from refimpl.samplers import sample_ddim, sample_unipc, unipc_corrector, unipc_predictor
+from refimpl.samplers import sample_ddim, sample_unipc, step_orders, unipc_corrector_step, unipc_predictor_step
 from refimpl.samplers._exponential import phi
-from refimpl.samplers.unipc import unipc_coefficients, unipc_step
 from refimpl.schedules import DiscreteVP, get_schedule
 from toy_models import ExactModel, anisotropic_gaussian, random_mixture, ring
 
@@ -36,31 +35,47 @@ def test_unip_1_is_ddim(s, n: int, prediction: str) -> None:
 
 
 @pytest.mark.parametrize("variant", ["bh1", "bh2"])
-@given(h=st.floats(0.01, 3.0), r=st.lists(st.floats(-3.0, -0.2), min_size=0, max_size=2, unique=True))
-def test_coefficients_solve_the_order_conditions(variant: str, h: float, r: list[float]) -> None:
-    """sum_m a_m r_m^(k-1) = hh phi_{k+1}(hh) k! / B(hh) for k = 1..p (Zhao et al. 2023, Eq. 8), data prediction."""
-    rks = torch.tensor([*r, 1.0], dtype=torch.float64)
-    hh = torch.tensor(-h, dtype=torch.float64)
-    a = unipc_coefficients(rks, hh, variant)
+@pytest.mark.parametrize("prediction", ["x0", "eps"])
+@given(h=st.floats(0.01, 3.0), r=st.lists(st.floats(-3.0, -0.2), min_size=1, max_size=2, unique=True))
+def test_solved_unip_is_eq_7_with_the_coefficients_of_eq_8(variant: str, prediction: str, h: float, r: list) -> None:
+    """UniP with solved coefficients (the engine's exact weights) = their Eq. 7 with a from the Vandermonde system of
+    Eq. 8, sum_m a_m r_m^(k-1) = hh phi_{k+1}(hh) k! / B(hh), solved here (Zhao et al. 2023, Theorem 3.1)."""
+    s = get_schedule("vp_linear")
+    v_s = s(s.t_of_lambda(-1.0))
+    v_t = s(s.t_of_lambda(-1.0 + h))
+    rks = torch.tensor(r, dtype=torch.float64)
+    x, m_s = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    ms = [torch.randn(2, 3, dtype=torch.float64) for _ in r]
+    hh, c, k_t = (-h, v_t.sigma / v_s.sigma, v_t.alpha) if prediction == "x0" else (h, v_t.alpha / v_s.alpha, v_t.sigma)
+    hh = torch.tensor(hh, dtype=torch.float64)
     b_h = hh if variant == "bh1" else torch.expm1(hh)
-    for k in range(1, len(rks) + 1):
-        target = hh * phi(k + 1, hh) * math.factorial(k) / b_h
-        cond = float(torch.linalg.cond(torch.stack([rks ** (j - 1) for j in range(1, len(rks) + 1)])))
-        assert float((a * rks ** (k - 1)).sum()) == pytest.approx(float(target), abs=IDENTITY_RTOL * cond)
+    R = torch.stack([rks ** (k - 1) for k in range(1, len(r) + 1)])
+    g = torch.stack([hh * phi(k + 1, hh) * math.factorial(k) / b_h for k in range(1, len(r) + 1)])
+    a = torch.linalg.solve(R, g)
+    expected = (
+        c * x
+        - k_t * torch.expm1(hh) * m_s
+        - k_t * b_h * sum(a_m * (m_m - m_s) / r_m for a_m, r_m, m_m in zip(a, rks, ms, strict=True))
+    )
+    history = [(v_s.lambda_ + r_m * (v_t.lambda_ - v_s.lambda_), m_m) for r_m, m_m in zip(rks, ms, strict=True)]
+    got = unipc_predictor_step(x, m_s, history, v_s, v_t, variant=variant, prediction=prediction, simplified=False)
+    cond = float(torch.linalg.cond(R))  # the solve's round-off grows with the Vandermonde condition number
+    scale = float(expected.abs().max()) + float(x.abs().max()) + float(torch.stack(ms).abs().max())
+    assert float((got - expected).abs().max()) <= IDENTITY_RTOL * cond * scale
 
 
 @pytest.mark.parametrize("prediction", ["x0", "eps"])
 def test_unic_1_is_the_exponential_integral_of_the_linear_interpolant(prediction: str) -> None:
-    """With the solved coefficient, UniC-1 integrates the straight line through (lambda_t, m_t), (lambda_s, m_s)
-    exactly: x_s = DDIM - k_s hh^2 phi_2(hh) (m_s - m_t) / hh (the exponential trapezoidal rule), for both B(h)."""
+    """With the solved coefficient, UniC-1 integrates the straight line through (lambda_s, m_s), (lambda_t, m_t)
+    exactly: x_t = DDIM - k_t hh^2 phi_2(hh) (m_t - m_s) / hh (the exponential trapezoidal rule), for both B(h)."""
     s = get_schedule("vp_linear")
-    v_t, v_s = s(0.6), s(0.35)
-    x, m_t, m_s = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
-    h = v_s.lambda_ - v_t.lambda_
-    hh, c, k_s = (-h, v_s.sigma / v_t.sigma, v_s.alpha) if prediction == "x0" else (h, v_s.alpha / v_t.alpha, v_s.sigma)
-    expected = c * x - k_s * torch.expm1(hh) * m_t - k_s * hh * phi(2, hh) * (m_s - m_t)
+    v_s, v_t = s(0.6), s(0.35)
+    x, m_s, m_t = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    h = v_t.lambda_ - v_s.lambda_
+    hh, c, k_t = (-h, v_t.sigma / v_s.sigma, v_t.alpha) if prediction == "x0" else (h, v_t.alpha / v_s.alpha, v_t.sigma)
+    expected = c * x - k_t * torch.expm1(hh) * m_s - k_t * hh * phi(2, hh) * (m_t - m_s)
     for variant in ("bh1", "bh2"):
-        got = unipc_corrector(x, m_t, [], m_s, v_t, v_s, variant=variant, prediction=prediction, simplified=False)
+        got = unipc_corrector_step(x, m_s, [], m_t, v_s, v_t, variant=variant, prediction=prediction, simplified=False)
         assert float((got - expected).abs().max()) <= IDENTITY_RTOL * float(expected.abs().max())
 
 
@@ -96,9 +111,8 @@ def test_agrees_with_diffusers(order: int, variant: str, predict_x0: bool, lower
     for k, t in zip(scheduler.timesteps, ts, strict=False):
         theirs = scheduler.step(model(theirs, t), k, theirs).prev_sample
     prediction = "x0" if predict_x0 else "eps"
-    ours = sample_unipc(
-        model, x, ts, order=order, variant=variant, prediction=prediction, lower_order_final=lower_order_final
-    )
+    orders = step_orders(n, order, lower_final=lower_order_final)  # diffusers' lower_order_final, as per-step orders
+    ours = sample_unipc(model, x, ts, order=order, variant=variant, prediction=prediction, orders=orders)
     assert float((ours - theirs).abs().max()) <= IDENTITY_RTOL * float(ours.abs().max())
 
 
@@ -137,9 +151,9 @@ def test_bad_input() -> None:
         sample_unipc(model, x, ts, prediction="v")
     with pytest.raises(ValueError, match="strictly decreasing"):
         sample_unipc(model, x, ts.flip(0))
-    v_t, v_s = s(ts[0]), s(ts[1])
+    v_s, v_t = s(ts[0]), s(ts[1])
     x0, _ = predict_x0_eps(model, x, ts[0])
-    with pytest.raises(ValueError, match="needs 3 stored model outputs, 1 available"):
-        unipc_step(x, [(v_t.lambda_, x0)], v_t, v_s, 3)
+    with pytest.raises(ValueError, match="orders\\[0\\] = 2"):
+        sample_unipc(model, x, ts, order=2, orders=[2, 2, 2, 2, 2])
     with pytest.raises(ValueError, match="B\\(h\\)"):
-        unipc_predictor(x, x0, [(v_t.lambda_ - 0.1, x0)], v_t, v_s, variant="bh0", simplified=False)
+        unipc_predictor_step(x, x0, [(v_s.lambda_ - 0.1, x0)], v_s, v_t, variant="bh0", simplified=False)

@@ -158,3 +158,25 @@ def phi_rtol(k: int, unit: float = U64) -> float:
     for j in range(1, k):
         rho = 5 * (j + 1) * (rho + 2 * unit) + unit
     return max(rho, 30 * unit)
+
+
+# --- the multistep engine (tests/test_multistep.py) ---------------------------------------------------------------
+
+
+def multistep_identity_bound(setting, x, ms, lambdas, v_s, v_t) -> float:
+    """Round-off bound for a multistep step x_t = c x_s + k_t sum_j w_j m_j against another formula of the same map.
+
+    Each side rounds every term relative to its own size, a few dozen operations with condition <= 100 (the
+    IDENTITY_RTOL derivation), so the difference is below IDENTITY_RTOL times the sum of the terms' sizes,
+    |c| |x| + |k_t| sum_j |w_j| |m_j|. A paper's Taylor form regroups the same terms into divided differences of
+    the q outputs, each at most the sum of the |w_j| |m_j| again: a factor q.
+    """
+    import torch
+
+    from refimpl.samplers.multistep import multistep_weights
+
+    c, k_t, w = multistep_weights(setting, torch.stack([torch.as_tensor(u) for u in lambdas]), v_s, v_t)
+    terms = float(c.abs()) * float(x.abs().max()) + float(k_t.abs()) * sum(
+        float(w_j.abs()) * float(m.abs().max()) for w_j, m in zip(w, ms, strict=True)
+    )
+    return IDENTITY_RTOL * len(ms) * terms

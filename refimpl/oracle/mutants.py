@@ -22,6 +22,7 @@ import inspect
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -46,6 +47,11 @@ class Mutant:
     old: str
     new: str
     stochastic: bool = False
+    options: tuple[tuple[str, Any], ...] = ()  # the options that make ``function`` the method (else the spec's)
+
+    def sampler_options(self) -> dict[str, Any]:
+        """Keyword options that run the mutated ``function`` as ``method``: its own, or the registered spec's."""
+        return dict(self.options) if self.options else dict(get_sampler(self.method).options)
 
 
 def build(mutant: Mutant) -> Callable[..., torch.Tensor]:
@@ -90,7 +96,7 @@ def oracle_catches(mutant: Mutant) -> str | None:
     """The first oracle configuration in which the mutant fails, or None."""
     from refimpl.oracle.adapters import RefimplCallable
 
-    sample = functools.partial(build(mutant), **dict(get_sampler(mutant.method).options))
+    sample = functools.partial(build(mutant), **mutant.sampler_options())
     impl = RefimplCallable(sample, name=mutant.name, stochastic=mutant.stochastic)
     for kwargs in ORACLE_CONFIGS:
         report = check(impl, Config(mutant.method, **kwargs), exact=False)
@@ -114,7 +120,7 @@ def properties_catch(mutant: Mutant) -> str | None:
         counting = CountingModel(model)
         ts = grids.uniform_lambda(s, 9)
         kwargs = {"generator": torch.Generator().manual_seed(0)} if mutant.stochastic else {}
-        out = sample(counting, x, ts, **dict(spec.options), **kwargs)
+        out = sample(counting, x, ts, **mutant.sampler_options(), **kwargs)
         if counting.calls != spec.nfe(9):
             return f"{counting.calls} model calls for 9 steps, declared {spec.nfe(9)}"
         if not bool(torch.isfinite(out).all()):
@@ -123,7 +129,7 @@ def properties_catch(mutant: Mutant) -> str | None:
             return None  # the order of a stochastic sampler needs a Monte Carlo test, not in this quick suite
         steps = (32, 64, 128, 256) if spec.order < 1.5 else (16, 32, 64, 128)
         result = measure_order(
-            lambda m, x_, t_: sample(m, x_, t_, **dict(spec.options)),
+            lambda m, x_, t_: sample(m, x_, t_, **mutant.sampler_options()),
             model,
             x,
             steps,
@@ -261,19 +267,21 @@ CATALOGUE: list[Mutant] = [
         "dpm-solver-pp-2m-history-reversed",
         "history used in the wrong order",
         "dpm_solver_pp_2m",
-        "refimpl.samplers.dpm_solver_pp",
-        "sample_dpm_solver_pp_multistep",
-        "x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_, *lambdas[: order - 1]]\n        k = min(order, len",
-        "x0s, lambdas = [*x0s[: order - 1], x0], [v_s.lambda_, *lambdas[: order - 1]]\n        k = min(order, len",
+        "refimpl.samplers.multistep",
+        "sample_multistep",
+        "points = [(node(setting, v_s), m), *points][:history]",
+        "points = [*points[: history - 1], (node(setting, v_s), m)]",
+        options=(("method", "dpm_solver_pp"), ("order", 2)),
     ),
     Mutant(
         "dpm-solver-pp-2m-step-ratio-inverted",
         "a wrong coefficient (r for 1/r)",
         "dpm_solver_pp_2m",
-        "refimpl.samplers.dpm_solver_pp",
-        "sample_dpm_solver_pp_multistep",
-        "r = (lambdas[0] - lambdas[1]) / h\n        D = expand_like(",
-        "r = h / (lambdas[0] - lambdas[1])\n        D = expand_like(",
+        "refimpl.samplers.multistep",
+        "sample_multistep",
+        "r1 = (lambda_1 - v_s.lambda_) / h",
+        "r1 = h / (lambda_1 - v_s.lambda_)",
+        options=(("method", "dpm_solver_pp"), ("order", 2)),
     ),
     Mutant(
         "dpm-solver-pp-2s-model-at-step-end",
@@ -281,8 +289,8 @@ CATALOGUE: list[Mutant] = [
         "dpm_solver_pp_2s",
         "refimpl.samplers.dpm_solver_pp",
         "sample_dpm_solver_pp_2s",
-        "x0_s1 = _x0(model, dpm_solver_pp_1_update(x, x0_s, v_s, v_s1), v_s1, threshold)",
-        "x0_s1 = _x0(model, dpm_solver_pp_1_update(x, x0_s, v_s, v_s1), v_t, threshold)",
+        "x0_s1 = _x0(model, dpm_solver_pp_1_step(x, x0, v_s, mid[i]), mid[i], threshold)",
+        "x0_s1 = _x0(model, dpm_solver_pp_1_step(x, x0, v_s, mid[i]), v_t, threshold)",
     ),
     Mutant(
         "sde-dpm-solver-pp-noise-sign",
@@ -319,8 +327,8 @@ CATALOGUE: list[Mutant] = [
         "edm_heun",
         "refimpl.samplers.edm",
         "sample_edm_heun",
-        "x_next = euler_step(x, 0.5 * (d + d_prime), v_t, v_s)",
-        "x_next = euler_step(x, d + 0 * d_prime, v_t, v_s)",
+        "x_next = euler_step(x, 0.5 * (d + d_prime), v_s, v_t)",
+        "x_next = euler_step(x, d + 0 * d_prime, v_s, v_t)",
     ),
     Mutant(
         "edm-heun-corrector-at-start-time",
@@ -328,17 +336,18 @@ CATALOGUE: list[Mutant] = [
         "edm_heun",
         "refimpl.samplers.edm",
         "sample_edm_heun",
-        "_, d_prime = predict_x0_eps(model, x_euler, ts[i + 1], v_s)",
-        "_, d_prime = predict_x0_eps(model, x_euler, ts[i], v_t)",
+        "_, d_prime = predict_x0_eps(model, x_euler, ts[i + 1], v_t)",
+        "_, d_prime = predict_x0_eps(model, x_euler, ts[i], v_s)",
     ),
     Mutant(
         "lms-history-reversed",
         "history used in the wrong order",
         "lms",
-        "refimpl.samplers.edm",
-        "sample_lms",
-        "ds = [*ds, d][-order:]",
-        "ds = [d, *ds][:order]",
+        "refimpl.samplers.multistep",
+        "sample_multistep",
+        "for w_j, (_, m) in zip(w, points, strict=True)",
+        "for w_j, (_, m) in zip(w.flip(0), points, strict=True)",
+        options=(("method", "lms"), ("order", 4), ("warmup", "singlestep")),
     ),
     Mutant(
         "plms-weight-sign",
@@ -353,19 +362,21 @@ CATALOGUE: list[Mutant] = [
         "unipc-history-reversed",
         "history used in the wrong order",
         "unipc2_bh2",
-        "refimpl.samplers.unipc",
-        "sample_unipc",
-        "outputs = [(values[i].lambda_, m), *outputs][:order]",
-        "outputs = [*outputs, (values[i].lambda_, m)][-order:]",
+        "refimpl.samplers.multistep",
+        "sample_multistep",
+        "x = multistep_step(x_prev, [points[0], new, *points[1:p_prev]]",
+        "x = multistep_step(x_prev, [new, points[0], *points[1:p_prev]]",
+        options=(("method", "unipc_bh2"), ("order", 2), ("corrector", True)),
     ),
     Mutant(
         "unipc-correction-sign",
         "a sign error in the correction term",
         "unipc2_bh2",
-        "refimpl.samplers.unipc",
-        "sample_unipc",
-        "x_s = x_s - expand_like(k_s * _b_of(hh, variant), x) * correction",
-        "x_s = x_s + expand_like(k_s * _b_of(hh, variant), x) * correction",
+        "refimpl.samplers.multistep",
+        "sample_multistep",
+        "- expand_like(k_t * _b_of(hh, setting.simplified) / (2 * r1), x) * (m1 - m0)",
+        "+ expand_like(k_t * _b_of(hh, setting.simplified) / (2 * r1), x) * (m1 - m0)",
+        options=(("method", "unipc_bh2"), ("order", 2), ("corrector", True)),
     ),
 ]
 

@@ -5,7 +5,7 @@ from refimpl.samplers._reversible import CoupledState, ddim_transfer, ddim_trans
 from refimpl.samplers.bdia import bdia_step, bdia_step_inverse, invert_bdia, sample_bdia
 from refimpl.samplers.ddim import ddim_sigma, ddim_step, invert_ddim, sample_ddim
 from refimpl.samplers.ddpm import ddpm_posterior, forward_sample, posterior_symbolic, sample_ddpm
-from refimpl.samplers.deis import deis_ab_coefficients, lagrange_integrals, sample_deis_ab, sample_deis_rhork
+from refimpl.samplers.deis import deis_ab_coefficients, sample_deis_ab, sample_deis_rhork
 from refimpl.samplers.dpm_solver import (
     dpm_solver_1_step,
     dpm_solver_2_step,
@@ -36,8 +36,9 @@ from refimpl.samplers.edict import (
 )
 from refimpl.samplers.edit_friendly import NoiseMaps, auxiliary_path, extract_noise_maps, sample_edit_friendly
 from refimpl.samplers.edm import sample_edm_euler, sample_edm_heun, sample_lms
+from refimpl.samplers.multistep import lagrange_integrals, multistep_step, sample_multistep, step_orders
 from refimpl.samplers.pndm import pndm_transfer, prk_stage, prk_step, run_prk_step, sample_pndm
-from refimpl.samplers.unipc import sample_unipc, unipc_corrector, unipc_predictor
+from refimpl.samplers.unipc import sample_unipc, unipc_corrector_step, unipc_predictor_step
 
 __all__ = [
     "EDICT_P",
@@ -75,6 +76,7 @@ __all__ = [
     "invert_ddim",
     "invert_edict",
     "lagrange_integrals",
+    "multistep_step",
     "pndm_transfer",
     "posterior_symbolic",
     "prk_stage",
@@ -95,9 +97,11 @@ __all__ = [
     "sample_edm_euler",
     "sample_edm_heun",
     "sample_lms",
+    "sample_multistep",
     "sample_pndm",
     "sample_sde_dpm_solver_pp",
     "sample_unipc",
-    "unipc_corrector",
-    "unipc_predictor",
+    "step_orders",
+    "unipc_corrector_step",
+    "unipc_predictor_step",
 ]

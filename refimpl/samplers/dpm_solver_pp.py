@@ -11,17 +11,18 @@ x_theta stays in the data range, which is why these solvers stay stable under la
 the noise-prediction ones (``dpm_solver``) do not.
 
 * DPM-Solver++(1): DDIM.
-* DPM-Solver++(2S), their Algorithm 1: singlestep, one extra call at lambda_s + r h (r = 1/2).
+* DPM-Solver++(2S), their Algorithm 1: singlestep, one extra call at lambda_s + r1 h (r1 = 1/2).
 * DPM-Solver++(2M), their Algorithm 2: multistep, the derivative from the previous step's x_theta.
 * DPM-Solver++(3M): multistep with a quadratic through the last three x_theta; its coefficients are the
-  exact phi integrals of the Taylor terms (``dpm_solver_pp_multistep_update`` says why this differs from
-  the official code).
+  exact phi integrals of the Taylor terms (``dpm_solver_pp_multistep_step`` says why this differs from
+  the official code). The multistep members are settings of ``refimpl.samplers.multistep``.
 * SDE-DPM-Solver++(2M): the same expansion for the reverse SDE, whose linear part and noise are exact.
 * Dynamic thresholding (Saharia et al. 2022, arXiv:2205.11487v1, Sec. 2.3), applied to every x_theta.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -31,22 +32,20 @@ from refimpl._util import expand_like
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_orders, check_sampler_inputs
-from refimpl.samplers._exponential import phi
 from refimpl.samplers.dpm_solver import ASYMPTOTIC_STEPS, intermediate_values
+from refimpl.samplers.multistep import SETTINGS, multistep_step, sample_multistep
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
-    "dpm_solver_pp_1_update",
-    "dpm_solver_pp_2s_update",
-    "dpm_solver_pp_multistep_update",
+    "dpm_solver_pp_1_step",
+    "dpm_solver_pp_2s_step",
+    "dpm_solver_pp_multistep_step",
     "dynamic_thresholding",
     "sample_dpm_solver_pp_2s",
     "sample_dpm_solver_pp_multistep",
     "sample_sde_dpm_solver_pp",
-    "sde_dpm_solver_pp_update",
+    "sde_dpm_solver_pp_step",
 ]
-
-WARMUPS = ("lower_order", "singlestep")
 
 
 def dynamic_thresholding(x0: Tensor, ratio: float = 0.995, max_value: float = 1.0) -> Tensor:
@@ -79,42 +78,35 @@ def _threshold_options(thresholding: bool, ratio: float, max_value: float) -> di
     return {"ratio": ratio, "max_value": max_value}
 
 
-def dpm_solver_pp_1_update(x: Tensor, x0_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
-    """DPM-Solver++(1) from s to t: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) x0_s (DDIM)."""
-    h = v_t.lambda_ - v_s.lambda_
-    return expand_like(v_t.sigma / v_s.sigma, x) * x - expand_like(v_t.alpha * torch.expm1(-h), x) * x0_s
+def dpm_solver_pp_1_step(x: Tensor, x0_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
+    """DPM-Solver++(1) from s to t: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) x0_s (DDIM; their Eq. 9)."""
+    return multistep_step(x, [(v_s.lambda_, x0_s)], v_s, v_t, SETTINGS["dpm_solver_pp"])
 
 
-def dpm_solver_pp_2s_update(
-    model: DiffusionModel,
-    x: Tensor,
-    x0_s: Tensor,
-    v_s: ScheduleValues,
-    v_s1: ScheduleValues,
-    v_t: ScheduleValues,
-    threshold: dict | None = None,
+def dpm_solver_pp_2s_step(
+    x: Tensor, x0_s: Tensor, x0_s1: Tensor, v_s: ScheduleValues, v_s1: ScheduleValues, v_t: ScheduleValues
 ) -> Tensor:
-    """DPM-Solver++(2S) from s to t through s_1 = t(lambda_s + r h) (Algorithm 1); one model call.
+    """DPM-Solver++(2S) from s to t given x_theta at s and at s_1 = t(lambda_s + r1 h) (Algorithm 1): a pure step.
 
-    u = DPM-Solver++(1) to s_1; D = (1 - 1/(2r)) x0_s + 1/(2r) x_theta(u, s_1); x_t = DPM-Solver++(1) with D.
+    D = (1 - 1/(2 r1)) x0_s + 1/(2 r1) x0_s1, x_t = DPM-Solver++(1) with D. This is the engine's two-point
+    "bh2" step (``refimpl.samplers.multistep``) with its second point inside the step; x0_s1 is the model's
+    x_theta at ``dpm_solver_pp_1_step(x, x0_s, v_s, v_s1)``.
     """
-    r = (v_s1.lambda_ - v_s.lambda_) / (v_t.lambda_ - v_s.lambda_)
-    x0_s1 = _x0(model, dpm_solver_pp_1_update(x, x0_s, v_s, v_s1), v_s1, threshold)
-    D = expand_like(1 - 1 / (2 * r), x) * x0_s + expand_like(1 / (2 * r), x) * x0_s1
-    return dpm_solver_pp_1_update(x, D, v_s, v_t)
+    return multistep_step(x, [(v_s.lambda_, x0_s), (v_s1.lambda_, x0_s1)], v_s, v_t, SETTINGS["dpm_solver_pp"])
 
 
-def dpm_solver_pp_multistep_update(
+def dpm_solver_pp_multistep_step(
     x: Tensor, x0s: list[Tensor], lambdas: list[Tensor], v_s: ScheduleValues, v_t: ScheduleValues, order: int
 ) -> Tensor:
     """One multistep DPM-Solver++ step from s to t of ``order`` 1, 2 or 3: a pure function of the history.
 
     ``x0s[j]`` is x_theta at the j-th latest point (x0s[0] at s) and ``lambdas[j]`` its lambda.
 
-    order 2 is their Algorithm 2: D = (1 + 1/(2r)) m0 - 1/(2r) m1, r = h_{i-1} / h_i, in DPM-Solver++(1).
-    order 3 fits the quadratic through (lambda_j, m_j), j = 0, 1, 2, with divided differences
-    [m0, m1] and [m0, m1, m2]: x_theta' = [m0, m1] + (lambda_0 - lambda_1)[m0, m1, m2], x_theta'' = 2 [m0, m1, m2],
-    and takes the exact integrals of the Taylor terms, alpha_t (h^2 phi_2(-h) x' + h^3 phi_3(-h) x'').
+    order 2 is their Algorithm 2: D = (1 + 1/(2r)) m0 - 1/(2r) m1, r = h_{i-1} / h_i, in DPM-Solver++(1) (the
+    "midpoint form", not the exact integral of the line through m0, m1: ``SETTINGS["dpm_solver_pp_exact"]``).
+    order 3 integrates the quadratic through (lambda_j, m_j), j = 0, 1, 2, exactly (their Sec. 4):
+    alpha_t (h phi_1(-h) m0 + h^2 phi_2(-h) x' + h^3 phi_3(-h) x''), x' = [m0, m1] + (lambda_0 - lambda_1)[m0, m1, m2],
+    x'' = 2 [m0, m1, m2] (divided differences); the engine's weights are these, regrouped by m_j.
     The official code and diffusers multiply h^2 [m0, m1, m2] (which is h^2 x''/2) by the coefficient of
     h^2 x'', dropping half of the last term: their local error is O(h^3), a second-order method.
     """
@@ -122,24 +114,8 @@ def dpm_solver_pp_multistep_update(
         raise ValueError(f"multistep DPM-Solver++ has order 1, 2 or 3, got {order!r}")
     if len(x0s) < order or len(lambdas) < order:
         raise ValueError(f"order {order} needs {order} past data predictions, got {min(len(x0s), len(lambdas))}")
-    if order == 1:
-        return dpm_solver_pp_1_update(x, x0s[0], v_s, v_t)
-    h = v_t.lambda_ - v_s.lambda_
-    if order == 2:
-        r = (lambdas[0] - lambdas[1]) / h
-        D = expand_like(1 + 1 / (2 * r), x) * x0s[0] - expand_like(1 / (2 * r), x) * x0s[1]
-        return dpm_solver_pp_1_update(x, D, v_s, v_t)
-    m0, m1, m2 = x0s[:3]
-    l0, l1, l2 = lambdas[:3]
-    dd01 = (m0 - m1) / expand_like(l0 - l1, x)
-    dd012 = (dd01 - (m1 - m2) / expand_like(l1 - l2, x)) / expand_like(l0 - l2, x)
-    d1 = dd01 + expand_like(l0 - l1, x) * dd012
-    a = v_t.alpha
-    return (
-        dpm_solver_pp_1_update(x, m0, v_s, v_t)
-        + expand_like(a * h**2 * phi(2, -h), x) * d1
-        + expand_like(a * h**3 * phi(3, -h), x) * 2 * dd012
-    )
+    points = list(zip(lambdas[:order], x0s[:order], strict=True))
+    return multistep_step(x, points, v_s, v_t, SETTINGS["dpm_solver_pp"])
 
 
 def sample_dpm_solver_pp_2s(
@@ -147,7 +123,7 @@ def sample_dpm_solver_pp_2s(
     x: Tensor,
     timesteps: Tensor,
     *,
-    r: float = 0.5,
+    r1: float = 0.5,
     thresholding: bool = False,
     ratio: float = 0.995,
     max_value: float = 1.0,
@@ -155,15 +131,16 @@ def sample_dpm_solver_pp_2s(
 ) -> Tensor:
     """DPM-Solver++(2S) from timesteps[0] to timesteps[-1] (Algorithm 1): two model calls a step."""
     ts = check_sampler_inputs(model, x, timesteps)
-    if not 0 < r <= 1:
-        raise ValueError(f"r must lie in (0, 1], got {r}")
+    if not 0 < r1 <= 1:
+        raise ValueError(f"r1 must lie in (0, 1], got {r1}")
     threshold = _threshold_options(thresholding, ratio, max_value)
     values = model.schedule(ts)
-    mid = intermediate_values(model.schedule, values, r)
+    mid = intermediate_values(model.schedule, values, r1)
     for i in range(len(ts) - 1):
         v_s, v_t = values[i], values[i + 1]
         x0 = _x0(model, x, v_s, threshold)
-        x_next = dpm_solver_pp_2s_update(model, x, x0, v_s, mid[i], v_t, threshold)
+        x0_s1 = _x0(model, dpm_solver_pp_1_step(x, x0, v_s, mid[i]), mid[i], threshold)
+        x_next = dpm_solver_pp_2s_step(x, x0, x0_s1, v_s, mid[i], v_t)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next
@@ -176,7 +153,6 @@ def sample_dpm_solver_pp_multistep(
     timesteps: Tensor,
     *,
     order: int = 2,
-    lower_order_final: bool = False,
     warmup: str = "lower_order",
     thresholding: bool = False,
     ratio: float = 0.995,
@@ -184,47 +160,24 @@ def sample_dpm_solver_pp_multistep(
     orders: Sequence[int] | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """Multistep DPM-Solver++(1M/2M/3M) from timesteps[0] to timesteps[-1]: one model call a step.
+    """Multistep DPM-Solver++(1M/2M/3M) from timesteps[0] to timesteps[-1] (Algorithm 2; Sec. 4): one call a step.
 
+    The engine's setting ``SETTINGS["dpm_solver_pp"]`` (steps: ``dpm_solver_pp_multistep_step``).
     warmup="lower_order" (the paper's and official code's) takes the first steps at orders 1, 2, ...: a
     first-order first step leaves an O(h^2) error, so 3M is then globally second order. warmup="singlestep"
     takes the first step of 3M with DPM-Solver++(2S) (one extra model call), which keeps third order.
-    ``lower_order_final`` lowers the order of the last steps to min(order, steps left) (official code's
-    option for few steps; it too costs 3M an order). ``orders`` (one order per step, each at most the number
-    of points seen) overrides both, e.g. a library's rule for lowering the order of its last steps.
+    ``orders`` (one order per step, each at most the number of points seen; ``step_orders`` builds the common
+    patterns, e.g. the official code's lower orders at the last steps, which cost 3M an order too).
     """
-    ts = check_sampler_inputs(model, x, timesteps)
-    if order not in (1, 2, 3):
-        raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    if warmup not in WARMUPS:
-        raise ValueError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
     threshold = _threshold_options(thresholding, ratio, max_value)
-    n = len(ts) - 1
-    if orders is not None:
-        orders = check_orders(orders, n, 3)
-        order = max(orders)
-    values = model.schedule(ts)
-    x0s: list[Tensor] = []
-    lambdas: list[Tensor] = []
-    for i in range(n):
-        v_s, v_t = values[i], values[i + 1]
-        x0 = _x0(model, x, v_s, threshold)
-        x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_, *lambdas[: order - 1]]
-        k = min(order, len(x0s), n - i) if lower_order_final else min(order, len(x0s))
-        if orders is not None:
-            k = orders[i]
-        if orders is None and i == 0 and order == 3 and warmup == "singlestep":
-            v_mid = intermediate_values(model.schedule, values[:2], 0.5)[0]
-            x_next = dpm_solver_pp_2s_update(model, x, x0, v_s, v_mid, v_t, threshold)
-        else:
-            x_next = dpm_solver_pp_multistep_update(x, x0s, lambdas, v_s, v_t, k)
-        if callback is not None:
-            callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
-        x = x_next
-    return x
+    thresh = None if threshold is None else functools.partial(dynamic_thresholding, **threshold)
+    return sample_multistep(
+        model, x, timesteps, method="dpm_solver_pp", order=order, orders=orders, warmup=warmup, threshold=thresh,
+        callback=callback,
+    )  # fmt: skip
 
 
-def sde_dpm_solver_pp_update(
+def sde_dpm_solver_pp_step(
     x: Tensor, x0s: list[Tensor], lambdas: list[Tensor], v_s: ScheduleValues, v_t: ScheduleValues, z: Tensor
 ) -> Tensor:
     """One SDE-DPM-Solver++ step from s to t: order 1 if one x_theta is given, 2M (midpoint form) if two.
@@ -279,7 +232,7 @@ def sample_sde_dpm_solver_pp(
         x0 = _x0(model, x, v_s, None)
         x0s, lambdas = [x0, *x0s[: order - 1]], [v_s.lambda_, *lambdas[: order - 1]]
         k = len(x0s) if orders is None else orders[i]
-        x_next = sde_dpm_solver_pp_update(x, x0s[:k], lambdas[:k], v_s, v_t, noise_at(i))
+        x_next = sde_dpm_solver_pp_step(x, x0s[:k], lambdas[:k], v_s, v_t, noise_at(i))
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next
@@ -311,9 +264,10 @@ register(
     )
 )
 # DPM-Solver++(3M) is third order (tests/test_dpm_solver_pp.py measures it from lambda = -1 to 3 and checks that
-# its step integrates a quadratic x_theta exactly) but is not registered: with equal lambda steps its leading
-# global error is nearly a boundary term (exactly one on a single Gaussian, where it measures 4), so on the
-# registry's drawn mixtures its slope between 64 and 512 steps wanders between 2.8 and 3.7 (see chapter 3).
+# its step integrates a quadratic x_theta exactly) but is not registered: with equal lambda steps its leading global
+# error is nearly a boundary term, so from t_max it measures 4 on a single Gaussian and its slope wanders on the
+# registry's drawn mixtures (notebook 03b, "Why some settings are not registered"): neither shared order test can
+# check it, and the oracle keeps it as a pending setting (refimpl.oracle.methods.PENDING).
 register(
     SamplerSpec(
         name="sde_dpm_solver_pp_2m",
