@@ -147,6 +147,7 @@ def test_diffusers_schedulers_agree_where_the_method_is_the_same(name: str, kwar
     impl = DiffusersScheduler(name, kwargs)
     report = check(impl, Config(impl.method, n_steps))
     assert report.passed, report.table()
+    assert torch.get_default_dtype() == torch.float64  # diffusers' float32 default lived only inside its steps
 
 
 #: The findings of the chapter "What the oracle found", each at its smallest configuration, and the problem reported.
