@@ -100,3 +100,20 @@ def test_settled_order_keeps_the_steps_when_already_settled() -> None:
     x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(0))[1]
     result = measure_settled_order(sample_ddim, model, x, (32, 64, 128, 256), settle=ORDER_TOL)
     assert result.steps == (32, 64, 128, 256), str(result)
+
+
+def test_the_spine_imports_neither_toy_models_nor_chapter_packages() -> None:
+    """ARCHITECTURE.md: arrows point down. Importing the spine (and the samplers, the registry, the reference)
+    loads no module of toy_models, of a chapter package or of the oracle (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    spine = "grids models parameterization reference registry samplers schedules".split()
+    code = (
+        f"import sys, refimpl; [__import__('refimpl.' + m) for m in {spine!r}]; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'toy_models' or m.startswith(('refimpl.oracle', "
+        "'refimpl.editing', 'refimpl.counterfactual', 'refimpl.discrete', 'refimpl.selection', 'refimpl.bench')));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
