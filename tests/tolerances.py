@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from refimpl.reference import OPS_PER_STEP, ORDER_TOL, steps_roundoff
+from refimpl.reference import OPS_PER_STEP, ORDER_TOL, REFERENCE_TOL, steps_roundoff
 
 __all__ = [
     "OPS_PER_STEP",
@@ -32,6 +32,24 @@ U32 = torch.finfo(torch.float32).eps / 2  # unit round-off, float32
 #: Identities between two float64 formulas of a few dozen operations on O(1) values:
 #: 64 ops x 1.1e-16 x condition number <= ~100 gives ~7e-13; we use 1e-12, the issues' figure.
 IDENTITY_RTOL = 1e-12
+
+#: Agreement of the DOP853 reference solve (rtol = atol = REFERENCE_TOL = 1e-13) with an exact map, relative to
+#: max(1, |state|): each accepted step commits at most about one tolerance of local error, the solver takes under
+#: about 100 steps over a toy's lambda range, and the ODE may grow an early error by a factor up to about 10 on
+#: the way (a policy bound on the toys' error growth): 100 x 10 x 1e-13 = 1e-10.
+REFERENCE_ATOL = 100 * 10 * REFERENCE_TOL
+
+#: One-dimensional reference solves (chapter 5's editing maps) take a few dozen steps and grow errors by less:
+#: 100 tolerances, 1e-11.
+REFERENCE_AGREEMENT = 100 * REFERENCE_TOL
+
+#: A first-order method's error must shrink to at most this fraction when the steps are doubled (asymptotically
+#: 1/2; a policy that leaves room for the O(h^2) term at the step counts the tests use).
+FIRST_ORDER_HALVING = 0.6
+
+#: A mutant "changes the output" when the output moves by more than this: a 6-step run on O(1) states rounds to
+#: about steps_roundoff(6, 3, U64) ~ 1.6e-14, so 1e-12 is a hundred times round-off (a policy above that floor).
+CHANGED_OUTPUT = 1e-12
 
 #: Z score of every CLT bound (a policy: one false alarm in 3.5 million checks for a random seed).
 Z = 5.0
