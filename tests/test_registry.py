@@ -56,7 +56,7 @@ def steps_for(spec: SamplerSpec) -> tuple[int, ...]:
     """Step counts in the asymptotic regime on the toys, with errors far above round-off (the spec's own if set).
 
     Weak orders are fitted from 32 steps: below that the O(h^2) terms of a weak-order-1 law still bend the slope
-    (chapter 3's exact-law cells show the local orders rising towards 1 from 0.75 at 16 steps)."""
+    (the local orders rise towards 1 from below; a failing test prints them)."""
     if spec.order_steps is not None:
         return spec.order_steps
     return (32, 64, 128, 256) if spec.order < 1.5 or spec.stochastic else (16, 32, 64, 128)
@@ -126,8 +126,7 @@ def test_order_on_mixtures_against_the_reference_solver(name: str, gmm, s, fract
     Where the asymptotic regime begins depends on the draw (sharp modes, a path near the boundary between two
     modes): the finest step count is doubled until the local order settles (``measure_settled_order``) and the
     order asserted is that of the two finest grids, log2(e_n / e_2n), the standard estimate in code verification;
-    the closed-form Gaussian test above fits all four. The local slopes that motivated this are printed by the
-    book's chapter 3 (``measure_settled_order`` cells), not pasted here.
+    the closed-form Gaussian test above fits all four. A failing draw prints its errors and local orders.
     """
     spec = get_sampler(name)
     t_start, t_end = span_for(spec, s)
