@@ -147,6 +147,7 @@ def test_diffusers_schedulers_agree_where_the_method_is_the_same(name: str, kwar
     impl = DiffusersScheduler(name, kwargs)
     report = check(impl, Config(impl.method, n_steps))
     assert report.passed, report.table()
+    assert torch.get_default_dtype() == torch.float64  # diffusers' float32 default lived only inside its steps
 
 
 #: The findings of the chapter "What the oracle found", each at its smallest configuration, and the problem reported.
@@ -330,3 +331,16 @@ def test_kdiffusion_heun_one_step_deviation_is_round_off_at_its_euler_point() ->
     moved = float((sample_edm_heun(kicked, x_T, ts) - sample_edm_heun(model, x_T, ts)).abs().max())
     deviation = report.steps[-1].dev_reference
     assert not report.passed and report.tolerance < deviation <= 4 * moved, (deviation, moved, report.tolerance)
+
+
+def test_loading_k_diffusion_leaves_sys_modules_as_it_was() -> None:
+    """The placeholder package k_diffusion (and torchvision's) is removed after loading sampling.py."""
+    import sys
+
+    from refimpl.oracle.adapters import load_kdiffusion_sampling
+
+    before = set(sys.modules)
+    sampling = load_kdiffusion_sampling()
+    assert callable(sampling.sample_euler) and callable(sampling.utils.append_dims)
+    added = {name for name in set(sys.modules) - before if name.split(".")[0] in ("k_diffusion", "torchvision")}
+    assert added == set() and load_kdiffusion_sampling() is sampling

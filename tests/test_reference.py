@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tolerances import ORDER_TOL
+from tolerances import FIRST_ORDER_HALVING, IDENTITY_RTOL, ORDER_TOL, REFERENCE_ATOL
 
 from refimpl import grids
 from refimpl.reference import convergence_order, measure_order, measure_settled_order, solve_pf_ode
@@ -16,8 +16,8 @@ from toy_models import ExactModel, GaussianMixture, anisotropic_gaussian, ring
 def test_convergence_order_recovers_an_exact_power_law() -> None:
     steps = (10, 20, 40, 80)
     result = convergence_order(steps, [3.0 * n**-2.5 for n in steps])
-    assert result.order == pytest.approx(2.5, abs=1e-12)
-    assert all(p == pytest.approx(2.5, abs=1e-12) for p in result.local_orders)
+    assert result.order == pytest.approx(2.5, abs=IDENTITY_RTOL)
+    assert all(p == pytest.approx(2.5, abs=IDENTITY_RTOL) for p in result.local_orders)
     assert "order 2.500" in str(result)
 
 
@@ -51,7 +51,7 @@ def test_reference_solve_runs_backwards_and_forwards() -> None:
     x = model.sample_xt(6, 0.8, torch.Generator().manual_seed(2))[1]
     there = solve_pf_ode(model, x, 0.8, 0.05)
     back = solve_pf_ode(model, there, 0.05, 0.8)
-    assert float((back - x).abs().max()) <= 1e-10 * max(1.0, float(x.abs().max()))
+    assert float((back - x).abs().max()) <= REFERENCE_ATOL * max(1.0, float(x.abs().max()))
 
 
 def test_reference_agrees_with_ddim_in_the_limit() -> None:
@@ -61,7 +61,7 @@ def test_reference_agrees_with_ddim_in_the_limit() -> None:
     x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(1))[1]
     ref = solve_pf_ode(model, x, s.t_max, s.t_min)
     err = [float((sample_ddim(model, x, grids.uniform_lambda(s, n)) - ref).abs().max()) for n in (200, 400)]
-    assert err[1] < 0.6 * err[0] and err[1] < 5e-3
+    assert err[1] < FIRST_ORDER_HALVING * err[0]
 
 
 def test_reference_rejects_bad_input() -> None:
@@ -100,3 +100,20 @@ def test_settled_order_keeps_the_steps_when_already_settled() -> None:
     x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(0))[1]
     result = measure_settled_order(sample_ddim, model, x, (32, 64, 128, 256), settle=ORDER_TOL)
     assert result.steps == (32, 64, 128, 256), str(result)
+
+
+def test_the_spine_imports_neither_toy_models_nor_chapter_packages() -> None:
+    """ARCHITECTURE.md: arrows point down. Importing the spine (and the samplers, the registry, the reference)
+    loads no module of toy_models, of a chapter package or of the oracle (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    spine = "grids models parameterization reference registry samplers schedules".split()
+    code = (
+        f"import sys, refimpl; [__import__('refimpl.' + m) for m in {spine!r}]; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'toy_models' or m.startswith(('refimpl.oracle', "
+        "'refimpl.editing', 'refimpl.counterfactual', 'refimpl.discrete', 'refimpl.selection', 'refimpl.bench')));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

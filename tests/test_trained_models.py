@@ -76,8 +76,9 @@ def test_heldout_eps_error_reproduces_the_log(checkpoints, kind: str) -> None:
 def test_trained_error_is_well_below_an_untrained_networks(checkpoints, kind: str) -> None:
     ckpt = checkpoints[kind]
     _, heldout_x, _, _ = _data(kind, ckpt.config)
-    torch.manual_seed(ckpt.config.seed)
-    untrained = TrainedModel(build_network(kind, ckpt.config), get_schedule(ckpt.config.schedule))
+    with torch.random.fork_rng(devices=[]):  # the initialisation training starts from; the global RNG is restored
+        torch.manual_seed(ckpt.config.seed)
+        untrained = TrainedModel(build_network(kind, ckpt.config), get_schedule(ckpt.config.schedule))
     g = torch.Generator
     trained_err = eps_errors(ckpt.model(), heldout_x, 1, g().manual_seed(7))
     untrained_err = eps_errors(untrained, heldout_x, 1, g().manual_seed(7))
@@ -223,3 +224,15 @@ def test_logged_training_curve_is_complete(checkpoints) -> None:
         assert math.isfinite(float(ckpt.log["wall_s"]))
         assert ckpt.snapshots["step"].tolist() == list(ckpt.config.snapshots)
         assert bool(torch.isfinite(ckpt.snapshots["samples"].to(torch.float64)).all())
+
+
+def test_deterministic_training_context_restores_the_global_rng() -> None:
+    """toy_models.train.deterministic seeds torch for the weight initialisation and restores the caller's RNG."""
+    from toy_models.train import deterministic
+
+    state = torch.get_rng_state()
+    with deterministic(123, None):
+        inside = torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), state)
+    with deterministic(123, None):
+        assert torch.equal(torch.rand(3), inside)

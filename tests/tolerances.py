@@ -3,6 +3,10 @@
 * Round-off: an expression evaluated with k floating-point operations on values of size S has error
   below about k * u * S, u the unit round-off (2^-53 ~ 1.1e-16 in float64, 2^-24 ~ 6e-8 in float32).
   We allow a safety factor for the condition number of the formula and say which.
+* Round-off of a sampler run: ``refimpl.reference.OPS_PER_STEP`` roundings a step (one derivation, shared with
+  the oracle; see there), so ``steps_roundoff(n, S, u, passes)`` bounds ``passes`` n-step runs.
+* Policies (not derived, chosen and said so): the order band ``ORDER_TOL``, the Z score of the CLT bounds, the
+  false-alarm probability of the chi-square checks, and the "well below" fractions of the trained-model tests.
 * Monte Carlo: with a fixed seed, an average of n i.i.d. terms of standard deviation s deviates from
   its mean by less than z s / sqrt(n); z = 5 gives a one-sided false-alarm probability under 3e-7
   for each check, if the seed were drawn at random (CLT; Berry-Esseen corrections are O(1/sqrt n)).
@@ -14,6 +18,14 @@ import math
 
 import torch
 
+from refimpl.reference import OPS_PER_STEP, ORDER_TOL, REFERENCE_TOL, steps_roundoff
+
+__all__ = [
+    "OPS_PER_STEP",
+    "ORDER_TOL",
+    "steps_roundoff",
+]  # re-exported: defined once in the package (the oracle uses them)
+
 U64 = torch.finfo(torch.float64).eps / 2  # unit round-off, float64
 U32 = torch.finfo(torch.float32).eps / 2  # unit round-off, float32
 
@@ -21,11 +33,29 @@ U32 = torch.finfo(torch.float32).eps / 2  # unit round-off, float32
 #: 64 ops x 1.1e-16 x condition number <= ~100 gives ~7e-13; we use 1e-12, the issues' figure.
 IDENTITY_RTOL = 1e-12
 
-#: Z score of every CLT bound.
+#: Agreement of the DOP853 reference solve (rtol = atol = REFERENCE_TOL = 1e-13) with an exact map, relative to
+#: max(1, |state|): each accepted step commits at most about one tolerance of local error, the solver takes under
+#: about 100 steps over a toy's lambda range, and the ODE may grow an early error by a factor up to about 10 on
+#: the way (a policy bound on the toys' error growth): 100 x 10 x 1e-13 = 1e-10.
+REFERENCE_ATOL = 100 * 10 * REFERENCE_TOL
+
+#: One-dimensional reference solves (chapter 5's editing maps) take a few dozen steps and grow errors by less:
+#: 100 tolerances, 1e-11.
+REFERENCE_AGREEMENT = 100 * REFERENCE_TOL
+
+#: A first-order method's error must shrink to at most this fraction when the steps are doubled (asymptotically
+#: 1/2; a policy that leaves room for the O(h^2) term at the step counts the tests use).
+FIRST_ORDER_HALVING = 0.6
+
+#: A mutant "changes the output" when the output moves by more than this: a 6-step run on O(1) states rounds to
+#: about steps_roundoff(6, 3, U64) ~ 1.6e-14, so 1e-12 is a hundred times round-off (a policy above that floor).
+CHANGED_OUTPUT = 1e-12
+
+#: Z score of every CLT bound (a policy: one false alarm in 3.5 million checks for a random seed).
 Z = 5.0
 
-#: Order of convergence: measured slope within this of the declared order (house rule 12).
-ORDER_TOL = 0.15
+#: ORDER_TOL (imported above) is a policy, defined once in ``refimpl.reference``: a measured order agrees with the
+#: declared one within 0.15 (house rule 12).
 
 
 def roundoff(n_ops: int, scale: float = 1.0, unit: float = U64, condition: float = 1.0) -> float:
@@ -89,17 +119,33 @@ def gumbel_lattice_rtol(n_tail: int, delta: float) -> float:
     return GUMBEL_LATTICE_RTOL + n_tail * delta
 
 
-#: Rounding operations per step of an encode-then-decode round trip that act on state-sized numbers: each
-#: direction evaluates one or two DDIM transfers a x + b eps (3 operations each), a combination or mixing of
-#: states (3) and the model's eps (its rounding is a couple of units relative to the state): about 8 per
-#: direction, 16 per round-trip step. Rounding is relative to the largest state computed (the data or the
-#: latent), and the method's amplification factor multiplies the bound (see SamplerSpec.amplification).
-ROUNDTRIP_OPS_PER_STEP = 16
+# --- the shared registry tests (tests/test_registry.py) ----------------------------------------------------------
+
+#: measure_settled_order stops doubling when the last two local orders differ by less than this. For error =
+#: C h^p (1 + K h + ...) the local orders approach p as p + c 2^-k, so each change halves and the remaining drift
+#: is about the last change: settling to a third of ORDER_TOL leaves two thirds of the band for the order itself.
+MIXTURE_SETTLE = ORDER_TOL / 3
+
+#: Two runs of a stochastic sampler from the same start with different noise must differ by more than this. A
+#: 10-step run on O(1) states has round-off below steps_roundoff(10, 3, U64) ~ 3e-14 (OPS_PER_STEP = 8), while a
+#: different noise draw moves the output by the last steps' noise level, O(1e-2) or more on the toys' grids: 1e-9
+#: sits four decades above the one and seven below the other (a policy inside that gap).
+DISTINCT_NOISE_GAP = 1e-9
+
+#: An approximate (first-order) encoder must shrink its round-trip error by at least this factor when the steps are
+#: quadrupled. First order gives 4 asymptotically; the policy asks for half of that, so a pre-asymptotic draw still
+#: passes while an encoder that does not converge (factor 1) fails.
+APPROXIMATE_ENCODER_GAIN = 2.0
+
+#: An encode-then-decode round trip is two passes of the step model (``OPS_PER_STEP`` roundings a step on
+#: state-sized numbers each way). Rounding is relative to the largest state computed (the data or the latent),
+#: and the method's amplification factor multiplies the bound (see SamplerSpec.amplification).
+ROUNDTRIP_PASSES = 2
 
 
 def roundtrip_bound(n_steps: int, scale: float, unit: float = U64, amplification: float = 1.0) -> float:
-    """Round-off bound of an n-step exact round trip: ROUNDTRIP_OPS_PER_STEP n u scale amplification."""
-    return roundoff(ROUNDTRIP_OPS_PER_STEP * n_steps, scale, unit, amplification)
+    """Round-off bound of an n-step exact round trip: 2 OPS_PER_STEP n u scale amplification."""
+    return steps_roundoff(n_steps, scale, unit, ROUNDTRIP_PASSES, amplification)
 
 
 # --- trained toy models (tests/test_trained_*.py) ---------------------------------------------------------------
@@ -127,11 +173,10 @@ FD_FLOOR_OVER_CEILING = 0.1
 CLASSIFIER_MIN_ACCURACY = 0.9
 
 
-#: Floating-point operations per solver step on state-sized values, for comparisons with float32 code
-#: (diffusers keeps its schedule and state in float32): each step's rounding, about this many U32 relative
-#: to the state's scale, is carried forward by a non-expanding step, so n steps differ by at most
-#: roundoff(SOLVER_OPS_PER_STEP * n, scale, U32).
-SOLVER_OPS_PER_STEP = 10
+#: Roundings per step when two implementations of one map are compared (e.g. with diffusers, which keeps its
+#: schedule and state in float32): each contributes ``OPS_PER_STEP`` a step, carried forward by non-expanding
+#: steps, so n steps differ by at most roundoff(SOLVER_OPS_PER_STEP * n, scale, unit).
+SOLVER_OPS_PER_STEP = 2 * OPS_PER_STEP
 
 
 def gaussian_covariance_clt(cov: torch.Tensor, n: int, z: float = Z) -> torch.Tensor:

@@ -58,19 +58,20 @@ class ClassifierConfig:
 class DigitsClassifier(nn.Module):
     """Two 3x3 convolutions (8x8 -> 4x4), a ``features``-wide ReLU layer (the FD features), 10 logits."""
 
-    def __init__(self, config: ClassifierConfig):
+    def __init__(self, config: ClassifierConfig, *, dtype: torch.dtype = torch.float32):
         super().__init__()
+        f = {"dtype": dtype}  # float32 weights, whatever the caller's default dtype
         c = config.channels
         self.body = nn.Sequential(
-            nn.Conv2d(1, c, 3, padding=1),
+            nn.Conv2d(1, c, 3, padding=1, **f),
             nn.ReLU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),  # 8x8 -> 4x4
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, **f),  # 8x8 -> 4x4
             nn.ReLU(),
             nn.Flatten(),
-            nn.Linear(2 * c * 16, config.features),
+            nn.Linear(2 * c * 16, config.features, **f),
             nn.ReLU(),
         )
-        self.head = nn.Linear(config.features, 10)
+        self.head = nn.Linear(config.features, 10, **f)
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features (B, features) of images (B, 1, 8, 8)."""

@@ -65,16 +65,18 @@ class MLPConfig:
 class MLPDenoiser(nn.Module):
     """eps_hat(x_t, s): an input layer, ``depth`` residual SiLU blocks (time embedding added), an output layer."""
 
-    def __init__(self, config: MLPConfig):
+    def __init__(self, config: MLPConfig, *, dtype: torch.dtype = torch.float32):
         super().__init__()
+        f = {"dtype": dtype}  # float32 weights, whatever the caller's default dtype
         self.emb_dim = config.emb_dim
         h = config.hidden
-        self.time_mlp = nn.Sequential(nn.Linear(config.emb_dim, h), nn.SiLU(), nn.Linear(h, h))
-        self.inp = nn.Linear(config.dim, h)
+        self.time_mlp = nn.Sequential(nn.Linear(config.emb_dim, h, **f), nn.SiLU(), nn.Linear(h, h, **f))
+        self.inp = nn.Linear(config.dim, h, **f)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(h), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h)) for _ in range(config.depth)
+            nn.Sequential(nn.LayerNorm(h, **f), nn.Linear(h, h, **f), nn.SiLU(), nn.Linear(h, h, **f))
+            for _ in range(config.depth)
         )
-        self.out = nn.Sequential(nn.LayerNorm(h), nn.SiLU(), nn.Linear(h, config.dim))
+        self.out = nn.Sequential(nn.LayerNorm(h, **f), nn.SiLU(), nn.Linear(h, config.dim, **f))
 
     def forward(self, x: Tensor, s: Tensor) -> Tensor:
         """x (B, d), s (B,) network times -> eps_hat (B, d)."""

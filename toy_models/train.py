@@ -85,9 +85,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @contextlib.contextmanager
 def deterministic(seed: int, threads: int | None) -> Iterator[None]:
-    """Seed torch, use deterministic algorithms and a fixed thread count; restore the settings on exit."""
+    """Seed torch, use deterministic algorithms and a fixed thread count; restore the settings on exit, the
+    global RNG's state included (the seed reaches the weight initialisation, never the caller's RNG)."""
     old_det, old_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     old_fill = torch.utils.deterministic.fill_uninitialized_memory
+    rng_state = torch.get_rng_state()
     torch.manual_seed(seed)
     # On CUDA some kernels have no deterministic version; warn instead of failing there.
     torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
@@ -99,6 +101,7 @@ def deterministic(seed: int, threads: int | None) -> Iterator[None]:
     try:
         yield
     finally:
+        torch.set_rng_state(rng_state)
         torch.use_deterministic_algorithms(old_det)
         torch.utils.deterministic.fill_uninitialized_memory = old_fill
         torch.set_num_threads(old_threads)

@@ -148,12 +148,7 @@ def build_network(kind: str, config: Any) -> nn.Module:
     from toy_models.metrics import DigitsClassifier
 
     builders = {"mlp": MLPDenoiser, "unet": UNet, "classifier": DigitsClassifier}
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)  # float32 weights, initialised alike whatever the caller's default
-    try:
-        return builders[kind](config)
-    finally:
-        torch.set_default_dtype(previous)
+    return builders[kind](config, dtype=torch.float32)  # float32 weights, initialised alike whatever the default
 
 
 @dataclass

@@ -53,12 +53,13 @@ class UNetConfig:
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, plus the (time + class) embedding, GroupNorm-SiLU-conv, and a skip connection."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, *, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(groups, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
-        self.norm2, self.conv2 = nn.GroupNorm(groups, c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        f = {"dtype": dtype}  # float32 weights, whatever the caller's default dtype
+        self.norm1, self.conv1 = nn.GroupNorm(groups, c_in, **f), nn.Conv2d(c_in, c_out, 3, padding=1, **f)
+        self.emb = nn.Linear(emb_dim, c_out, **f)
+        self.norm2, self.conv2 = nn.GroupNorm(groups, c_out, **f), nn.Conv2d(c_out, c_out, 3, padding=1, **f)
+        self.skip = nn.Conv2d(c_in, c_out, 1, **f) if c_in != c_out else nn.Identity()
         self.act = nn.SiLU()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -71,21 +72,23 @@ class ResBlock(nn.Module):
 class UNet(nn.Module):
     """eps_hat(x_t, s, y) for x_t (B, 1, 8, 8), network times s (B,) and labels y (B,) in {0, ..., num_classes}."""
 
-    def __init__(self, config: UNetConfig):
+    def __init__(self, config: UNetConfig, *, dtype: torch.dtype = torch.float32):
         super().__init__()
+        f = {"dtype": dtype}  # float32 weights, whatever the caller's default dtype
         C, E, G = config.channels, config.emb_dim, config.groups
         self.emb_dim, self.null_label = E, config.num_classes
-        self.time_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
-        self.label_emb = nn.Embedding(config.num_classes + 1, E)  # the last row is the null label
-        self.inp = nn.Conv2d(1, C, 3, padding=1)
-        self.down1 = ResBlock(C, C, E, G)  # 8x8
-        self.downsample = nn.Conv2d(C, C, 3, stride=2, padding=1)  # 8x8 -> 4x4
-        self.down2 = ResBlock(C, 2 * C, E, G)  # 4x4
-        self.mid = ResBlock(2 * C, 2 * C, E, G)
-        self.up2 = ResBlock(4 * C, 2 * C, E, G)  # concatenated with down2's output
-        self.upsample = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2 * C, 2 * C, 3, padding=1))  # 4x4 -> 8x8
-        self.up1 = ResBlock(3 * C, C, E, G)  # concatenated with down1's output, 8x8
-        self.out = nn.Sequential(nn.GroupNorm(G, C), nn.SiLU(), nn.Conv2d(C, 1, 3, padding=1))
+        self.time_mlp = nn.Sequential(nn.Linear(E, E, **f), nn.SiLU(), nn.Linear(E, E, **f))
+        self.label_emb = nn.Embedding(config.num_classes + 1, E, **f)  # the last row is the null label
+        self.inp = nn.Conv2d(1, C, 3, padding=1, **f)
+        self.down1 = ResBlock(C, C, E, G, **f)  # 8x8
+        self.downsample = nn.Conv2d(C, C, 3, stride=2, padding=1, **f)  # 8x8 -> 4x4
+        self.down2 = ResBlock(C, 2 * C, E, G, **f)  # 4x4
+        self.mid = ResBlock(2 * C, 2 * C, E, G, **f)
+        self.up2 = ResBlock(4 * C, 2 * C, E, G, **f)  # concatenated with down2's output
+        # 4x4 -> 8x8
+        self.upsample = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2 * C, 2 * C, 3, padding=1, **f))
+        self.up1 = ResBlock(3 * C, C, E, G, **f)  # concatenated with down1's output, 8x8
+        self.out = nn.Sequential(nn.GroupNorm(G, C, **f), nn.SiLU(), nn.Conv2d(C, 1, 3, padding=1, **f))
         nn.init.zeros_(self.out[-1].weight)  # start as eps_hat = 0 (a common DDPM initialisation)
         nn.init.zeros_(self.out[-1].bias)
 

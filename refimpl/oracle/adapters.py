@@ -79,6 +79,9 @@ class _CastingModel(ModelWrapper):
 # --- k-diffusion ---------------------------------------------------------------------------------------
 
 
+_KDIFFUSION_SAMPLING: list[types.ModuleType] = []  # the loaded module, once (not kept in sys.modules)
+
+
 def load_kdiffusion_sampling() -> types.ModuleType:
     """Import k-diffusion's real ``sampling`` module without its package ``__init__``.
 
@@ -88,21 +91,25 @@ def load_kdiffusion_sampling() -> types.ModuleType:
     register an empty package ``k_diffusion`` pointing at the installed folder, load the real
     ``utils.py`` with a placeholder ``torchvision.transforms.functional`` in ``sys.modules`` for the
     duration of that one import (utils uses it only in image helpers that sampling never calls), and
-    then load the real ``sampling.py``. Nothing of k-diffusion is copied or edited.
+    then load the real ``sampling.py``. Nothing of k-diffusion is copied or edited, and ``sys.modules``
+    is left as it was found: the placeholder package and its two modules are removed once loaded (``sampling``
+    holds ``utils`` by reference), and the module is kept here.
     """
-    if "k_diffusion.sampling" in sys.modules:
-        return sys.modules["k_diffusion.sampling"]
+    if _KDIFFUSION_SAMPLING:
+        return _KDIFFUSION_SAMPLING[0]
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("k-diffusion is not installed: pip install --no-deps k-diffusion==0.1.1.post1 torchsde")
     root = Path(next(iter(spec.submodule_search_locations)))
     package = types.ModuleType("k_diffusion")
     package.__path__ = [str(root)]
+    names = ["k_diffusion", "k_diffusion.utils", "k_diffusion.sampling"]
+    names += ["torchvision", "torchvision.transforms", "torchvision.transforms.functional"]
+    placeholders = [name for name in names if name not in sys.modules]
     sys.modules["k_diffusion"] = package
-    placeholders = {}
-    for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
-        if name not in sys.modules:
-            placeholders[name] = sys.modules[name] = types.ModuleType(name)
+    for name in names[3:]:
+        if name in placeholders:
+            sys.modules[name] = types.ModuleType(name)
     sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
     try:
         for sub in ("utils", "sampling"):
@@ -113,8 +120,9 @@ def load_kdiffusion_sampling() -> types.ModuleType:
             setattr(package, sub, module)
     finally:
         for name in placeholders:
-            del sys.modules[name]
-    return sys.modules["k_diffusion.sampling"]
+            sys.modules.pop(name, None)
+    _KDIFFUSION_SAMPLING.append(package.sampling)
+    return package.sampling
 
 
 #: k-diffusion sampler -> (refimpl method it implements, keyword arguments that make it that method).

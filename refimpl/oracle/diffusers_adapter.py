@@ -144,6 +144,23 @@ class _Trace:
     noise: list[Tensor] = field(default_factory=list)
 
 
+def _step(sched: Any, *args: Any, **kwargs: Any) -> Any:
+    """``sched.step(*args, **kwargs)``, with torch's default dtype float32 for the duration of that one call.
+
+    Every tensor of the run is given its dtype explicitly (states float32, model calls float64, traces float64),
+    but diffusers 0.42.1 creates one itself: ``UniPCMultistepScheduler.multistep_uni_p_bh_update`` appends
+    ``torch.ones((), device=device)`` (no dtype) to its float32 ratios, so under a float64 default (the test
+    session's) its order-3 predictor solves a float64 system against a float32 right-hand side and raises. The
+    default is the one diffusers assumes only inside its own step, and restored on exit, even on error.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        return sched.step(*args, **kwargs)
+    finally:
+        torch.set_default_dtype(previous)
+
+
 @dataclass
 class DiffusersScheduler:
     """A diffusers scheduler class driven through its public ``set_timesteps`` / ``step`` API."""
@@ -204,16 +221,6 @@ class DiffusersScheduler:
     # --- the run -----------------------------------------------------------------------------------------
 
     def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
-        """Drive the scheduler under torch's default dtype float32, the one diffusers assumes (with float64 as the
-        default, ``UniPCMultistepScheduler(solver_order=3)`` mixes float64 and float32 tensors and crashes)."""
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float32)
-        try:
-            return self._run(config, model, x_T, noise)
-        finally:
-            torch.set_default_dtype(previous)
-
-    def _run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
         if config.encode != self.encodes:
             return Run(x_T.new_zeros(0), [], [], error=f"{self.name} {'encodes' if self.encodes else 'samples'}: "
                        f"set Config(encode={self.encodes})")  # fmt: skip
@@ -271,7 +278,7 @@ class DiffusersScheduler:
                 current = min(k - ratio, N - 1)
                 level = first if current < 0 else tables.t_of_k(current)
                 out = call(sample, k, level)
-                sample = sched.step(out, k, sample).prev_sample
+                sample = _step(sched, out, k, sample).prev_sample
                 trace.steps.append(_Step(level, tables.t_of_k(min(k, N - 1)), sample))
             return x_T
         gen, replay = torch.Generator().manual_seed(config.seed + 1), torch.Generator().manual_seed(config.seed + 1)
@@ -302,7 +309,7 @@ class DiffusersScheduler:
                     kw = {"eta": eta, "variance_noise": noise[i]}
                     trace.noise.append(noise[i])
             out = call(sample, k, tables.t_of_k(k))
-            sample = sched.step(out, k, sample, **kw).prev_sample
+            sample = _step(sched, out, k, sample, **kw).prev_sample
             if done:
                 trace.steps.append(_Step(step_start, landing, sample))
         return x_T
@@ -322,7 +329,7 @@ class DiffusersScheduler:
             kw = {"variance_noise": noise[len(trace.noise)]} if sde else {}
             if sde:
                 trace.noise.append(noise[len(trace.noise)])
-            sample = sched.step(out, k, sample, **kw).prev_sample
+            sample = _step(sched, out, k, sample, **kw).prev_sample
             ends_group = groups is None or j + 1 == len(ks) or groups[j + 1] == 1
             if ends_group:
                 trace.steps.append(_Step(group_start, tables.t_of_sigma(j + 1), sample))
@@ -342,7 +349,7 @@ class DiffusersScheduler:
                 step_start = level
             model_in = sched.scale_model_input(sample, k)
             out = call(model_in, k, level)
-            sample = sched.step(out, k, sample).prev_sample
+            sample = _step(sched, out, k, sample).prev_sample
             if heun and not first_order:  # the corrector completed a step, landing where it evaluated
                 trace.steps.append(_Step(step_start, level, sample * tables.alpha(idx).to(sample.dtype)))
             elif not heun or j + 1 == len(ks):  # Euler, LMS, or Heun's last (Euler) step to sigma = 0
