@@ -84,6 +84,9 @@ def sample_ddpm(
 def posterior_symbolic() -> dict[str, Any]:
     """Derive q(x_s | x_t, x_0) in sympy by completing the square (one coordinate; they are independent).
 
+    In DDPM's letters, as chapter 1 displays them: here s < t, so t is the *start* of a sampler step and s its
+    end (``ddpm_posterior`` uses the step letters, s the start).
+
     With abar_s = alpha_s^2 and abar_t = alpha_t^2 (VP), q(x_s | x_0) = N(sqrt(abar_s) x_0, 1 - abar_s) and
     q(x_t | x_s) = N(sqrt(abar_t / abar_s) x_s, 1 - abar_t / abar_s). The log of their product is a
     quadratic in x_s; its x_s^2 coefficient gives the precision and its linear term the mean.
