@@ -8,7 +8,7 @@ where m_j are the model outputs at the last q points (``prediction``: the data p
 prediction eps), l_j is the j-th Lagrange basis polynomial through those points in the interpolation
 ``variable``, and the kernel is what variation of constants leaves of the probability-flow ODE:
 
-* x0 in lambda (DPM-Solver++, arXiv:2211.01095v3 Eq. 9; UniP, arXiv:2302.04867v4 Eq. 7):
+* x0 in lambda (DPM-Solver++, arXiv:2211.01095v3 Sec. 4; UniP, arXiv:2302.04867v4 Eq. 7):
   x_t = (sigma_t / sigma_s) x_s + alpha_t int e^{lambda - lambda_t} x0 dlambda;
 * eps in lambda (DPM-Solver, arXiv:2206.00927v3 Eq. 3.4; DEIS with log rho, arXiv:2204.13902v4 Sec. 4):
   x_t = (alpha_t / alpha_s) x_s - sigma_t int e^{lambda_t - lambda} eps dlambda;
@@ -23,10 +23,11 @@ z = h for eps; z = 0 is the polynomial kernel), and int_0^1 theta^m e^{(1 - thet
 (Hochbruck & Ostermann 2010, Eq. 2.10). So one function, ``lagrange_integrals``, gives the weights of every
 exact setting. The methods differ only in these choices, each one row of ``SETTINGS``:
 
-* a two-point step may instead use UniPC's simplified coefficient (arXiv:2302.04867v4 Sec. 3.3 and its
-  official code): x_t = c x_s + k_t [w_0 m_0 + B(hh) (m_1 - m_0) / (2 theta_1)] with hh = z, w_0 = -expm1(hh) / hh
-  times hh, B(h) = h ("bh1") or e^h - 1 ("bh2"). With bh2 and x0 this is DPM-Solver++(2M)'s "midpoint form"
-  (arXiv:2211.01095v3 Algorithm 2), with the second point inside the step DPM-Solver++(2S) (Algorithm 1);
+* a two-point step may instead use UniPC's simplified coefficient 1/2 (arXiv:2302.04867v4 Eq. 7 and Sec. 3.3, as
+  their official code does): x_t = c x_s - k [(e^hh - 1) m_0 + B(hh) (m_1 - m_0) / (2 r_1)], r_1 = (lambda_1 -
+  lambda_s) / h, with (hh, c, k) = (-h, sigma_t / sigma_s, alpha_t) for x0 and (h, alpha_t / alpha_s, sigma_t) for
+  eps, and B(h) = h ("bh1") or e^h - 1 ("bh2"). With bh2 this is DPM-Solver++(2M)'s "midpoint form"
+  (arXiv:2211.01095v3 Algorithm 2), and with the second point inside the step DPM-Solver++(2S) (Algorithm 1);
 * a setting may start with a singlestep companion (``warmup="singlestep"``): DPM-Solver++(2S) for the first
   step of 3M, classical RK4 in sigma for the first order - 1 steps of LMS (k-diffusion starts with lower
   orders instead, ``warmup="lower_order"``);
