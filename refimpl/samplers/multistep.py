@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -83,8 +83,7 @@ B_FUNCTIONS = ("bh1", "bh2")
 GAUSS_LEGENDRE_NODES = 24
 
 
-@dataclass(frozen=True)
-class MultistepSetting:
+class MultistepSetting(NamedTuple):
     """One named multistep method: what is interpolated, in which variable, and how a two-point step is formed.
 
     ``simplified`` None integrates every interpolant exactly; "bh1"/"bh2" replaces the solved coefficient of a
@@ -99,26 +98,30 @@ class MultistepSetting:
     singlestep: str | None
     equation: str
 
-    def __post_init__(self) -> None:
-        if self.prediction not in INTEGRANDS or self.variable not in VARIABLES:
-            raise ValueError(f"prediction must be in {INTEGRANDS} and variable in {VARIABLES}")
-        if self.simplified is not None and self.simplified not in B_FUNCTIONS:
-            raise ValueError(f"simplified must be None or one of {B_FUNCTIONS}, got {self.simplified!r}")
-        if self.variable != "lambda" and (self.prediction != "eps" or self.simplified is not None):
-            raise ValueError("the polynomial kernels (rho, t) integrate eps exactly")
+
+def _setting(*fields: object) -> MultistepSetting:
+    """A checked row of ``SETTINGS``."""
+    row = MultistepSetting(*fields)
+    if row.prediction not in INTEGRANDS or row.variable not in VARIABLES:
+        raise ValueError(f"prediction must be in {INTEGRANDS} and variable in {VARIABLES}")
+    if row.simplified is not None and row.simplified not in B_FUNCTIONS:
+        raise ValueError(f"simplified must be None or one of {B_FUNCTIONS}, got {row.simplified!r}")
+    if row.variable != "lambda" and (row.prediction != "eps" or row.simplified is not None):
+        raise ValueError("the polynomial kernels (rho, t) integrate eps exactly")
+    return row
 
 
 #: Every multistep method of the book as a setting of the one update (rows with equal fields are one map).
 SETTINGS: dict[str, MultistepSetting] = {
-    "dpm_solver_pp": MultistepSetting("x0", "lambda", "bh2", 3, "2s", "arXiv:2211.01095v3 Algorithm 2 / Sec. 4"),
-    "dpm_solver_pp_exact": MultistepSetting("x0", "lambda", None, 3, None, "arXiv:2302.04867v4 Eq. 7-8 (solved)"),
-    "dpm_solver": MultistepSetting("eps", "lambda", "bh2", 3, None, "arXiv:2211.01095v3 Algorithm 2, eps form"),
-    "deis_logrho": MultistepSetting("eps", "lambda", None, 4, None, "arXiv:2204.13902v4 Sec. 4, log-rho AB"),
-    "deis_rhoab": MultistepSetting("eps", "rho", None, 4, None, "arXiv:2204.13902v4 Sec. 4, rhoAB-DEIS"),
-    "deis_tab": MultistepSetting("eps", "t", None, 4, None, "arXiv:2204.13902v4 Sec. 3.3, tAB-DEIS"),
-    "lms": MultistepSetting("eps", "rho", None, 4, "rk4", "k-diffusion sample_lms; arXiv:2206.00364v2 Eq. 4"),
+    "dpm_solver_pp": _setting("x0", "lambda", "bh2", 3, "2s", "arXiv:2211.01095v3 Algorithm 2 / Sec. 4"),
+    "dpm_solver_pp_exact": _setting("x0", "lambda", None, 3, None, "arXiv:2302.04867v4 Eq. 7-8 (solved)"),
+    "dpm_solver": _setting("eps", "lambda", "bh2", 3, None, "arXiv:2211.01095v3 Algorithm 2, eps form"),
+    "deis_logrho": _setting("eps", "lambda", None, 4, None, "arXiv:2204.13902v4 Sec. 4, log-rho AB"),
+    "deis_rhoab": _setting("eps", "rho", None, 4, None, "arXiv:2204.13902v4 Sec. 4, rhoAB-DEIS"),
+    "deis_tab": _setting("eps", "t", None, 4, None, "arXiv:2204.13902v4 Sec. 3.3, tAB-DEIS"),
+    "lms": _setting("eps", "rho", None, 4, "rk4", "k-diffusion sample_lms; arXiv:2206.00364v2 Eq. 4"),
     **{
-        f"unipc_{b}{suffix}": MultistepSetting(pred, "lambda", b, 3, None, "arXiv:2302.04867v4 Eq. 7-8, Alg. 2")
+        f"unipc_{b}{suffix}": _setting(pred, "lambda", b, 3, None, "arXiv:2302.04867v4 Eq. 7-8, Alg. 2")
         for b in B_FUNCTIONS
         for pred, suffix in (("x0", ""), ("eps", "_eps"))
     },
