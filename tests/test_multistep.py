@@ -27,6 +27,7 @@ from refimpl.samplers._exponential import phi
 from refimpl.samplers.dpm_solver_pp import dpm_solver_pp_2s_step, dpm_solver_pp_multistep_step
 from refimpl.samplers.multistep import (
     SETTINGS,
+    _setting,
     lagrange_integrals,
     multistep_step,
     multistep_weights,
@@ -212,5 +213,9 @@ def test_bad_input() -> None:
         sample_multistep(model, x, ts, method="lms", order=2, warmup="rk4")
     with pytest.raises(ValueError, match="at least the model output"):
         multistep_step(x, [], s(ts[0]), s(ts[1]), SETTINGS["lms"])
+    with pytest.raises(ValueError, match="integrate eps exactly"):
+        _setting("x0", "rho", None, 4, None, "x0 has no polynomial kernel here")
+    with pytest.raises(ValueError, match="simplified"):
+        _setting("x0", "lambda", "bh3", 3, None, "no such B(h)")
     with pytest.raises(ValueError, match="needs the schedule"):
         multistep_step(x, [(ts[0], x)], s(ts[0]), s(ts[1]), SETTINGS["deis_tab"])

@@ -79,7 +79,7 @@ def _threshold_options(thresholding: bool, ratio: float, max_value: float) -> di
 
 
 def dpm_solver_pp_1_step(x: Tensor, x0_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
-    """DPM-Solver++(1) from s to t: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) x0_s (DDIM; their Eq. 9)."""
+    """DPM-Solver++(1) from s to t: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) x0_s (DDIM; their Sec. 4)."""
     return multistep_step(x, [(v_s.lambda_, x0_s)], v_s, v_t, SETTINGS["dpm_solver_pp"])
 
 

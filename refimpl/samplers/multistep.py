@@ -8,7 +8,7 @@ where m_j are the model outputs at the last q points (``prediction``: the data p
 prediction eps), l_j is the j-th Lagrange basis polynomial through those points in the interpolation
 ``variable``, and the kernel is what variation of constants leaves of the probability-flow ODE:
 
-* x0 in lambda (DPM-Solver++, arXiv:2211.01095v3 Eq. 9; UniP, arXiv:2302.04867v4 Eq. 7):
+* x0 in lambda (DPM-Solver++, arXiv:2211.01095v3 Sec. 4; UniP, arXiv:2302.04867v4 Eq. 7):
   x_t = (sigma_t / sigma_s) x_s + alpha_t int e^{lambda - lambda_t} x0 dlambda;
 * eps in lambda (DPM-Solver, arXiv:2206.00927v3 Eq. 3.4; DEIS with log rho, arXiv:2204.13902v4 Sec. 4):
   x_t = (alpha_t / alpha_s) x_s - sigma_t int e^{lambda_t - lambda} eps dlambda;
@@ -23,10 +23,11 @@ z = h for eps; z = 0 is the polynomial kernel), and int_0^1 theta^m e^{(1 - thet
 (Hochbruck & Ostermann 2010, Eq. 2.10). So one function, ``lagrange_integrals``, gives the weights of every
 exact setting. The methods differ only in these choices, each one row of ``SETTINGS``:
 
-* a two-point step may instead use UniPC's simplified coefficient (arXiv:2302.04867v4 Sec. 3.3 and its
-  official code): x_t = c x_s + k_t [w_0 m_0 + B(hh) (m_1 - m_0) / (2 theta_1)] with hh = z, w_0 = -expm1(hh) / hh
-  times hh, B(h) = h ("bh1") or e^h - 1 ("bh2"). With bh2 and x0 this is DPM-Solver++(2M)'s "midpoint form"
-  (arXiv:2211.01095v3 Algorithm 2), with the second point inside the step DPM-Solver++(2S) (Algorithm 1);
+* a two-point step may instead use UniPC's simplified coefficient 1/2 (arXiv:2302.04867v4 Eq. 7 and Sec. 3.3, as
+  their official code does): x_t = c x_s - k [(e^hh - 1) m_0 + B(hh) (m_1 - m_0) / (2 r_1)], r_1 = (lambda_1 -
+  lambda_s) / h, with (hh, c, k) = (-h, sigma_t / sigma_s, alpha_t) for x0 and (h, alpha_t / alpha_s, sigma_t) for
+  eps, and B(h) = h ("bh1") or e^h - 1 ("bh2"). With bh2 this is DPM-Solver++(2M)'s "midpoint form"
+  (arXiv:2211.01095v3 Algorithm 2), and with the second point inside the step DPM-Solver++(2S) (Algorithm 1);
 * a setting may start with a singlestep companion (``warmup="singlestep"``): DPM-Solver++(2S) for the first
   step of 3M, classical RK4 in sigma for the first order - 1 steps of LMS (k-diffusion starts with lower
   orders instead, ``warmup="lower_order"``);
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -82,8 +83,7 @@ B_FUNCTIONS = ("bh1", "bh2")
 GAUSS_LEGENDRE_NODES = 24
 
 
-@dataclass(frozen=True)
-class MultistepSetting:
+class MultistepSetting(NamedTuple):
     """One named multistep method: what is interpolated, in which variable, and how a two-point step is formed.
 
     ``simplified`` None integrates every interpolant exactly; "bh1"/"bh2" replaces the solved coefficient of a
@@ -98,26 +98,30 @@ class MultistepSetting:
     singlestep: str | None
     equation: str
 
-    def __post_init__(self) -> None:
-        if self.prediction not in INTEGRANDS or self.variable not in VARIABLES:
-            raise ValueError(f"prediction must be in {INTEGRANDS} and variable in {VARIABLES}")
-        if self.simplified is not None and self.simplified not in B_FUNCTIONS:
-            raise ValueError(f"simplified must be None or one of {B_FUNCTIONS}, got {self.simplified!r}")
-        if self.variable != "lambda" and (self.prediction != "eps" or self.simplified is not None):
-            raise ValueError("the polynomial kernels (rho, t) integrate eps exactly")
+
+def _setting(*fields: object) -> MultistepSetting:
+    """A checked row of ``SETTINGS``."""
+    row = MultistepSetting(*fields)
+    if row.prediction not in INTEGRANDS or row.variable not in VARIABLES:
+        raise ValueError(f"prediction must be in {INTEGRANDS} and variable in {VARIABLES}")
+    if row.simplified is not None and row.simplified not in B_FUNCTIONS:
+        raise ValueError(f"simplified must be None or one of {B_FUNCTIONS}, got {row.simplified!r}")
+    if row.variable != "lambda" and (row.prediction != "eps" or row.simplified is not None):
+        raise ValueError("the polynomial kernels (rho, t) integrate eps exactly")
+    return row
 
 
 #: Every multistep method of the book as a setting of the one update (rows with equal fields are one map).
 SETTINGS: dict[str, MultistepSetting] = {
-    "dpm_solver_pp": MultistepSetting("x0", "lambda", "bh2", 3, "2s", "arXiv:2211.01095v3 Algorithm 2 / Sec. 4"),
-    "dpm_solver_pp_exact": MultistepSetting("x0", "lambda", None, 3, None, "arXiv:2302.04867v4 Eq. 7-8 (solved)"),
-    "dpm_solver": MultistepSetting("eps", "lambda", "bh2", 3, None, "arXiv:2211.01095v3 Algorithm 2, eps form"),
-    "deis_logrho": MultistepSetting("eps", "lambda", None, 4, None, "arXiv:2204.13902v4 Sec. 4, log-rho AB"),
-    "deis_rhoab": MultistepSetting("eps", "rho", None, 4, None, "arXiv:2204.13902v4 Sec. 4, rhoAB-DEIS"),
-    "deis_tab": MultistepSetting("eps", "t", None, 4, None, "arXiv:2204.13902v4 Sec. 3.3, tAB-DEIS"),
-    "lms": MultistepSetting("eps", "rho", None, 4, "rk4", "k-diffusion sample_lms; arXiv:2206.00364v2 Eq. 4"),
+    "dpm_solver_pp": _setting("x0", "lambda", "bh2", 3, "2s", "arXiv:2211.01095v3 Algorithm 2 / Sec. 4"),
+    "dpm_solver_pp_exact": _setting("x0", "lambda", None, 3, None, "arXiv:2302.04867v4 Eq. 7-8 (solved)"),
+    "dpm_solver": _setting("eps", "lambda", "bh2", 3, None, "arXiv:2211.01095v3 Algorithm 2, eps form"),
+    "deis_logrho": _setting("eps", "lambda", None, 4, None, "arXiv:2204.13902v4 Sec. 4, log-rho AB"),
+    "deis_rhoab": _setting("eps", "rho", None, 4, None, "arXiv:2204.13902v4 Sec. 4, rhoAB-DEIS"),
+    "deis_tab": _setting("eps", "t", None, 4, None, "arXiv:2204.13902v4 Sec. 3.3, tAB-DEIS"),
+    "lms": _setting("eps", "rho", None, 4, "rk4", "k-diffusion sample_lms; arXiv:2206.00364v2 Eq. 4"),
     **{
-        f"unipc_{b}{suffix}": MultistepSetting(pred, "lambda", b, 3, None, "arXiv:2302.04867v4 Eq. 7-8, Alg. 2")
+        f"unipc_{b}{suffix}": _setting(pred, "lambda", b, 3, None, "arXiv:2302.04867v4 Eq. 7-8, Alg. 2")
         for b in B_FUNCTIONS
         for pred, suffix in (("x0", ""), ("eps", "_eps"))
     },
