@@ -117,3 +117,40 @@ def test_the_spine_imports_neither_toy_models_nor_chapter_packages() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("schedule_name", ["vp_cosine", "edm"])
+def test_weak_order_of_deterministic_ddim_on_a_span_and_another_spacing(schedule_name: str) -> None:
+    """measure_weak_order with stochastic=False, t_start/t_end inside the range and uniform-t grids: DDIM's law
+    (the push-forward of the exact start law) converges at order 1 to the exact marginal at t_end."""
+    from refimpl.reference import measure_weak_order
+
+    s = get_schedule(schedule_name)
+    model = ExactModel(anisotropic_gaussian(2, seed=3), s)
+    t_start, t_end = float(s.t_of_lambda(s.lambda_min + 1.0)), float(s.t_of_lambda(s.lambda_max - 1.0))
+    result = measure_weak_order(
+        sample_ddim,
+        model,
+        lambda t: model.marginal(t).moments(),
+        (32, 64, 128, 256),
+        stochastic=False,
+        spacing="uniform_t",
+        t_start=t_start,
+        t_end=t_end,
+    )
+    assert result.order == pytest.approx(1, abs=ORDER_TOL), str(result)
+
+
+def test_weak_order_refuses_a_law_that_is_exact_to_round_off() -> None:
+    from refimpl.reference import gaussian_law_error, measure_weak_order
+
+    s = get_schedule("vp_linear")
+    model = ExactModel(anisotropic_gaussian(2, seed=3), s)
+
+    def exact_flow(model, x, timesteps):  # the exact ODE map: its law is the exact marginal
+        return model.pf_ode_map(x, timesteps[0], timesteps[-1])
+
+    with pytest.raises(ValueError, match="round-off"):
+        measure_weak_order(exact_flow, model, lambda t: model.marginal(t).moments(), (8, 16), stochastic=False)
+    m, C = torch.zeros(2), torch.eye(2)
+    assert gaussian_law_error(m + 0.1, C, m, C) == pytest.approx(0.1) and gaussian_law_error(m, 2 * C, m, C) == 1.0

@@ -112,10 +112,11 @@ def _end_time(s: NoiseSchedule, fraction: float) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MIXTURE_CHECKED)
-@settings(max_examples=3)
+@settings(max_examples=1)
 @given(gmm=mixtures(), s=schedules(), fraction=st.floats(0.0, 0.4), seed=st.integers(0, 1000))
 # The derandomized CI draws are few and fall where they fall: these fix the space they must cover, every schedule
-# family (VP continuous, VP cosine, discrete DDPM, EDM) and multimodal mixtures in d = 2 and d = 4.
+# family (VP continuous, VP cosine, discrete DDPM, EDM) and multimodal mixtures in d = 2 and d = 4, plus one drawn
+# example (five runs per entry, as many as the five random draws this test had before).
 @example(gmm=labelled_pair(), s=get_schedule("edm"), fraction=0.0, seed=1)
 @example(gmm=random_mixture(3, 4, seed=2), s=get_schedule("vp_cosine"), fraction=0.1, seed=2)
 @example(gmm=labelled_pair(), s=get_schedule("ddpm_linear"), fraction=0.2, seed=3)
