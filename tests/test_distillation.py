@@ -29,6 +29,7 @@ from refimpl.distillation.flow_maps import affine_map_of, apply_affine, gaussian
 from refimpl.distillation.progressive import (
     ModelTeacher,
     distill_round,
+    distill_round_network,
     progressive_distillation,
     progressive_target,
     progressive_target_map,
@@ -328,3 +329,17 @@ def test_dmd2_two_time_scale_fake_score_tracks_the_generator():
     with pytest.raises(ValueError, match="t_range"):
         train_dmd2(g, schedule, t_range=(0.5, 0.2))
     assert all(math.isfinite(v) for v in runs[5].kl)
+
+
+def test_network_student_round_has_the_student_grid_and_checks_its_step_count():
+    schedule = get_schedule("vp_linear")
+    model = ExactModel(ring(), schedule)
+    ts = grids.uniform_lambda(schedule, 4)
+    data = ring().sample(64, torch.Generator().manual_seed(0))
+    student = distill_round_network(
+        ModelTeacher(model, ts), 2, data, train_steps=3, batch=16, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(student.timesteps, ts[::2])
+    assert student.sample(data[:5]).shape == (5, 2)
+    with pytest.raises(ValueError, match="n_student = 3"):
+        distill_round_network(ModelTeacher(model, ts), 3, data)

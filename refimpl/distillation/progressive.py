@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from refimpl.differentiable._optim import Adam
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 from refimpl.samplers import ddim_step
 from refimpl.schedules import NoiseSchedule, ScheduleValues
@@ -33,9 +34,11 @@ from toy_models.gmm import GaussianMixture
 __all__ = [
     "AffineX0Student",
     "ModelTeacher",
+    "NetworkX0Student",
     "StepModel",
     "ddim_x0_step",
     "distill_round",
+    "distill_round_network",
     "fit_affine",
     "gaussian_ddim_step_map",
     "progressive_distillation",
@@ -197,3 +200,59 @@ def progressive_target_map(
     ratio = float(v_t.sigma / v_s.sigma)
     den = float(v_t.alpha) - ratio * float(v_s.alpha)
     return (M - ratio * torch.eye(d, dtype=M.dtype)) / den, b / den
+
+
+class NetworkX0Student(nn.Module):
+    """A small MLP student x0 = net([z, one-hot(i)]) on a grid of n steps (the nonlinear student of the mixture lab)."""
+
+    def __init__(self, schedule: NoiseSchedule, timesteps: Tensor, d: int, hidden: int = 64):
+        super().__init__()
+        self.schedule, self.timesteps = schedule, timesteps
+        n = len(timesteps) - 1
+        self.net = nn.Sequential(
+            nn.Linear(d + n, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, d)
+        ).to(torch.float64)
+
+    def x0(self, i: int, z: Tensor) -> Tensor:
+        onehot = torch.zeros(z.shape[0], len(self.timesteps) - 1, dtype=z.dtype)
+        onehot[:, i] = 1.0
+        return self.net(torch.cat([z, onehot], 1))
+
+    def sample(self, z: Tensor) -> Tensor:
+        return run_steps(self, z, 0, len(self.timesteps) - 1)
+
+
+def distill_round_network(
+    teacher: StepModel,
+    n_student: int,
+    data: Tensor,
+    *,
+    train_steps: int = 300,
+    batch: int = 256,
+    lr: float = 3e-3,
+    hidden: int = 64,
+    generator: torch.Generator | None = None,
+) -> NetworkX0Student:
+    """One round with an MLP student trained by Adam on the targets (2) (mean squared error in x0, Salimans & Ho,
+    Algorithm 2, with their weighting max(SNR, 1) left out); the student's grid is every k-th teacher point."""
+    n_teacher = _n_steps(teacher)
+    if isinstance(n_student, bool) or not isinstance(n_student, int) or n_student < 1 or n_teacher % n_student:
+        raise ValueError(f"n_student = {n_student!r} must be a positive integer dividing the teacher's {n_teacher}")
+    k = n_teacher // n_student
+    if generator is not None:
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))  # the net's initial weights
+    student = NetworkX0Student(teacher.schedule, teacher.timesteps[::k].clone(), data.shape[1], hidden)
+    values = teacher.schedule(teacher.timesteps)
+    opt = Adam(list(student.parameters()), lr=lr)
+    for _ in range(train_steps):
+        i = int(torch.randint(0, n_student, (1,), generator=generator))
+        x = data[torch.randint(0, data.shape[0], (batch,), generator=generator)]
+        v_s = values[i * k]
+        z = v_s.alpha * x + v_s.sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        with torch.no_grad():
+            aim = progressive_target(teacher, z, i, k)
+        loss = ((student.x0(i, z) - aim) ** 2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return student
