@@ -30,7 +30,7 @@ from refimpl.differentiable._optim import Adam
 from refimpl.schedules import NoiseSchedule
 from toy_models.gmm import GaussianMixture
 
-__all__ = ["DMDHistory", "gaussian_denoiser", "gaussian_kl", "train_dmd2"]
+__all__ = ["DMDHistory", "MixtureGenerator", "gaussian_denoiser", "gaussian_kl", "train_dmd2", "train_dmd2_mixture"]
 
 
 def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
@@ -145,3 +145,66 @@ def train_dmd2(
             history.kl.append(float(gaussian_kl(b, A @ A.T, mu, Sigma)))
     history.A, history.b = A.detach(), b.detach()
     return history
+
+
+@dataclass
+class MixtureGenerator:
+    """A one-step generator x = b_k + A_k z, k uniform in {1..K}, z ~ N(0, I): its law is a Gaussian mixture, so the
+    fake score of DMD is exact (``toy_models.gmm.GaussianMixture``). A (K, d, d), b (K, d)."""
+
+    A: Tensor
+    b: Tensor
+
+    def law(self) -> GaussianMixture:
+        K = self.b.shape[0]
+        with torch.no_grad():
+            cov = self.A @ self.A.mT + 1e-9 * torch.eye(self.b.shape[1], dtype=self.b.dtype)
+            return GaussianMixture(torch.full((K,), 1.0 / K, dtype=self.b.dtype), self.b.clone(), cov)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        K, d = self.b.shape
+        k = torch.randint(0, K, (n,), generator=generator)
+        z = torch.randn(n, d, generator=generator, dtype=self.b.dtype)
+        return self.b[k] + torch.einsum("nij,nj->ni", self.A[k], z)
+
+
+def train_dmd2_mixture(
+    data: GaussianMixture,
+    schedule: NoiseSchedule,
+    n_components: int,
+    *,
+    steps: int = 300,
+    batch: int = 512,
+    lr: float = 0.02,
+    t_range: tuple[float, float] = (0.02, 0.98),
+    generator: torch.Generator | None = None,
+) -> MixtureGenerator:
+    """DMD2's update (1) for a ``MixtureGenerator`` on the mixture lab, with exact real (data) and fake (generator)
+    denoisers; starts from means drawn near the origin and A_k = 0.5 I. Returns the trained generator."""
+    if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
+        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+    lo, hi = t_range
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"t_range must satisfy 0 <= lo < hi <= 1, got {t_range}")
+    d, dtype = data.d, data.dtype
+    b = (0.5 * torch.randn(n_components, d, generator=generator, dtype=dtype)).requires_grad_(True)
+    A = (0.5 * torch.eye(d, dtype=dtype).repeat(n_components, 1, 1)).requires_grad_(True)
+    gen_model = MixtureGenerator(A, b)
+    opt = Adam([A, b], lr=lr)
+    lam_hi, lam_lo = schedule.lambda_max, schedule.lambda_min
+    for _ in range(steps):
+        x = gen_model.sample(batch, generator)
+        p = lo + (hi - lo) * torch.rand(batch, generator=generator, dtype=dtype)
+        v = schedule(schedule.t_of_lambda(lam_hi + p * (lam_lo - lam_hi)))
+        a, s = v.alpha[:, None].to(dtype), v.sigma[:, None].to(dtype)
+        with torch.no_grad():
+            x_t = a * x + s * torch.randn(x.shape, generator=generator, dtype=dtype)
+            d_real = data.x0_eps(x_t, a[:, 0], s[:, 0])[0]
+            d_fake = gen_model.law().x0_eps(x_t, a[:, 0], s[:, 0])[0]
+            p_real, p_fake = x - d_real, x - d_fake
+            g = (p_real - p_fake) / p_real.abs().mean(-1, keepdim=True)  # Eq. (1)
+        loss = 0.5 * ((x - (x - g).detach()) ** 2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return MixtureGenerator(A.detach(), b.detach())
