@@ -225,3 +225,30 @@ def multistep_identity_bound(setting, x, ms, lambdas, v_s, v_t) -> float:
         float(w_j.abs()) * float(m.abs().max()) for w_j, m in zip(w, ms, strict=True)
     )
     return IDENTITY_RTOL * len(ms) * terms
+
+
+# --- chapters 7b and 8: differentiating through samplers, distillation (tests/test_differentiable*.py,
+# --- tests/test_distillation*.py) -------------------------------------------------------------------------------
+
+#: Operations in one affine-map comparison on Gaussian data: a d x d eigen-decomposition (O(d^3) ~ 8 for d = 2,
+#: backward stable, so a few u of the largest eigenvalue) composed over at most 64 DDIM steps of ~10 operations each
+#: (the step maps are contractions or near-identities): 64 x 10 ops, times a condition number <= 10 of the map.
+AFFINE_MAP_OPS = 640
+
+#: The DOP853 reference flow map against the closed-form one: the reference's rtol = atol = 1e-13 per step
+#: accumulates over at most ~1000 accepted steps, so 1e-10 of the state's scale (REFERENCE_TOL x 1000).
+REFERENCE_FLOW_ATOL = 1e-10
+
+
+def lstsq_bound(design_cond: float, scale: float, d: int = 2) -> float:
+    """Least squares with an exact (zero-residual) affine target: error <= cond(design) x (d + 1) x 8 u x scale
+    (Householder QR is backward stable with a constant of a few times the column count)."""
+    return roundoff(8 * (d + 1), scale, condition=design_cond)
+
+
+#: Central finite differences in float64 with step delta on a smooth function with third derivatives of size F3 and
+#: values evaluated to precision e: error <= delta^2 F3 / 6 + e / delta. With delta = 1e-5 on O(1) quantities
+#: (F3 <= 10 on the toys) and e = 1e-15 (a few u of the value, a deterministic solver), 2e-10 + 1e-10; we allow 1e-8
+#: relative to the gradient's scale (an extra 30 for the condition of the loss).
+FD_DELTA = 1e-5
+FD_RTOL = 1e-8
