@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml
 	@# beside the CPU torch wheel): refimpl.oracle loads only its sampling module (see adapters.py).
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps k-diffusion==0.1.1.post1 2>&1 \
 	  | grep -v "dependency resolver\|requires" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps torchcfm==1.0.7 flow_matching==1.0.10  # ch. 10 cross-checks; their deps pull a CUDA torch
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install what is missing (torch first)

@@ -14,6 +14,9 @@ round trip to 1e-12 and by autograd derivatives):
   the "scaled linear" betas of latent diffusion (0.00085..0.012); continuous time by the
   piecewise-linear interpolation of log alpha of Lu et al. 2022 (arXiv:2206.00927v3), App. D.
 * ``EDMSchedule`` -- Karras et al. 2022 (arXiv:2206.00364v2), Table 1: alpha_t = 1, sigma_t = t.
+* ``RectifiedFlow`` -- the straight (conditional-OT) path alpha_t = 1 - t, sigma_t = t of Liu et al. 2023
+  (arXiv:2209.03003v1, Eq. 1) and Lipman et al. 2023 (arXiv:2210.02747v2, Eq. 20 with sigma_min = 0), with
+  t = 0 the data (flow-matching libraries use the reversed time 1 - t).
 
 Times and results are float64 tensors unless the input is a tensor of another floating dtype.
 """
@@ -35,6 +38,7 @@ __all__ = [
     "DiscreteVP",
     "EDMSchedule",
     "NoiseSchedule",
+    "RectifiedFlow",
     "ScheduleValues",
     "VPCosine",
     "VPLinear",
@@ -373,12 +377,47 @@ class EDMSchedule(NoiseSchedule):
         return torch.exp(-lambda_)
 
 
+class RectifiedFlow(NoiseSchedule):
+    """The conditional-OT / rectified-flow path alpha_t = 1 - t, sigma_t = t on [t_min, t_max] inside (0, 1).
+
+    x_t = (1 - t) x_0 + t eps moves every pair (x_0, eps) on a straight line at constant velocity eps - x_0
+    (Liu et al. 2023, arXiv:2209.03003v1, Eq. 1; Lipman et al. 2023, arXiv:2210.02747v2, Eq. 20-23 with
+    sigma_min = 0, written in their reversed time 1 - t). lambda_t = log((1 - t) / t) = -logit(t), so
+    t(lambda) = sigmoid(-lambda) (the logit-normal time sampling of Esser et al. 2024, arXiv:2403.03206v1,
+    Eq. 19, is a normal law on lambda). The ends stay inside (0, 1), where lambda is finite: the defaults
+    give alpha_{t_max} = 0.005 and sigma_{t_min} = 1e-3, the range of the VP schedules.
+    """
+
+    name = "rectified_flow"
+
+    def __init__(self, t_min: float = 1e-3, t_max: float = 0.995):
+        if not 0 < t_min < t_max < 1:
+            raise ValueError(f"need 0 < t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
+        self.t_min, self.t_max = t_min, t_max
+
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        return torch.log1p(-t)  # exact for t near 0; 1 - t is exact for t in [1/2, 1] (Sterbenz)
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return torch.log(t)
+
+    def _d_log_alpha(self, t: Tensor) -> Tensor:
+        return -1.0 / (1.0 - t)
+
+    def _d_log_sigma(self, t: Tensor) -> Tensor:
+        return 1.0 / t
+
+    def _t_of_lambda(self, lambda_: Tensor) -> Tensor:
+        return torch.sigmoid(-lambda_)
+
+
 SCHEDULES = {
     "vp_linear": VPLinear,
     "vp_cosine": VPCosine,
     "ddpm_linear": DiscreteVP.ddpm_linear,
     "scaled_linear": DiscreteVP.scaled_linear,
     "edm": EDMSchedule,
+    "rectified_flow": RectifiedFlow,
 }
 
 

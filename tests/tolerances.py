@@ -252,3 +252,27 @@ def lstsq_bound(design_cond: float, scale: float, d: int = 2) -> float:
 #: relative to the gradient's scale (an extra 30 for the condition of the loss).
 FD_DELTA = 1e-5
 FD_RTOL = 1e-8
+
+# --- transport paths (chapter 10) --------------------------------------------------------------------------------
+
+#: One float64 step of a flow sampler evaluated by two implementations that differ only in the order of a few dozen
+#: operations (the time flip tau = 1 - t costs an ulp of t; the conversions velocity <-> (x0, eps) a few dozen ops of
+#: condition |det|^-1 = 1 on the straight path): 64 ops x u per step, relative to the state, summed over the steps
+#: and grown at most by exp(L T) <= e^3 (L T <= 3: |du/dx| = |1 - r'| / t stays below ~3 on the toys' [t_min, t_max]
+#: in log time). Used as FLOW_STEP_OPS * n_steps * U64 * scale * FLOW_GROWTH.
+FLOW_STEP_OPS = 64
+FLOW_GROWTH = math.exp(3.0)
+
+#: Finite-difference check of the continuity equation d/dt log p_t + div u_t + u_t . grad log p_t = 0: a central
+#: difference with step dt has truncation error |d^3 log p / dt^3| dt^2 / 6; with dt = 1e-5 and third derivatives
+#: below 1e3 on the toys inside [t_min, t_max] at interior times, and round-off 2 u |log p| / dt ~ 1e-10, the residual
+#: stays below 1e-6 (relative to the size of the terms, which are O(1) to O(10)).
+CONTINUITY_DT = 1e-5
+CONTINUITY_ATOL = 1e-6
+
+#: The noise -> token map of Distilled Decoding integrated by RK4 in log t with 32 steps from t = 1 to 1e-2: its
+#: state differs from DOP853 at rtol 1e-11 by 1.6e-6 at 64 steps (RK4: x16 at 32 steps, ~3e-5). The token changes
+#: only for noises within that distance of a cell boundary: a fraction ~ 3e-5 x (boundary length x density) < 1e-4 of
+#: the draws, far below the chi-square's resolution (1 / sqrt(n) ~ 1e-2). The test asserts the state agreement
+#: against DOP853 at DD_STATE_ATOL.
+DD_STATE_ATOL = 1e-4
