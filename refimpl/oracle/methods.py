@@ -7,8 +7,7 @@ B(h) = e^h - 1 and the official 1/2 is multistep DPM-Solver(++)-2) are stated an
 ``refimpl.samplers.multistep``. This module adds ``MODELS``: the official / diffusers / k-diffusion third-order
 multistep steps (``sample_multistep_3m(official=True)``, half the last Taylor term: models of their code, not
 methods), and singlestep DPM-Solver-k with intermediate points chosen by the caller (``stages``), as diffusers'
-``DPMSolverSinglestepScheduler`` does from its timestep list (a thin loop over refimpl's pure steps); and
-``PENDING``: the third-order multistep settings whose declared order neither shared order test can check.
+``DPMSolverSinglestepScheduler`` does from its timestep list (a thin loop over refimpl's pure steps).
 
 ``final_step_to_zero`` is the last step of a multistep method to sigma = 0 (alpha = 1), outside every
 schedule's domain, which diffusers' LMS and PNDM take with their own multistep formula.
@@ -30,24 +29,21 @@ from refimpl.registry import REGISTRY, SamplerSpec
 from refimpl.samplers import (
     StepInfo,
     Trajectory,
-    sample_dpm_solver_pp_multistep,
     sample_lms,
     sample_pndm,
-    sample_unipc,
 )
 from refimpl.samplers._common import Callback, check_orders, check_sampler_inputs
 from refimpl.samplers._exponential import phi
 from refimpl.samplers.dpm_solver import dpm_solver_1_step, dpm_solver_2_step, dpm_solver_3_stage, dpm_solver_3_step
 from refimpl.samplers.dpm_solver_pp import dpm_solver_pp_1_step, dpm_solver_pp_2s_step
 from refimpl.samplers.edm import lms_step
-from refimpl.samplers.multistep import SETTINGS, multistep_step, sample_multistep
+from refimpl.samplers.multistep import SETTINGS, multistep_step
 from refimpl.samplers.pndm import plms_direction, pndm_transfer
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
     "EXTRA",
     "MODELS",
-    "PENDING",
     "final_step_to_zero",
     "get_method",
     "sample_dpm_solver_singlestep",
@@ -196,39 +192,9 @@ MODELS: dict[str, SamplerSpec] = {spec.name: spec for spec in [
     ),
 ]}  # fmt: skip
 
-#: Third-order settings of the multistep engine (``refimpl.samplers.multistep.SETTINGS``) that are refimpl methods
-#: but not registered: superconvergent on a single Gaussian from t_max (order about 4, notebook 03b) and wandering on
-#: the drawn mixtures, so neither shared order test can check their declared order 3.
-PENDING: dict[str, SamplerSpec] = {spec.name: spec for spec in [
-    _spec(
-        "dpm_solver_3m", sample_multistep_3m, 3, "multistep DPM-Solver-3 in noise prediction, midpoint second step",
-        "lu2022dpmsolverpp", prediction="eps",
-    ),
-    _spec(
-        "dpm_solver_3m_exact", sample_multistep, 3, "exact integral of quadratic eps(lambda), DEIS log-rho AB",
-        "zhang2023deis", method="deis_logrho", order=3,
-    ),
-    _spec(
-        "dpm_solver_pp_3m", sample_dpm_solver_pp_multistep, 3, "arXiv:2211.01095v3 Sec. 4, DPM-Solver++(3M)",
-        "lu2022dpmsolverpp", order=3,
-    ),
-    _spec(
-        "dpm_solver_pp_3m_exact", sample_multistep, 3, "DPM-Solver++(3M) with an exact second-order warm-up step",
-        "lu2022dpmsolverpp", method="dpm_solver_pp_exact", order=3,
-    ),
-    *[
-        _spec(
-            f"unipc3_{variant}{suffix}", sample_unipc, 3,
-            f"arXiv:2302.04867v4 Algorithm 2, UniP-3 + UniC, B(h) {variant}, {pred} prediction",
-            "zhao2023unipc", order=3, prediction=pred, variant=variant,
-        )
-        for variant in ("bh1", "bh2")
-        for pred, suffix in (("x0", ""), ("eps", "_eps"))
-    ],
-]}  # fmt: skip
 
-#: Everything the oracle runs that is not a registered method: ``MODELS`` and ``PENDING``.
-EXTRA: dict[str, SamplerSpec] = {**MODELS, **PENDING}
+#: Everything the oracle runs that is not a registered method: the ``MODELS`` of third-party code.
+EXTRA: dict[str, SamplerSpec] = dict(MODELS)
 
 
 def get_method(name: str) -> SamplerSpec:
