@@ -344,7 +344,7 @@ def exact_denoiser(law: SequenceLaw, schedule: DiscreteSchedule) -> Denoiser:
 class TokenDenoiser(torch.nn.Module):
     """An MLP from (one-hot x_t, t / T) to logits of x_0 per position: (B, L) long -> (B, L, K) probabilities."""
 
-    def __init__(self, K: int, L: int, n_states: int, T: int, hidden: int = 256) -> None:
+    def __init__(self, K: int, L: int, n_states: int, T: int, hidden: int = 128) -> None:
         super().__init__()
         self.K, self.L, self.S, self.T = K, L, n_states, T
         self.net = torch.nn.Sequential(
@@ -382,7 +382,8 @@ def train_denoiser(
         x0 = tokens[torch.randint(N, (batch,), generator=gen)]
         t = torch.randint(1, schedule.T + 1, (batch,), generator=gen)
         rows = cums[t - 1][torch.arange(batch)[:, None], x0]  # (B, L, S): Qbar_t[x_0]
-        x_t = torch.multinomial(rows.reshape(-1, schedule.n_states), 1, generator=gen).reshape(batch, L)
+        u = torch.rand(batch, L, 1, generator=gen, dtype=rows.dtype)
+        x_t = (rows.cumsum(-1) < u).sum(-1).clamp(max=schedule.n_states - 1)  # inverse-CDF draw from Qbar_t[x_0]
         loss = torch.nn.functional.cross_entropy(model.logits(x_t, t).flatten(0, 1), x0.flatten())
         opt.zero_grad()
         loss.backward()
