@@ -2,8 +2,10 @@
 
 * ``refimpl.selection.dpp`` -- projection DPPs (on [-1, 1] for a Legendre basis, and on finite ground sets),
   generalised volume sampling, optimal weighted least squares.
+* ``refimpl.selection.greedy`` -- greedy diverse selection: GME (maximum entropy, approximate variant), Deita
+  (score-first threshold filter), MIG (submodular information on a label graph); brute force for small sets.
 """
 
-from refimpl.selection import dpp
+from refimpl.selection import dpp, greedy
 
-__all__ = ["dpp"]
+__all__ = ["dpp", "greedy"]
