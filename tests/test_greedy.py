@@ -199,3 +199,11 @@ def test_bad_input_raises() -> None:
         greedy.approx_top_n_probability(5, 2, 6)
     with pytest.raises(ValueError, match="scores must be non-negative"):
         greedy.mig_item_vectors([[0]], np.array([-1.0]), 2)
+
+
+def test_synthetic_generators_give_valid_data() -> None:
+    counts = greedy.random_relation_table(20, (5, 3), max_relations=4, zipf=1.0, seed=1)
+    per_item = [c.sum(1) for c in counts]
+    assert np.array_equal(per_item[0], per_item[1]) and (per_item[0] >= 1).all() and (per_item[0] <= 3).all()
+    XP = greedy.mig_random_instance(2, n_items=7, n_labels=4, prop_weight=0.3)
+    assert XP.shape == (7, 4) and (XP >= 0).all()

@@ -43,7 +43,9 @@ __all__ = [
     "mig_information",
     "mig_item_vectors",
     "mig_propagation",
+    "mig_random_instance",
     "mig_select",
+    "random_relation_table",
 ]
 
 
@@ -75,7 +77,9 @@ def approx_top_n_probability(N: int, n: int, k: int) -> float:
     """P(the best of k items drawn without replacement from N is in the top n) = 1 - C(N - n, k) / C(N, k)."""
     if not (1 <= k <= N and 0 <= n <= N):
         raise ValueError(f"need 1 <= k <= N and 0 <= n <= N, got N = {N}, n = {n}, k = {k}")
-    return 1.0 - math.comb(N - n, k) / math.comb(N, k)
+    # C(N - n, k) / C(N, k) = prod_{i < n} (N - k - i) / (N - i): no huge binomials for N ~ 1e5
+    i = np.arange(n, dtype=np.float64)
+    return float(-np.expm1(np.sum(np.log1p(-k / (N - i))))) if n <= N - k else 1.0
 
 
 def gme_greedy(
@@ -286,6 +290,30 @@ def mig_select(
         free[i] = False
         v = v + XP[i]
     return chosen
+
+
+def random_relation_table(
+    n_items: int, sizes: Sequence[int], *, max_relations: int = 5, zipf: float = 0.0, seed: int = 0
+) -> list[np.ndarray]:
+    """Synthetic GME counts: item d reports 1..max_relations - 1 relations, each naming one entity per category,
+    drawn with probability proportional to rank^-zipf (0: uniform)."""
+    rng = np.random.default_rng(seed)
+    laws = [1.0 / np.arange(1, s + 1) ** zipf for s in sizes]
+    counts = [np.zeros((n_items, s)) for s in sizes]
+    for d in range(n_items):
+        for _ in range(rng.integers(1, max_relations)):
+            for c, w in zip(counts, laws, strict=True):
+                c[d, rng.choice(w.size, p=w / w.sum())] += 1
+    return counts
+
+
+def mig_random_instance(seed: int, n_items: int = 9, n_labels: int = 6, prop_weight: float = 0.7) -> np.ndarray:
+    """Synthetic MIG data XP = X P: 1-2 labels per item, scores U(0.5, 5), a sparse random label graph."""
+    rng = np.random.default_rng(seed)
+    W = np.triu(rng.uniform(0, 1, (n_labels, n_labels)) * (rng.uniform(size=(n_labels, n_labels)) < 0.4), 1)
+    labels = [rng.choice(n_labels, rng.integers(1, 3), replace=False).tolist() for _ in range(n_items)]
+    X = mig_item_vectors(labels, rng.uniform(0.5, 5, n_items), n_labels)
+    return X @ mig_propagation(W + W.T + np.eye(n_labels), prop_weight=prop_weight)
 
 
 # --- generic greedy and brute force ---------------------------------------------------------------------------
