@@ -4,8 +4,9 @@
   generalised volume sampling, optimal weighted least squares.
 * ``refimpl.selection.greedy`` -- greedy diverse selection: GME (maximum entropy, approximate variant), Deita
   (score-first threshold filter), MIG (submodular information on a label graph); brute force for small sets.
+* ``refimpl.selection.hashing`` -- SimHash signatures and SDIM's hashing estimate of kernel attention.
 """
 
-from refimpl.selection import dpp, greedy
+from refimpl.selection import dpp, greedy, hashing
 
-__all__ = ["dpp", "greedy"]
+__all__ = ["dpp", "greedy", "hashing"]
