@@ -5,8 +5,9 @@
 * ``refimpl.selection.greedy`` -- greedy diverse selection: GME (maximum entropy, approximate variant), Deita
   (score-first threshold filter), MIG (submodular information on a label graph); brute force for small sets.
 * ``refimpl.selection.hashing`` -- SimHash signatures and SDIM's hashing estimate of kernel attention.
+* ``refimpl.selection.allocation`` -- budget allocation across groups with learning curves: KKT, greedy, sequential.
 """
 
-from refimpl.selection import dpp, greedy, hashing
+from refimpl.selection import allocation, dpp, greedy, hashing
 
-__all__ = ["dpp", "greedy", "hashing"]
+__all__ = ["allocation", "dpp", "greedy", "hashing"]
