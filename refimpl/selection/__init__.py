@@ -6,8 +6,9 @@
   (score-first threshold filter), MIG (submodular information on a label graph); brute force for small sets.
 * ``refimpl.selection.hashing`` -- SimHash signatures and SDIM's hashing estimate of kernel attention.
 * ``refimpl.selection.allocation`` -- budget allocation across groups with learning curves: KKT, greedy, sequential.
+* ``refimpl.selection.designs`` -- Latin hypercubes and the centered L2 discrepancy (the DATED sidebar).
 """
 
-from refimpl.selection import allocation, dpp, greedy, hashing
+from refimpl.selection import allocation, designs, dpp, greedy, hashing
 
-__all__ = ["allocation", "dpp", "greedy", "hashing"]
+__all__ = ["allocation", "designs", "dpp", "greedy", "hashing"]
