@@ -276,3 +276,34 @@ CONTINUITY_ATOL = 1e-6
 #: the draws, far below the chi-square's resolution (1 / sqrt(n) ~ 1e-2). The test asserts the state agreement
 #: against DOP853 at DD_STATE_ATOL.
 DD_STATE_ATOL = 1e-4
+
+
+# --- chapters 11-13 completed: VQ discrete diffusion, greedy selection, hashing, allocation (issue 17) --------
+
+
+#: A product of t stochastic (S, S) matrices against its closed form: each entry of each product is a sum of S
+#: products of entries in [0, 1], so each factor adds at most about 2 S units of round-off to entries bounded
+#: by one; t factors: 2 S t u (``transition_product_bound``).
+def transition_product_bound(n_states: int, t: int) -> float:
+    """Round-off bound of Q_1 ... Q_t against the closed form Qbar_t (see above)."""
+    return roundoff(2 * n_states * max(t, 1) + 8)
+
+
+#: A posterior row q(x_{t-1} | x_t, x_0) divides by Qbar_t[x_0, x_t]: absolute round-off of the numerator
+#: (a few ops on values <= 1) becomes relative to the smallest positive denominator.
+def posterior_bound(n_ops: int, smallest_denominator: float) -> float:
+    """n_ops u / smallest_denominator: the error of a ratio whose numerator is O(1)-exact (see above)."""
+    return roundoff(n_ops) / smallest_denominator
+
+
+#: diffusers' VQDiffusionScheduler keeps log alpha, log beta, log gamma (and their cumulative versions) in
+#: float32: |log| <= 12 for the default schedule (log 9e-6 = -11.6), so each stored log is off by at most
+#: 12 U32 and its exponential by that much relatively. Its posterior adds about six such logs and one
+#: logsumexp over K classes (a few float32 ops on values of size <= 12): 8 x 12 x U32 ~ 5.7e-6 relative.
+DIFFUSERS_VQ_LOG_SCALE = 12.0
+DIFFUSERS_VQ_RTOL = roundoff(8, scale=DIFFUSERS_VQ_LOG_SCALE, unit=U32)
+
+#: diffusers writes log 0 as log(1e-30) (index_to_log_onehot clamps the one-hot), so a transition that is
+#: impossible (probability exactly 0) comes back as at most 1e-30 times a ratio of transition probabilities
+#: bounded by 1 / min Qbar_t entry (>= 1e-7 for the default schedule): below 1e-22; we allow 1e-20.
+DIFFUSERS_VQ_ZERO_ATOL = 1e-20

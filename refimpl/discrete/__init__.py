@@ -6,8 +6,10 @@ These are not samplers of the continuous kind (no (model, x, timesteps) signatur
 * ``refimpl.discrete.masked``      -- masked diffusion with an exact denoiser; step-by-step and first-hitting samplers.
 * ``refimpl.discrete.categorical`` -- Gumbel-max and inverse-CDF sampling in float32/float64; the tail deficit.
 * ``refimpl.discrete.speculative`` -- optimal multi-draft acceptance (LP and subset formula); verification algorithms.
+* ``refimpl.discrete.vq``          -- discrete diffusion on k-means codebook indices: uniform, absorbing and
+  mask-and-replace kernels, closed-form products, exact posteriors.
 """
 
-from refimpl.discrete import categorical, masked, speculative
+from refimpl.discrete import categorical, masked, speculative, vq
 
-__all__ = ["categorical", "masked", "speculative"]
+__all__ = ["categorical", "masked", "speculative", "vq"]
