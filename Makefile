@@ -54,7 +54,7 @@ test: lint  ## the whole suite: lint, every test (slow and notebooks included), 
 	rm -rf $(QUICK_BOOK)
 	@# the notebook tests save their executed notebooks; the book check renders those (each notebook runs once)
 	REFIMPL_EXECUTED_NOTEBOOKS=$(CURDIR)/$(QUICK_BOOK)/src/notebooks HYPOTHESIS_PROFILE=ci \
-	  $(PY) -m pytest -n $(JOBS) --durations=15
+	  $(PY) -m pytest -n $(JOBS) --dist worksteal --durations=15
 	$(MAKE) book-check-staged
 
 test-fast: setup  ## the quick loop: no notebooks, no slow tests (under 2 minutes)
