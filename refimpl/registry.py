@@ -55,14 +55,6 @@ def _no_amplification(n_steps: int) -> float:
     return 1.0
 
 
-def _one_call_per_step(n_steps: int) -> int:
-    return n_steps
-
-
-def _no_amplification(n_steps: int) -> float:
-    return 1.0
-
-
 @dataclass(frozen=True)
 class SamplerSpec:
     """What a registered sampler promises.
