@@ -34,7 +34,7 @@ from tolerances import (
 
 from refimpl import REGISTRY, grids
 from refimpl.models import CountingModel, FunctionModel
-from refimpl.reference import measure_order, measure_settled_order, measure_weak_order
+from refimpl.reference import measure_order, measure_settled_order, measure_weak_order, solve_pf_ode
 from refimpl.registry import Registry, SamplerSpec, build_registry, get_sampler, load_module, register, samplers
 from refimpl.samplers import Trajectory, sample_ddim
 from refimpl.schedules import NoiseSchedule, get_schedule
@@ -105,6 +105,25 @@ def test_weak_order_from_the_exact_output_law(name: str, schedule_name: str) -> 
     assert result.order == pytest.approx(spec.order, abs=ORDER_TOL), str(result)
 
 
+#: DOP853 solutions already computed in this process, by problem: every mixture-checked entry is measured on the
+#: same fixed examples, so each reference ODE solve (seconds each) is done once per worker, not once per entry.
+_REFERENCES: dict[tuple, torch.Tensor] = {}
+
+
+def _shared_reference(model: ExactModel, x: torch.Tensor, t_start: float, t_end: float) -> torch.Tensor:
+    """``solve_pf_ode(model, x, t_start, t_end)``, solved once per problem (mixture, schedule, start, end)."""
+    gmm = model.mixture
+    key = (
+        model.schedule.name,
+        t_start,
+        t_end,
+        *(t.numpy().tobytes() for t in (x, gmm.weights, gmm.means, gmm.covariances)),
+    )
+    if key not in _REFERENCES:
+        _REFERENCES[key] = solve_pf_ode(model, x, t_start, t_end)
+    return _REFERENCES[key]
+
+
 def _end_time(s: NoiseSchedule, fraction: float) -> float:
     """The time a ``fraction`` of the way from t_min to t_max in lambda (0: t_min)."""
     return float(s.t_of_lambda(s.lambda_max + fraction * (s.lambda_min - s.lambda_max)))
@@ -134,7 +153,11 @@ def test_order_on_mixtures_against_the_reference_solver(name: str, gmm, s, fract
     t_end = _end_time(s, fraction) if t_end is None else t_end
     model = ExactModel(gmm, s)
     x = model.sample_xt(8, s.t_max if t_start is None else t_start, torch.Generator().manual_seed(seed))[1]
-    result = measure_settled_order(spec, model, x, steps_for(spec), settle=MIXTURE_SETTLE, t_start=t_start, t_end=t_end)
+    ends = grids.timesteps(s, steps_for(spec)[0], "uniform_lambda", t_start, t_end)[[0, -1]]
+    reference = _shared_reference(model, x, float(ends[0]), float(ends[1]))
+    result = measure_settled_order(
+        spec, model, x, steps_for(spec), settle=MIXTURE_SETTLE, t_start=t_start, t_end=t_end, reference=reference
+    )
     assert result.local_orders[-1] == pytest.approx(spec.order, abs=ORDER_TOL), str(result)
 
 
