@@ -26,13 +26,27 @@ def phi(k: int, h: Tensor | float) -> Tensor:
     if k < 1:
         raise ValueError(f"phi_k is defined here for k >= 1, got k = {k}")
     h = torch.as_tensor(h, dtype=h.dtype if isinstance(h, Tensor) and h.is_floating_point() else torch.float64)
-    # Recursion: phi_1 = expm1(h)/h, phi_{j+1} = (phi_j - 1/j!)/h.
+    if h.ndim == 0 and not h.requires_grad:
+        # One number (every step of a sampler): evaluate only the branch it needs, in Python floats (a 0-d
+        # tensor per operation costs far more than the arithmetic).
+        value = float(h)
+        formula = _series if abs(value) < SERIES_BELOW else _recursion
+        return torch.tensor(formula(k, value), dtype=h.dtype)
     safe = torch.where(h.abs() < SERIES_BELOW, torch.ones_like(h), h)
-    value = torch.expm1(safe) / safe
+    return torch.where(h.abs() < SERIES_BELOW, _series(k, h), _recursion(k, safe))
+
+
+def _recursion(k: int, h: Tensor | float) -> Tensor | float:
+    """phi_1 = expm1(h)/h, phi_{j+1} = (phi_j - 1/j!)/h: accurate for |h| >= SERIES_BELOW."""
+    value = (torch.expm1(h) if isinstance(h, Tensor) else math.expm1(h)) / h
     for j in range(1, k):
-        value = (value - 1.0 / math.factorial(j)) / safe
-    # Series: sum_j h^j / (j + k)!, summed from the smallest term (Horner).
-    series = torch.full_like(h, 1.0 / math.factorial(_SERIES_TERMS - 1 + k))
+        value = (value - 1.0 / math.factorial(j)) / h
+    return value
+
+
+def _series(k: int, h: Tensor | float) -> Tensor | float:
+    """sum_j h^j / (j + k)!, summed from the smallest term (Horner): accurate for |h| < SERIES_BELOW."""
+    series = h * 0.0 + 1.0 / math.factorial(_SERIES_TERMS - 1 + k)
     for j in range(_SERIES_TERMS - 2, -1, -1):
         series = series * h + 1.0 / math.factorial(j + k)
-    return torch.where(h.abs() < SERIES_BELOW, series, value)
+    return series
