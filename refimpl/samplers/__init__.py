@@ -41,6 +41,10 @@ from refimpl.samplers.multistep import lagrange_integrals, multistep_step, sampl
 from refimpl.samplers.pndm import pndm_transfer, prk_stage, prk_step, run_prk_step, sample_pndm
 from refimpl.samplers.unipc import sample_unipc, unipc_corrector_step, unipc_predictor_step
 
+# chapter 2: the forward-process variants whose samplers have the shared signature (they register themselves)
+from refimpl.samplers import diffusevae as diffusevae  # noqa: E402
+from refimpl.samplers import rddm as rddm  # noqa: E402
+
 __all__ = [
     "EDICT_P",
     "CoupledState",
