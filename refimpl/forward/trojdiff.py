@@ -52,7 +52,9 @@ def trojan_forward(x0: Tensor, v_t: ScheduleValues, eps: Tensor, mu: Tensor, gam
 
 
 def trojan_marginal(target: GaussianMixture, v_t: ScheduleValues, mu: Tensor, gamma: float) -> GaussianMixture:
-    """The exact law of x*_t for x_0 ~ target: components N(alpha mu_k + sigma mu, alpha^2 Sigma_k + gamma^2 sigma^2 I)."""
+    """The exact law of x*_t for x_0 ~ target.
+
+    Its components are N(alpha mu_k + sigma mu, alpha^2 Sigma_k + gamma^2 sigma^2 I)."""
     mu = _check_trigger(mu, gamma, target.d).to(target.dtype)
     noised = target.noised(v_t.alpha, gamma * float(v_t.sigma))
     return GaussianMixture(noised.weights, noised.means + float(v_t.sigma) * mu, noised.covariances, noised.labels)

@@ -1,6 +1,8 @@
 """Samplers with the shared signature; importing this package registers every one of them."""
 
+from refimpl.samplers import diffusevae as diffusevae  # registers DiffuseVAE (chapter 2)
 from refimpl.samplers import flow as flow  # registers the flow-model samplers (Euler, Heun, midpoint in t)
+from refimpl.samplers import rddm as rddm  # registers RDDM (chapter 2)
 from refimpl.samplers._common import StepInfo, Trajectory
 from refimpl.samplers._reversible import CoupledState, ddim_transfer, ddim_transfer_inverse
 from refimpl.samplers.bdia import bdia_step, bdia_step_inverse, invert_bdia, sample_bdia
@@ -40,10 +42,6 @@ from refimpl.samplers.edm import sample_edm_euler, sample_edm_heun, sample_lms
 from refimpl.samplers.multistep import lagrange_integrals, multistep_step, sample_multistep, step_orders
 from refimpl.samplers.pndm import pndm_transfer, prk_stage, prk_step, run_prk_step, sample_pndm
 from refimpl.samplers.unipc import sample_unipc, unipc_corrector_step, unipc_predictor_step
-
-# chapter 2: the forward-process variants whose samplers have the shared signature (they register themselves)
-from refimpl.samplers import diffusevae as diffusevae  # noqa: E402
-from refimpl.samplers import rddm as rddm  # noqa: E402
 
 __all__ = [
     "EDICT_P",
