@@ -16,7 +16,14 @@ from refimpl.forward.cdrl import (
     recovery_score,
 )
 from refimpl.forward.diffusevae import FORMS, sample_diffusevae
-from refimpl.forward.rddm import ResidualSchedule, rddm_coefficients, rddm_forward, rddm_step, sample_rddm
+from refimpl.forward.rddm import (
+    ResidualSchedule,
+    degraded_posterior,
+    rddm_coefficients,
+    rddm_forward,
+    rddm_step,
+    sample_rddm,
+)
 from refimpl.forward.shifted import ShiftedModel, kappa_one, kappa_residual, shifted_forward
 from refimpl.forward.trojdiff import PoisonedModel, sample_trojan, trojan_forward, trojan_marginal
 
@@ -25,6 +32,7 @@ __all__ = [
     "PoisonedModel",
     "ResidualSchedule",
     "ShiftedModel",
+    "degraded_posterior",
     "fit_initializer",
     "kappa_one",
     "kappa_residual",

@@ -85,13 +85,13 @@ def posterior_symbolic() -> dict[str, Any]:
         x_p - sp.sqrt(abar_p) * x_0 - (1 - sp.sqrt(abar_p)) * x_hat
     ) ** 2 / (2 * (1 - abar_p))
     poly = sp.Poly(sp.expand(log_joint), x_p)
-    variance = sp.simplify(-1 / (2 * poly.coeff_monomial(x_p**2)))
-    mean = sp.expand(sp.simplify(poly.coeff_monomial(x_p) * variance))
+    variance = sp.factor(-1 / (2 * poly.coeff_monomial(x_p**2)))
+    mean = sp.expand(sp.factor(poly.coeff_monomial(x_p) * variance))
     return {
         "abar_p": abar_p,
         "alpha": alpha,
         "variance": variance,
-        "coef_x0": sp.simplify(mean.coeff(x_0)),
-        "coef_xt": sp.simplify(mean.coeff(x_t)),
-        "coef_xhat": sp.simplify(mean.coeff(x_hat)),
+        "coef_x0": sp.factor(mean.coeff(x_0)),
+        "coef_xt": sp.factor(mean.coeff(x_t)),
+        "coef_xhat": sp.factor(mean.coeff(x_hat)),
     }

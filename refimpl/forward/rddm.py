@@ -33,8 +33,9 @@ from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_sigma
 from refimpl.schedules import NoiseSchedule, ScheduleValues, _check_finite_parameters
+from toy_models.gmm import GaussianMixture
 
-__all__ = ["ResidualSchedule", "rddm_coefficients", "rddm_forward", "rddm_step", "sample_rddm"]
+__all__ = ["ResidualSchedule", "degraded_posterior", "rddm_coefficients", "rddm_forward", "rddm_step", "sample_rddm"]
 
 
 def rddm_coefficients(v: ScheduleValues) -> tuple[Tensor, Tensor]:
@@ -145,3 +146,18 @@ class ResidualSchedule(NoiseSchedule):
     def _t_of_lambda(self, lambda_: Tensor) -> Tensor:
         b = torch.exp(lambda_) * math.sqrt(self.sum_scale)
         return (2.0 / (b + torch.sqrt(b**2 + 4.0))) ** 2
+
+
+def degraded_posterior(mixture: GaussianMixture, I_in: Tensor, scale: float, tau: float) -> GaussianMixture:
+    """The restoration toy's exact target: the law of I_0 given one degraded observation I_in = scale I_0 + tau n.
+
+    For mixture data this posterior is itself a mixture (Bayes' rule per component: ``GaussianMixture.reverse_kernel``
+    with alpha_t = scale, sigma_t = tau and alpha_s = 1, sigma_s = 0). I_in has shape (d,).
+    """
+    if not (scale > 0 and tau > 0):
+        raise ValueError(f"scale and tau must be positive, got {scale}, {tau}")
+    if not isinstance(I_in, Tensor) or I_in.shape != (mixture.d,):
+        raise ValueError(f"I_in must be a tensor of shape ({mixture.d},)")
+    post = mixture.reverse_kernel(I_in[None].to(mixture.dtype), scale, tau, 1.0, 0.0)
+    covs = torch.einsum("kij,kj,klj->kil", post.eigvecs, post.variances, post.eigvecs)
+    return GaussianMixture(post.weights[0], post.means[0], 0.5 * (covs + covs.mT), mixture.labels)

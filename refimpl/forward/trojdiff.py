@@ -166,7 +166,7 @@ def marginal_symbolic() -> dict[str, Any]:
         x_p - sp.sqrt(abar_p) * x_0 - sp.sqrt(1 - abar_p) * mu
     ) ** 2 / (2 * gamma**2 * (1 - abar_p))
     poly = sp.Poly(sp.expand(log_joint), x_p)
-    variance = sp.simplify(-1 / (2 * poly.coeff_monomial(x_p**2)))
+    variance = sp.factor(-1 / (2 * poly.coeff_monomial(x_p**2)))
     mean = sp.expand(poly.coeff_monomial(x_p) * variance)
     beta = 1 - alpha
     code_coef_mu = (sp.sqrt(1 - abar_p) * beta - (1 - abar_p) * sp.sqrt(alpha) * k_t) / (1 - abar_t)
@@ -176,10 +176,10 @@ def marginal_symbolic() -> dict[str, Any]:
         "gamma": gamma,
         "k_t": k_t,
         "mean_t": sp.expand(mean_t),
-        "var_t": sp.simplify(var_t),
+        "var_t": sp.factor(var_t),
         "variance": variance,
-        "coef_x0": sp.simplify(mean.coeff(x_0)),
-        "coef_xt": sp.simplify(mean.coeff(x_t)),
-        "coef_mu": sp.simplify(mean.coeff(mu)),
+        "coef_x0": sp.factor(mean.coeff(x_0)),
+        "coef_xt": sp.factor(mean.coeff(x_t)),
+        "coef_mu": sp.factor(mean.coeff(mu)),
         "code_coef_mu": code_coef_mu,
     }
