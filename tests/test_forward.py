@@ -26,6 +26,7 @@ from refimpl.forward import (
     degraded_posterior,
     diffusevae,
     fit_initializer,
+    kl_to_gaussian_fit_1d,
     kappa_one,
     kappa_residual,
     langevin,
@@ -406,3 +407,12 @@ def test_bad_input_raises_clear_errors() -> None:
         degraded_posterior(ring(), torch.zeros(2, dtype=torch.float64), 0.5, 0.0)
     with pytest.raises(ValueError, match="shape"):
         sample_rddm(FunctionModel(lambda y, t: y[:, :1], s), x, ts)
+
+
+def test_kl_to_gaussian_fit_vanishes_for_a_gaussian_and_not_for_a_bimodal_law() -> None:
+    grid = torch.linspace(-8, 8, 4001, dtype=torch.float64)
+    assert kl_to_gaussian_fit_1d(-0.5 * (grid - 0.3) ** 2 / 0.7, grid) < 1e-10  # quadrature of a smooth tail: tiny
+    bimodal = torch.logaddexp(-0.5 * (grid - 2) ** 2 / 0.1, -0.5 * (grid + 2) ** 2 / 0.1)
+    assert kl_to_gaussian_fit_1d(bimodal, grid) > 0.1
+    with pytest.raises(ValueError, match="1-D"):
+        kl_to_gaussian_fit_1d(grid[:5], grid)

@@ -9,6 +9,7 @@
 
 from refimpl.forward.cdrl import (
     fit_initializer,
+    kl_to_gaussian_fit_1d,
     langevin,
     langevin_gaussian_moments,
     recovery_coefficients,
@@ -34,6 +35,7 @@ __all__ = [
     "ShiftedModel",
     "degraded_posterior",
     "fit_initializer",
+    "kl_to_gaussian_fit_1d",
     "kappa_one",
     "kappa_residual",
     "langevin",

@@ -16,6 +16,7 @@ fitted to the refined samples (``fit_initializer``, a linear-Gaussian one here):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -26,6 +27,7 @@ from refimpl.schedules import ScheduleValues
 
 __all__ = [
     "fit_initializer",
+    "kl_to_gaussian_fit_1d",
     "langevin",
     "langevin_gaussian_moments",
     "recovery_coefficients",
@@ -122,3 +124,19 @@ def fit_initializer(x_next: Tensor, refined: Tensor) -> tuple[Tensor, Tensor, Te
     coef = torch.linalg.lstsq(design, refined).solution  # (d + 1, d)
     residual = refined - design @ coef
     return coef[:-1].T, coef[-1], residual.T @ residual / (len(refined) - design.shape[1])
+
+
+def kl_to_gaussian_fit_1d(log_p: Tensor, grid: Tensor) -> float:
+    """KL(p || N(m, v)) for a 1-D density given by its log on a uniform grid, with (m, v) its own moments
+    (midpoint quadrature; p is renormalised on the grid). Zero exactly for a Gaussian, up to quadrature error."""
+    if grid.ndim != 1 or log_p.shape != grid.shape or len(grid) < 3:
+        raise ValueError(
+            f"log_p and grid must be 1-D of one length >= 3, got {tuple(log_p.shape)}, {tuple(grid.shape)}"
+        )
+    dx = float(grid[1] - grid[0])
+    log_p = log_p - torch.logsumexp(log_p, 0) - math.log(dx)
+    p = torch.exp(log_p)
+    m = float((p * grid).sum() * dx)
+    v = float((p * (grid - m) ** 2).sum() * dx)
+    log_q = -0.5 * (grid - m) ** 2 / v - 0.5 * math.log(2 * math.pi * v)
+    return float((p * (log_p - log_q)).sum() * dx)

@@ -1,4 +1,4 @@
-"""TrojDiff: a Trojan forward process and its generative process (Chen, Song & Xie 2023, arXiv:2303.05762v2).
+"""TrojDiff: a Trojan forward process and its generative process (Chen, Song & Li 2023, arXiv:2303.05762v2).
 
 The attacker diffuses target data x_0 ~ q_target into a biased Gaussian N(mu, gamma^2 I) instead of N(0, I)
 (their Eq. 5-7 [unverified]; the official ``functions/losses_attack.py``):
