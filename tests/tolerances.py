@@ -307,3 +307,12 @@ DIFFUSERS_VQ_RTOL = roundoff(8, scale=DIFFUSERS_VQ_LOG_SCALE, unit=U32)
 #: impossible (probability exactly 0) comes back as at most 1e-30 times a ratio of transition probabilities
 #: bounded by 1 / min Qbar_t entry (>= 1e-7 for the default schedule): below 1e-22; we allow 1e-20.
 DIFFUSERS_VQ_ZERO_ATOL = 1e-20
+
+
+# --- chapter 2: changing the forward process (RDDM, DiffuseVAE, TrojDiff, CDRL) ---------------------------------
+
+#: A Trojan-free path: the exact poisoned network's P(Trojan | x_t) along clean sampling paths (and P(clean | x*_t)
+#: along triggered ones) on the well-separated toy (every path >= 9 standard deviations from the other process, so
+#: the log-odds are below -9^2 / 2 ~ -40, e^-40 ~ 4e-18); we assert 1e-12, far above that and far below anything a
+#: law test could see. The leak moves an eps prediction by at most that fraction of |E_trojan - E_clean| = O(10).
+TROJAN_LEAK = 1e-12
