@@ -93,7 +93,7 @@ def test_report_measures_distance_to_the_exact_ode() -> None:
     from refimpl.oracle.core import _setup
 
     config = Config("ddim", 20, "vp_linear", toy="gaussian")
-    report = check(RefimplCallable(sample_ddim), config)
+    report = check(RefimplCallable(sample_ddim), config, exact=True)
     model, x_T, _ = _setup(config)
     ts = grids.uniform_lambda(model.schedule, 20)
     error = float((sample_ddim(model, x_T, ts) - model.pf_ode_map(x_T, ts[0], ts[-1])).abs().max())
@@ -145,7 +145,7 @@ AGREE = [
 def test_diffusers_schedulers_agree_where_the_method_is_the_same(name: str, kwargs: dict, n_steps: int) -> None:
     """Every diffusers adapter on a fixed configuration where diffusers 0.42.1 implements refimpl's method."""
     impl = DiffusersScheduler(name, kwargs)
-    report = check(impl, Config(impl.method, n_steps))
+    report = check(impl, Config(impl.method, n_steps), exact=False)
     assert report.passed, report.table()
     assert torch.get_default_dtype() == torch.float64  # diffusers' float32 default lived only inside its steps
 

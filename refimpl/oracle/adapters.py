@@ -26,9 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from refimpl.models import ModelWrapper
 from refimpl.oracle.core import Config, Convention, Run
-from refimpl.samplers import Trajectory
+from refimpl.oracle.own import RefimplCallable
 
 __all__ = [
     "DIFFUSERS",
@@ -38,42 +37,6 @@ __all__ = [
     "RefimplCallable",
     "load_kdiffusion_sampling",
 ]
-
-
-@dataclass
-class RefimplCallable:
-    """Any callable with refimpl's sampler signature, run on the refimpl grid ``config.spacing`` of ``n_steps``.
-
-    With ``config.encode`` the callable is an encoder: it walks the same grid from its last time up to its first.
-    """
-
-    fn: Callable[..., Tensor]
-    name: str = "callable"
-    stochastic: bool = False
-    method: str | None = None
-
-    def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
-        from refimpl import grids
-        from refimpl.models import CountingModel
-
-        ts = grids.timesteps(model.schedule, config.n_steps, config.spacing)
-        counting, traj = CountingModel(_CastingModel(model, x_T.dtype)), Trajectory()
-        kwargs = {"noise": noise} if self.stochastic else {}
-        out = self.fn(counting, x_T, ts, callback=traj, **dict(config.options), **kwargs)
-        if len(traj.steps) != config.n_steps:
-            return Run(ts, [], [], error=f"reported {len(traj.steps)} steps through its callback, not {config.n_steps}")
-        states = [x_T, *(s.x_next for s in traj.steps[:-1]), out]
-        return Run(ts.flip(0) if config.encode else ts, states, [float(t) for t in counting.t_queried])
-
-
-@dataclass
-class _CastingModel(ModelWrapper):
-    """The exact model evaluated in float64, its output cast back to the caller's dtype."""
-
-    dtype: torch.dtype
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.model(x.double(), torch.as_tensor(t, dtype=torch.float64)).to(x.dtype)
 
 
 # --- k-diffusion ---------------------------------------------------------------------------------------

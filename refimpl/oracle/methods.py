@@ -16,6 +16,7 @@ schedule's domain, which diffusers' LMS and PNDM take with their own multistep f
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,15 +59,26 @@ def sample_dpm_solver_singlestep(
     *,
     orders: Sequence[int],
     stages: Sequence[Sequence[float]],
-    data_prediction: bool = False,
+    prediction: str = "eps",
     callback: Callback | None = None,
+    data_prediction: bool | None = None,
 ) -> Tensor:
-    """Singlestep DPM-Solver (``data_prediction``: DPM-Solver++) with caller-chosen intermediate points.
+    """Singlestep DPM-Solver (``prediction="eps"``) or DPM-Solver++ (``prediction="x0"``) with caller-chosen
+    intermediate points.
 
     Step i from timesteps[i] to timesteps[i + 1] has order ``orders[i]`` and evaluates the model at the
-    orders[i] - 1 times ``stages[i]`` inside it: DPM-Solver-2 (Lu et al. 2022, Algorithm 1 with general r1),
-    DPM-Solver-3 (Algorithm 2 with general r1, r2) or DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1).
+    orders[i] - 1 times ``stages[i]`` inside it: DPM-Solver-2 (Lu et al. 2022, arXiv:2206.00927v3, Algorithm 1 with
+    general r1), DPM-Solver-3 (Algorithm 2 with general r1, r2) or DPM-Solver++(2S) (Lu et al. 2022b,
+    arXiv:2211.01095v3, Algorithm 1). ``data_prediction`` is the deprecated spelling of ``prediction="x0"``.
     """
+    if data_prediction is not None:
+        warnings.warn(
+            'data_prediction= is deprecated; use prediction="x0" (or "eps")', DeprecationWarning, stacklevel=2
+        )
+        prediction = "x0" if data_prediction else "eps"
+    if prediction not in ("x0", "eps"):
+        raise ValueError(f"prediction must be 'x0' or 'eps', got {prediction!r}")
+    data_prediction = prediction == "x0"
     ts = check_sampler_inputs(model, x, timesteps)
     n = len(ts) - 1
     if len(orders) != n or len(stages) != n or any(len(s) != k - 1 for k, s in zip(orders, stages, strict=False)):
@@ -188,7 +200,7 @@ MODELS: dict[str, SamplerSpec] = {spec.name: spec for spec in [
     _spec(
         "dpm_solver_pp_singlestep_2", sample_dpm_solver_singlestep, 2,
         "arXiv:2211.01095v3 Algorithm 1, DPM-Solver++(2S) with given intermediate points",
-        "lu2022dpmsolverpp", data_prediction=True,
+        "lu2022dpmsolverpp", prediction="x0",
     ),
 ]}  # fmt: skip
 
