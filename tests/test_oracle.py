@@ -189,6 +189,15 @@ def test_kdiffusion_samplers_agree_or_show_their_finding(function: str) -> None:
         assert report.passed, report.table()
 
 
+@pytest.mark.parametrize("schedule", ["edm", "vp_linear"])
+@pytest.mark.parametrize("nfe", [1, 2, 3, 7])
+def test_kdiffusion_dpm_fast_is_singlestep_dpm_solver_with_its_orders_and_points(schedule: str, nfe: int) -> None:
+    """sample_dpm_fast with n model calls: orders 3, ..., [2, 1] or [n % 3] on a uniform-lambda grid, intermediate
+    points at 1/3, 2/3 (order 3) and 1/2 (order 2) of each step; every n % 3 case, on two schedule families."""
+    report = check(KDiffusionSampler("sample_dpm_fast"), Config("dpm_solver_singlestep_3", nfe, schedule))
+    assert report.passed and report.nfe == nfe, report.table()
+
+
 def test_kdiffusion_sde_samplers_crash_on_a_one_step_schedule_and_the_oracle_reports_it() -> None:
     for function in ("sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"):
         report = check(KDiffusionSampler(function, final_zero=True), Config(KDIFFUSION[function][0], 1, "edm"))

@@ -6,63 +6,42 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from scipy.integrate import quad
 
-from refimpl import grids
 from refimpl.oracle.core import TOL_OPS
-from refimpl.oracle.official import COMMIT, official_3m_update
-from refimpl.samplers.dpm_solver_pp import dpm_solver_pp_multistep_step
-from refimpl.schedules import get_schedule
+from refimpl.oracle.official import COMMIT, quadratic_step
 
-C0, C1, C2 = 0.3, -0.7, 0.45  # x0(lambda) = C0 + C1 lambda + C2 lambda^2
-U = torch.finfo(torch.float64).eps / 2
+U = 2.0**-53
 
 
-def _quadratic_step(name: str, d2_factor: float) -> tuple[float, float, float, float]:
-    """(official step with d2_factor, refimpl's step, the exact solution, the predicted miss of the official step).
+def _tolerance(h: float) -> float:
+    """Round-off of one step on O(1) values: TOL_OPS units, times 1/h^3 (phi_3 = ((e^-h - 1)/h + 1)/h - 1/2
+    cancels like h^3 for small h), times 10 for the closed-form integral's few terms."""
+    return 10 * TOL_OPS * U * max(1.0, h**-3)
 
-    Three past points and the target on a Karras grid (unequal steps); the model outputs lie exactly on the
-    quadratic, so the history is exact and any difference from the exact solution is the step's own.
-    """
-    s = get_schedule(name)
+
+@pytest.mark.parametrize("schedule", ["vp_linear", "edm"])
+def test_official_3m_step_is_not_exact_for_a_quadratic_and_doubling_d2_makes_it_exact(schedule: str) -> None:
+    step = quadratic_step(schedule)
+    tol = _tolerance(step.h)
+    assert abs(step.refimpl - step.exact) <= tol, "refimpl's third-order step integrates the quadratic exactly"
+    assert abs(step.predicted_miss) > 1e6 * tol
+    assert abs(step.official - step.exact - step.predicted_miss) <= tol, step
+    doubled = quadratic_step(schedule, d2_factor=2.0)
+    assert abs(doubled.official - step.exact) <= tol and abs(doubled.official - step.refimpl) <= tol
+
+
+def test_the_closed_form_exact_step_agrees_with_quadrature() -> None:
+    """The exact step's closed-form antiderivative, checked once against scipy's quad (rtol 1e-13)."""
+    from refimpl import grids
+    from refimpl.schedules import get_schedule
+
+    s = get_schedule("edm")
     v = s(grids.karras(s, 9)[3:7])
-    lam = [float(x) for x in v.lambda_]
-
-    def m(l: float) -> float:
-        return C0 + C1 * l + C2 * l**2
-
-    x_s = torch.tensor([[1.3]], dtype=torch.float64)
-    ms = [torch.tensor([[m(lam[j])]], dtype=torch.float64) for j in range(3)]  # oldest first
-    official = official_3m_update(
-        x_s, ms, list(v.lambda_[:3]), v.lambda_[3], torch.log(v.alpha[2]), torch.log(v.alpha[3]), v.sigma[2],
-        v.sigma[3], d2_factor=d2_factor,
-    )  # fmt: skip
-    ours = dpm_solver_pp_multistep_step(x_s, ms[::-1], list(v.lambda_[:3].flip(0)), v[2], v[3], 3)
-    integral = quad(lambda l: math.exp(l - lam[3]) * m(l), lam[2], lam[3], epsabs=1e-300, epsrel=1e-13)[0]
-    exact = float(v.sigma[3] / v.sigma[2]) * 1.3 + float(v.alpha[3]) * integral
-    h = lam[3] - lam[2]
-    phi_3 = (math.expm1(-h) / h + 1.0) / h - 0.5
-    miss = float(v.alpha[3]) * phi_3 * h**2 * C2  # the official step leaves out alpha_t phi_3 D2, D2 = h^2 C2
-    return float(official), float(ours), exact, miss
-
-
-def _tolerance(name: str) -> float:
-    """Round-off of one step: TOL_OPS units of the O(1) values, times 1/h^3 (phi_3 = ((e^-h - 1)/h + 1)/h - 1/2
-    cancels like h^3), plus quad's relative 1e-13 on the integral."""
-    s = get_schedule(name)
-    h = float(s(grids.karras(s, 9)[5:7]).lambda_.diff().abs())
-    return TOL_OPS * U * max(1.0, h**-3) * 10 + 1e-12
-
-
-@pytest.mark.parametrize("name", ["vp_linear", "edm"])
-def test_official_3m_step_is_not_exact_for_a_quadratic_and_doubling_d2_makes_it_exact(name: str) -> None:
-    official, ours, exact, miss = _quadratic_step(name, 1.0)
-    tol = _tolerance(name)
-    assert abs(ours - exact) <= tol, "refimpl's third-order step integrates the quadratic exactly"
-    assert abs(miss) > 1e3 * tol and official - exact == pytest.approx(miss, rel=1e-6), (official, exact, miss)
-    doubled, _, _, _ = _quadratic_step(name, 2.0)
-    assert abs(doubled - exact) <= tol and abs(doubled - ours) <= tol
+    lam_s, lam_t = float(v.lambda_[2]), float(v.lambda_[3])
+    integral = quad(lambda l: math.exp(l - lam_t) * (0.3 - 0.7 * l + 0.45 * l * l), lam_s, lam_t, epsrel=1e-13)[0]
+    expected = float(v.sigma[3] / v.sigma[2]) * 1.3 + float(v.alpha[3]) * integral
+    assert quadratic_step("edm").exact == pytest.approx(expected, rel=1e-12)
 
 
 def test_the_transcription_names_its_commit() -> None:

@@ -1,4 +1,5 @@
-"""The diffusers adapter: eleven diffusers schedulers, driven through their public ``set_timesteps`` / ``step`` API.
+"""The diffusers adapter (pinned to diffusers ``PINNED_VERSION``): eleven schedulers, driven through their public
+``set_timesteps`` / ``step`` API.
 
 Conventions, modelled rather than hidden:
 
@@ -24,6 +25,7 @@ arguments) and to constructor defaults that make the conventions comparable.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +37,11 @@ from torch import Tensor
 from refimpl.oracle.core import Config, Convention, Run
 from refimpl.schedules import DiscreteVP
 
-__all__ = ["DIFFUSERS", "DiffusersScheduler", "Profile"]
+__all__ = ["DIFFUSERS", "PINNED_VERSION", "DiffusersScheduler", "Profile"]
+
+#: The diffusers version whose behaviour this module knows (its conventions, table dtypes, step bookkeeping): all of
+#: the oracle's version-specific knowledge of diffusers lives in this one module.
+PINNED_VERSION = "0.42.1"
 
 _PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 _BETAS = {"ddpm_linear": ("linear", 1e-4, 0.02), "scaled_linear": ("scaled_linear", 0.00085, 0.012)}
@@ -210,6 +216,13 @@ class DiffusersScheduler:
 
     def build(self, schedule: DiscreteVP, config: Config) -> Any:
         import diffusers
+
+        if diffusers.__version__ != PINNED_VERSION:
+            warnings.warn(
+                f"refimpl.oracle's diffusers adapter knows diffusers {PINNED_VERSION}, found {diffusers.__version__}: "
+                "a disagreement may be a change of convention the adapter does not model",
+                stacklevel=2,
+            )
 
         if not isinstance(schedule, DiscreteVP) or schedule.name not in _BETAS:
             raise ValueError(f"diffusers schedulers need a discrete schedule {sorted(_BETAS)}, got {schedule.name}")

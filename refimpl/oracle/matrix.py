@@ -107,7 +107,7 @@ def matrix() -> list[Entry]:
                 _kdiffusion(function),
                 KDIFFUSION[function][0],
                 {"final_zero": st.booleans()},
-                {"schedules": ("edm", "vp_linear"), "spacings": ("uniform_lambda", "karras", "uniform_t")},
+                {"schedules": ("edm", "vp_linear")},
             )
         )
     return entries  # fmt: skip

@@ -17,10 +17,13 @@ curvature: exact for lines, not for parabolas; its local error is O(h^3) and the
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-__all__ = ["COMMIT", "SOURCE", "official_3m_update"]
+__all__ = ["COMMIT", "SOURCE", "QuadraticStep", "official_3m_update", "quadratic_step"]
 
 SOURCE = "LuChengTHU/dpm-solver, dpm_solver_pytorch.py, DPM_Solver.multistep_dpm_solver_third_update"
 COMMIT = "8acf2bb9419165fec8b3ffd01621aa735be5dee3"
@@ -77,3 +80,49 @@ def official_3m_update(
             - (sigma_t * phi_3) * D2
         )
     return x_t
+
+
+@dataclass(frozen=True)
+class QuadraticStep:
+    """One third-order step with an exact history of x0(lambda) = c0 + c1 lambda + c2 lambda^2 (``quadratic_step``)."""
+
+    official: float  # official_3m_update with the given d2_factor
+    refimpl: float  # refimpl's DPM-Solver++(3M) step (the exact integral of the quadratic)
+    exact: float  # (sigma_t / sigma_s) x_s + sigma_t int e^l x0(l) dl, in closed form
+    predicted_miss: float  # alpha_t phi_3 h^2 c2: the half of the D2 term the official step drops
+    h: float
+
+
+def quadratic_step(
+    schedule: str = "edm", d2_factor: float = 1.0, c: tuple[float, float, float] = (0.3, -0.7, 0.45), x_s: float = 1.3
+) -> QuadraticStep:
+    """The official step, refimpl's and the exact solution for one step with model outputs on a quadratic in lambda.
+
+    Three past points and the target are entries 3 to 6 of a 9-step Karras grid (unequal steps). The exact solution
+    of the data-prediction ODE (Lu et al. 2022b, arXiv:2211.01095v3, Eq. (8) [unverified equation number]) uses the
+    antiderivative e^l (c0 + c1 (l - 1) + c2 (l^2 - 2 l + 2)) of e^l x0(l).
+    """
+    from refimpl import grids
+    from refimpl.samplers.dpm_solver_pp import dpm_solver_pp_multistep_step
+    from refimpl.schedules import get_schedule
+
+    s = get_schedule(schedule)
+    v = s(grids.karras(s, 9)[3:7])
+    c0, c1, c2 = c
+    ms = [torch.full((1, 1), c0 + c1 * float(l) + c2 * float(l) ** 2, dtype=torch.float64) for l in v.lambda_[:3]]
+    x = torch.full((1, 1), x_s, dtype=torch.float64)
+    official = official_3m_update(
+        x, ms, list(v.lambda_[:3]), v.lambda_[3], torch.log(v.alpha[2]), torch.log(v.alpha[3]), v.sigma[2],
+        v.sigma[3], d2_factor=d2_factor,
+    )  # fmt: skip
+    ours = dpm_solver_pp_multistep_step(x, ms[::-1], list(v.lambda_[:3].flip(0)), v[2], v[3], 3)
+    lam_s, lam_t = float(v.lambda_[2]), float(v.lambda_[3])
+
+    def antiderivative(l: float) -> float:  # of e^(l - lambda_t) x0(l), scaled to stay finite
+        return math.exp(l - lam_t) * (c0 + c1 * (l - 1) + c2 * (l * l - 2 * l + 2))
+
+    sigma_t, alpha_t = float(v.sigma[3]), float(v.alpha[3])
+    exact = sigma_t / float(v.sigma[2]) * x_s + alpha_t * (antiderivative(lam_t) - antiderivative(lam_s))
+    h = lam_t - lam_s
+    phi_3 = (math.expm1(-h) / h + 1.0) / h - 0.5
+    return QuadraticStep(float(official), float(ours), exact, alpha_t * phi_3 * h**2 * c2, h)
