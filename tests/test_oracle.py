@@ -10,7 +10,7 @@ import torch
 from refimpl.oracle import Config, check
 from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler, RefimplCallable
 from refimpl.oracle.core import TOL_OPS
-from refimpl.oracle.methods import EXTRA, get_method
+from refimpl.oracle.methods import MODELS, get_method
 from refimpl.registry import REGISTRY
 from refimpl.samplers import sample_ddim, sample_ddpm
 
@@ -92,10 +92,10 @@ def test_report_measures_distance_to_the_exact_ode() -> None:
     from refimpl import grids
     from refimpl.oracle.core import _setup
 
-    config = Config("ddim", 20, "vp_linear", toy="gaussian")
+    config = Config("ddim", 6, "vp_linear", toy="gaussian")
     report = check(RefimplCallable(sample_ddim), config, exact=True)
     model, x_T, _ = _setup(config)
-    ts = grids.uniform_lambda(model.schedule, 20)
+    ts = grids.uniform_lambda(model.schedule, 6)
     error = float((sample_ddim(model, x_T, ts) - model.pf_ode_map(x_T, ts[0], ts[-1])).abs().max())
     assert report.passed
     assert report.steps[-1].dev_exact == pytest.approx(error, rel=1e-6)
@@ -104,7 +104,7 @@ def test_report_measures_distance_to_the_exact_ode() -> None:
 # --- the whole registry against itself -------------------------------------------------------------------------
 
 SELF_METHODS = sorted(REGISTRY) + sorted(
-    k for k in EXTRA if not k.startswith(("dpm_solver_singlestep", "dpm_solver_pp_s"))
+    k for k in MODELS if not k.startswith(("dpm_solver_singlestep", "dpm_solver_pp_s"))
 )
 
 
@@ -222,22 +222,9 @@ def test_explore_shrinks_to_the_smallest_failing_configuration() -> None:
     from refimpl.oracle.explore import explore
 
     make = lambda **kw: DiffusersScheduler("DDIMScheduler", kw)  # noqa: E731
-    finding = explore(make, "ddim", {"timestep_spacing": st.just("linspace")}, max_examples=10, predictions=("eps",))
+    finding = explore(make, "ddim", {"timestep_spacing": st.just("linspace")}, max_examples=6, predictions=("eps",))
     assert finding.failure is not None and finding.failure.config.n_steps == 1, finding.failure
     assert "zero length" in finding.failure.problems[0]
-
-
-def test_order_check_finds_third_order_multistep_second_order_in_kdiffusion() -> None:
-    """k-diffusion's DPM-Solver++(3M) (sample_dpmpp_3m_sde, eta = 0) on uniform-lambda EDM grids: its error falls
-    like h^2, refimpl's 3M on the same grids clearly faster (at least third order; the Gaussian toy even gives 4)."""
-    from refimpl.oracle.order import order_check
-
-    result = order_check(
-        KDiffusionSampler("sample_dpmpp_3m_sde"),
-        Config("dpm_solver_pp_3m_exact", 10, "edm", toy="gaussian"),
-        (20, 40, 80, 160),
-    )
-    assert not result.passed and result.result.order < 2.5 and result.reference.order > 3 - 0.15, result
 
 
 @pytest.mark.parametrize("n_steps", [4, 10])

@@ -131,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     verdict = check(impl, configs, method=method, exact=not args.no_exact)
-    for report in verdict.reports:
-        print(report.table(), end="\n\n")
+    if args.target:  # the verdict: a line per configuration, the table of each failure
+        print(verdict, end="\n\n")
+    else:
+        for report in verdict.reports:
+            print(report.table(), end="\n\n")
+        print(verdict.headline())
     failure = smallest_failure(verdict.reports)
-    print(verdict.headline())
     print("all configurations pass" if failure is None else f"smallest failing configuration: {failure.config}")
     return 0 if failure is None else 1
 

@@ -144,7 +144,7 @@ class Config:
 
     def __str__(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options)
-        zero = " + a last step to sigma = 0" if self.final_zero else ""
+        zero = " (the last to sigma = 0)" if self.final_zero else ""
         return (
             f"{self.method}{' (encoder)' if self.encode else ''}: {self.n_steps} steps{zero}, {self.schedule}, "
             f"{self.spacing}, {self.toy}, {self.prediction}, {self.dtype}{', ' + opts if opts else ''}"

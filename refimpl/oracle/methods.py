@@ -43,7 +43,6 @@ from refimpl.samplers.pndm import plms_direction, pndm_transfer
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
-    "EXTRA",
     "MODELS",
     "final_step_to_zero",
     "get_method",
@@ -205,17 +204,14 @@ MODELS: dict[str, SamplerSpec] = {spec.name: spec for spec in [
 ]}  # fmt: skip
 
 
-#: Everything the oracle runs that is not a registered method: the ``MODELS`` of third-party code.
-EXTRA: dict[str, SamplerSpec] = dict(MODELS)
-
-
 def get_method(name: str) -> SamplerSpec:
-    """The registered sampler ``name``, or the oracle's model or pending setting ``EXTRA[name]``."""
+    """The registered sampler ``name``, or the oracle's model of third-party code ``MODELS[name]``."""
     if name in REGISTRY:
         return REGISTRY[name]
-    if name in EXTRA:
-        return EXTRA[name]
-    raise ValueError(f"no method named {name!r}; registered: {sorted(REGISTRY)}; oracle settings: {sorted(EXTRA)}")
+    if name in MODELS:
+        return MODELS[name]
+    raise ValueError(f"no method named {name!r}; registered: {sorted(REGISTRY)}; models of third-party code: "
+                     f"{sorted(MODELS)}")  # fmt: skip
 
 
 def _zero_values() -> ScheduleValues:
