@@ -126,6 +126,8 @@ def test_every_method_passes_against_itself(name: str) -> None:
 AGREE = [
     ("DDIMScheduler", {}, 10),
     ("DDPMScheduler", {}, 10),
+    ("DDIMParallelScheduler", {"timestep_spacing": "leading", "steps_offset": 1}, 4),
+    ("DDPMParallelScheduler", {}, 3),
     ("PNDMScheduler", {"skip_prk_steps": True}, 5),
     ("PNDMScheduler", {}, 5),
     ("DEISMultistepScheduler", {"solver_order": 3}, 10),

@@ -13,12 +13,14 @@ changes (the reference with it against the reference without it).
 
 Tolerance of "agrees with the reference": an implementation whose coefficients are computed in a
 format of unit round-off u (float32: 2^-24; float64: 2^-53) makes a relative error of a few u per
-coefficient and step, and these add up over the steps; we allow ``TOL_OPS * (n_steps + 1) * u`` times
-the state's scale, TOL_OPS = 64 operations' worth a step: the package's round-off model
+coefficient and step, and these add up over the steps; after i steps we allow ``TOL_OPS * (i + 1) * u`` times
+the state's scale (a tolerance per step; the report's headline gives the worst deviation-to-tolerance ratio and
+its step), TOL_OPS = 64 operations' worth a step: the package's round-off model
 (``refimpl.reference.OPS_PER_STEP`` roundings a step) for two implementations (x 2), times a condition factor
 of 4 for formulas written differently from refimpl's (a third party's coefficients are computed by other,
-sometimes less well-conditioned, expressions: ``CONDITION``, a policy). Model query times must agree to the
-same relative tolerance.
+sometimes less well-conditioned, expressions: ``CONDITION``, a policy). Model query times must agree to
+TOL_OPS u times the measured condition number of the conversion from the implementation's noise level to t
+(``_query_tolerance``).
 """
 
 from __future__ import annotations
@@ -509,10 +511,10 @@ def _unit(config: Config, run: Run) -> float:
     return max(torch.finfo(d).eps / 2 for d in (dtype, run.coefficient_dtype or dtype))
 
 
-def _tolerance(config: Config, run: Run, scale: float, steps: int | None = None) -> tuple[float, float]:
-    """(tolerance on the state after ``steps`` steps (default: all), unit round-off) for this run's precision."""
+def _tolerance(config: Config, run: Run, scale: float) -> tuple[float, float]:
+    """(tolerance on the state after all n_steps steps, unit round-off) for this run's precision."""
     unit = _unit(config, run)
-    return TOL_OPS * ((config.n_steps if steps is None else steps) + 1) * unit * scale, unit
+    return TOL_OPS * (config.n_steps + 1) * unit * scale, unit
 
 
 def _query_tolerance(schedule: Any, levels: Tensor, unit: float) -> Tensor:

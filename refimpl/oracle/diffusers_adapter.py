@@ -110,6 +110,15 @@ DIFFUSERS: dict[str, Profile] = {
         {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"},
         "alphabar",
     ),
+    # the parallel variants: the same step (plus a batched_step for parallel sampling), driven through step
+    "DDIMParallelScheduler": Profile(
+        lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
+    ),
+    "DDPMParallelScheduler": Profile(
+        lambda kw: "ddpm",
+        {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"},
+        "alphabar",
+    ),
     "DDIMInverseScheduler": Profile(
         lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
     ),
@@ -317,7 +326,7 @@ class DiffusersScheduler:
                     step_start, done, landing = tables.t_of_k(k + ratio), True, tables.t_of_k(k)
                 else:
                     step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(k - ratio)
-            elif self.class_name == "DDPMScheduler":
+            elif self.class_name in ("DDPMScheduler", "DDPMParallelScheduler"):
                 step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(int(sched.previous_timestep(k)))
                 kw = {"generator": gen}  # DDPM draws its own noise: replay its generator to learn which
                 if k > 0:
@@ -425,7 +434,7 @@ class DiffusersScheduler:
 
     def _reference_options(self, sched: Any, tables: _Tables, final: str) -> dict[str, Any]:
         cfg = sched.config
-        if self.class_name == "DDPMScheduler" and cfg.variance_type == "fixed_large":
+        if self.class_name in ("DDPMScheduler", "DDPMParallelScheduler") and cfg.variance_type == "fixed_large":
             return {"variance": "beta"}
         if self.class_name == "DPMSolverSinglestepScheduler" and cfg.solver_order > 1:
             groups, stages = [], []

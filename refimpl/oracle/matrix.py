@@ -63,6 +63,20 @@ def matrix() -> list[Entry]:
             {"options": {"eta": st.sampled_from([0.0, 1.0])}},
         ),
         Entry("diffusers DDPMScheduler", _diffusers("DDPMScheduler"), "ddpm", alphabar, {"dtypes": ("float64",)}),
+        Entry(
+            "diffusers DDIMParallelScheduler",
+            _diffusers("DDIMParallelScheduler"),
+            "ddim",
+            alphabar,
+            {"options": {"eta": st.sampled_from([0.0, 1.0])}},
+        ),
+        Entry(
+            "diffusers DDPMParallelScheduler",
+            _diffusers("DDPMParallelScheduler"),
+            "ddpm",
+            alphabar,
+            {"dtypes": ("float64",)},
+        ),
         Entry("diffusers DDIMInverseScheduler", _diffusers("DDIMInverseScheduler"), "ddim", alphabar, {"encode": True}),
         Entry(
             "diffusers PNDMScheduler (PLMS)",
