@@ -1,10 +1,24 @@
 """The correctness oracle: check a fast sampler step by step against refimpl on exact toys.
 
-from refimpl.oracle import Config, check
+from refimpl.oracle import check
+print(check(my_sampler, method="dpm_solver_pp_2m"))   # a plain function with refimpl's sampler signature
+
+from refimpl.oracle import Config
 from refimpl.oracle.adapters import DiffusersScheduler
 print(check(DiffusersScheduler("DDIMScheduler"), Config("ddim", n_steps=10)).table())
 """
 
-from refimpl.oracle.core import Config, Implementation, Report, Run, check, smallest_failure
+from refimpl.oracle.core import Config, Implementation, Report, Run, smallest_failure
+from refimpl.oracle.own import Verdict, assert_agrees, check, default_configs
 
-__all__ = ["Config", "Implementation", "Report", "Run", "check", "smallest_failure"]
+__all__ = [
+    "Config",
+    "Implementation",
+    "Report",
+    "Run",
+    "Verdict",
+    "assert_agrees",
+    "check",
+    "default_configs",
+    "smallest_failure",
+]

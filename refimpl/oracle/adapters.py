@@ -26,9 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from refimpl.models import ModelWrapper
 from refimpl.oracle.core import Config, Convention, Run
-from refimpl.samplers import Trajectory
+from refimpl.oracle.own import RefimplCallable
 
 __all__ = [
     "DIFFUSERS",
@@ -38,42 +37,6 @@ __all__ = [
     "RefimplCallable",
     "load_kdiffusion_sampling",
 ]
-
-
-@dataclass
-class RefimplCallable:
-    """Any callable with refimpl's sampler signature, run on the refimpl grid ``config.spacing`` of ``n_steps``.
-
-    With ``config.encode`` the callable is an encoder: it walks the same grid from its last time up to its first.
-    """
-
-    fn: Callable[..., Tensor]
-    name: str = "callable"
-    stochastic: bool = False
-    method: str | None = None
-
-    def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
-        from refimpl import grids
-        from refimpl.models import CountingModel
-
-        ts = grids.timesteps(model.schedule, config.n_steps, config.spacing)
-        counting, traj = CountingModel(_CastingModel(model, x_T.dtype)), Trajectory()
-        kwargs = {"noise": noise} if self.stochastic else {}
-        out = self.fn(counting, x_T, ts, callback=traj, **dict(config.options), **kwargs)
-        if len(traj.steps) != config.n_steps:
-            return Run(ts, [], [], error=f"reported {len(traj.steps)} steps through its callback, not {config.n_steps}")
-        states = [x_T, *(s.x_next for s in traj.steps[:-1]), out]
-        return Run(ts.flip(0) if config.encode else ts, states, [float(t) for t in counting.t_queried])
-
-
-@dataclass
-class _CastingModel(ModelWrapper):
-    """The exact model evaluated in float64, its output cast back to the caller's dtype."""
-
-    dtype: torch.dtype
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.model(x.double(), torch.as_tensor(t, dtype=torch.float64)).to(x.dtype)
 
 
 # --- k-diffusion ---------------------------------------------------------------------------------------
@@ -141,6 +104,7 @@ KDIFFUSION: dict[str, tuple[str, dict[str, Any]]] = {
     "sample_dpmpp_2m": ("dpm_solver_pp_2m", {}),
     "sample_dpmpp_2m_sde": ("sde_dpm_solver_pp_2m", {}),
     "sample_dpmpp_3m_sde": ("dpm_solver_pp_3m_exact", {"eta": 0.0}),
+    "sample_dpm_fast": ("dpm_solver_singlestep_3", {}),
 }
 _KD_STOCHASTIC = ("sample_euler_ancestral", "sample_dpmpp_2m_sde")
 
@@ -172,6 +136,8 @@ class KDiffusionSampler:
         from refimpl import grids
 
         sampling = load_kdiffusion_sampling()
+        if self.function == "sample_dpm_fast":
+            return self._run_fast(sampling, config, model, x_T)
         schedule = model.schedule
         n_grid = config.n_steps - 1 if self.final_zero else config.n_steps
         if n_grid == 0:
@@ -226,6 +192,46 @@ class KDiffusionSampler:
             conventions=conventions,
             noise=None,
             coefficient_dtype=x_T.dtype,
+        )
+
+    def _run_fast(self, sampling: types.ModuleType, config: Config, model: Any, x_T: Tensor) -> Run:
+        """``sample_dpm_fast(model, x, sigma_min, sigma_max, n)``: DPM-Solver-fast with n model calls (Lu et al. 2022,
+        arXiv:2206.00927v3, Sec. 3.4): m = n // 3 + 1 steps uniform in lambda = -log sigma, orders 3, ..., 3 then
+        [2, 1] or [n % 3], intermediate points at r = 1/3, 2/3 (order 3) and 1/2 (order 2) of each step in lambda;
+        the reference is refimpl's singlestep DPM-Solver with those orders and points."""
+        schedule = model.schedule
+        ends = schedule(torch.tensor([schedule.t_max, schedule.t_min], dtype=torch.float64))
+        queries: list[float] = []
+        lam_lo, lam_hi = schedule.lambda_min, schedule.lambda_max
+
+        def t_of(lam: Tensor | float) -> Tensor:
+            return schedule.t_of_lambda(torch.as_tensor(lam, dtype=torch.float64).clamp(lam_lo, lam_hi))
+
+        def denoiser(x_tilde: Tensor, sigma: Tensor) -> Tensor:
+            t = t_of(-torch.log(sigma[0].double()))
+            queries.append(float(t))
+            return model.x0(schedule(t).alpha * x_tilde.double(), t).to(x_tilde.dtype)
+
+        seen: list[tuple[Tensor, float]] = []
+        sigma_min, sigma_max = (float(r) for r in ends.rho.flip(0))
+        out = sampling.sample_dpm_fast(
+            denoiser, x_T / ends.alpha[0].to(x_T.dtype), sigma_min, sigma_max, config.n_steps, disable=True,
+            callback=lambda d: seen.append((d["x"], float(d["t"]))),
+        )  # fmt: skip
+        n, m = config.n_steps, config.n_steps // 3 + 1
+        orders = [3] * (m - 2) + [2, 1] if n % 3 == 0 else [3] * (m - 1) + [n % 3]
+        lambdas = [lam for _, lam in seen] + [-math.log(sigma_min)]
+        stages = [
+            [float(t_of(a + r * (b - a))) for r in {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}[k]]
+            for k, a, b in zip(orders, lambdas, lambdas[1:], strict=False)
+        ]
+        times = t_of(torch.tensor(lambdas, dtype=torch.float64))
+        alphas = schedule(times).alpha
+        states = [x * a.to(x.dtype) for x, a in zip([x for x, _ in seen] + [out], alphas, strict=True)]
+        # k-diffusion makes its end points with torch.tensor(sigma): torch's default dtype sets their precision
+        precision = min(x_T.dtype, torch.get_default_dtype(), key=lambda d: torch.finfo(d).bits)
+        return Run(
+            times, states, queries, reference_options={"orders": orders, "stages": stages}, coefficient_dtype=precision
         )
 
 

@@ -1,4 +1,5 @@
-"""The diffusers adapter: eleven diffusers schedulers, driven through their public ``set_timesteps`` / ``step`` API.
+"""The diffusers adapter (pinned to diffusers ``PINNED_VERSION``): eleven schedulers, driven through their public
+``set_timesteps`` / ``step`` API.
 
 Conventions, modelled rather than hidden:
 
@@ -24,6 +25,7 @@ arguments) and to constructor defaults that make the conventions comparable.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +37,11 @@ from torch import Tensor
 from refimpl.oracle.core import Config, Convention, Run
 from refimpl.schedules import DiscreteVP
 
-__all__ = ["DIFFUSERS", "DiffusersScheduler", "Profile"]
+__all__ = ["DIFFUSERS", "PINNED_VERSION", "DiffusersScheduler", "Profile"]
+
+#: The diffusers version whose behaviour this module knows (its conventions, table dtypes, step bookkeeping): all of
+#: the oracle's version-specific knowledge of diffusers lives in this one module.
+PINNED_VERSION = "0.42.1"
 
 _PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 _BETAS = {"ddpm_linear": ("linear", 1e-4, 0.02), "scaled_linear": ("scaled_linear", 0.00085, 0.012)}
@@ -104,6 +110,15 @@ DIFFUSERS: dict[str, Profile] = {
         {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"},
         "alphabar",
     ),
+    # the parallel variants: the same step (plus a batched_step for parallel sampling), driven through step
+    "DDIMParallelScheduler": Profile(
+        lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
+    ),
+    "DDPMParallelScheduler": Profile(
+        lambda kw: "ddpm",
+        {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"},
+        "alphabar",
+    ),
     "DDIMInverseScheduler": Profile(
         lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
     ),
@@ -144,15 +159,21 @@ class _Trace:
     noise: list[Tensor] = field(default_factory=list)
 
 
-def _step(sched: Any, *args: Any, **kwargs: Any) -> Any:
-    """``sched.step(*args, **kwargs)``, with torch's default dtype float32 for the duration of that one call.
+#: Schedulers whose ``step`` creates a tensor in torch's default dtype (diffusers 0.42.1).
+DEFAULT_DTYPE_FLOAT32 = ("UniPCMultistepScheduler",)
 
-    Every tensor of the run is given its dtype explicitly (states float32, model calls float64, traces float64),
-    but diffusers 0.42.1 creates one itself: ``UniPCMultistepScheduler.multistep_uni_p_bh_update`` appends
-    ``torch.ones((), device=device)`` (no dtype) to its float32 ratios, so under a float64 default (the test
-    session's) its order-3 predictor solves a float64 system against a float32 right-hand side and raises. The
-    default is the one diffusers assumes only inside its own step, and restored on exit, even on error.
+
+def _step(sched: Any, *args: Any, **kwargs: Any) -> Any:
+    """``sched.step(*args, **kwargs)``; every tensor the adapter hands it has its dtype given explicitly.
+
+    One exception needs torch's default dtype: diffusers 0.42.1 ``UniPCMultistepScheduler.multistep_uni_p_bh_update``
+    appends ``torch.ones((), device=device)`` (no dtype, so the default) to its float32 ratios, and under a float64
+    default (the test session's) its order-3 predictor solves a float64 system against a float32 right-hand side and
+    raises. No argument of its public API sets that dtype, so for that class alone the default is float32 for the
+    duration of the one call, and restored on exit, even on error.
     """
+    if type(sched).__name__ not in DEFAULT_DTYPE_FLOAT32:
+        return sched.step(*args, **kwargs)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
     try:
@@ -204,6 +225,13 @@ class DiffusersScheduler:
 
     def build(self, schedule: DiscreteVP, config: Config) -> Any:
         import diffusers
+
+        if diffusers.__version__ != PINNED_VERSION:
+            warnings.warn(
+                f"refimpl.oracle's diffusers adapter knows diffusers {PINNED_VERSION}, found {diffusers.__version__}: "
+                "a disagreement may be a change of convention the adapter does not model",
+                stacklevel=2,
+            )
 
         if not isinstance(schedule, DiscreteVP) or schedule.name not in _BETAS:
             raise ValueError(f"diffusers schedulers need a discrete schedule {sorted(_BETAS)}, got {schedule.name}")
@@ -298,7 +326,7 @@ class DiffusersScheduler:
                     step_start, done, landing = tables.t_of_k(k + ratio), True, tables.t_of_k(k)
                 else:
                     step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(k - ratio)
-            elif self.class_name == "DDPMScheduler":
+            elif self.class_name in ("DDPMScheduler", "DDPMParallelScheduler"):
                 step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(int(sched.previous_timestep(k)))
                 kw = {"generator": gen}  # DDPM draws its own noise: replay its generator to learn which
                 if k > 0:
@@ -406,7 +434,7 @@ class DiffusersScheduler:
 
     def _reference_options(self, sched: Any, tables: _Tables, final: str) -> dict[str, Any]:
         cfg = sched.config
-        if self.class_name == "DDPMScheduler" and cfg.variance_type == "fixed_large":
+        if self.class_name in ("DDPMScheduler", "DDPMParallelScheduler") and cfg.variance_type == "fixed_large":
             return {"variance": "beta"}
         if self.class_name == "DPMSolverSinglestepScheduler" and cfg.solver_order > 1:
             groups, stages = [], []

@@ -1,8 +1,8 @@
 """Explore the configuration space with hypothesis, and let it shrink a failure to the smallest configuration.
 
 The property explored is "the implementation agrees with refimpl" (``core.check`` passes). hypothesis
-draws step counts (1 and 2 always included), schedules, prediction types, dtypes, toys and the
-implementation's own options; when a draw fails it shrinks it, so the configuration reported is a
+draws step counts (1 and 2 always included), schedules, grids (every family), prediction types, dtypes, toys
+and the implementation's own options; when a draw fails it shrinks it, so the configuration reported is a
 smallest one that still fails. Runs are derandomized (the same examples every time).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from refimpl.oracle.core import Config, Implementation, Report, check
+from refimpl.oracle.core import SPACINGS, Config, Implementation, Report, check
 
 __all__ = ["Finding", "config_strategy", "explore"]
 
@@ -36,10 +36,14 @@ def config_strategy(
     dtypes: tuple[str, ...] = ("float64", "float32"),
     toys: tuple[str, ...] = ("ring", "mixture16"),
     options: dict[str, Any] | None = None,
-    spacings: tuple[str, ...] = ("uniform_lambda",),
+    spacings: tuple[str, ...] = SPACINGS,
     encode: bool = False,
 ) -> Any:
-    """A hypothesis strategy of ``Config`` for ``method``; ``options`` maps option names to strategies."""
+    """A hypothesis strategy of ``Config`` for ``method``; ``options`` maps option names to strategies.
+
+    The grids default to every family (uniform in t and in lambda, Karras, quadratic, random): on uniform-lambda grids
+    alone the step ratios are all 1 and a multistep formula with r and 1/r swapped passes.
+    """
     from hypothesis import strategies as st
 
     options = options or {}
@@ -85,7 +89,7 @@ def explore(
         suppress_health_check=list(HealthCheck),
         print_blob=False,
     )
-    @given(config=config_strategy(method, **strategy_kwargs), chosen=st.fixed_dictionaries(impl_options))
+    @given(config=config_strategy(method or "ddim", **strategy_kwargs), chosen=st.fixed_dictionaries(impl_options))
     def agrees(config: Config, chosen: dict[str, Any]) -> None:
         impl = make_impl(**chosen)
         if not method:

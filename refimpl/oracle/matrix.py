@@ -63,6 +63,20 @@ def matrix() -> list[Entry]:
             {"options": {"eta": st.sampled_from([0.0, 1.0])}},
         ),
         Entry("diffusers DDPMScheduler", _diffusers("DDPMScheduler"), "ddpm", alphabar, {"dtypes": ("float64",)}),
+        Entry(
+            "diffusers DDIMParallelScheduler",
+            _diffusers("DDIMParallelScheduler"),
+            "ddim",
+            alphabar,
+            {"options": {"eta": st.sampled_from([0.0, 1.0])}},
+        ),
+        Entry(
+            "diffusers DDPMParallelScheduler",
+            _diffusers("DDPMParallelScheduler"),
+            "ddpm",
+            alphabar,
+            {"dtypes": ("float64",)},
+        ),
         Entry("diffusers DDIMInverseScheduler", _diffusers("DDIMInverseScheduler"), "ddim", alphabar, {"encode": True}),
         Entry(
             "diffusers PNDMScheduler (PLMS)",
@@ -107,7 +121,7 @@ def matrix() -> list[Entry]:
                 _kdiffusion(function),
                 KDIFFUSION[function][0],
                 {"final_zero": st.booleans()},
-                {"schedules": ("edm", "vp_linear"), "spacings": ("uniform_lambda", "karras", "uniform_t")},
+                {"schedules": ("edm", "vp_linear")},
             )
         )
     return entries  # fmt: skip

@@ -16,6 +16,7 @@ schedule's domain, which diffusers' LMS and PNDM take with their own multistep f
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +43,6 @@ from refimpl.samplers.pndm import plms_direction, pndm_transfer
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
-    "EXTRA",
     "MODELS",
     "final_step_to_zero",
     "get_method",
@@ -58,15 +58,26 @@ def sample_dpm_solver_singlestep(
     *,
     orders: Sequence[int],
     stages: Sequence[Sequence[float]],
-    data_prediction: bool = False,
+    prediction: str = "eps",
     callback: Callback | None = None,
+    data_prediction: bool | None = None,
 ) -> Tensor:
-    """Singlestep DPM-Solver (``data_prediction``: DPM-Solver++) with caller-chosen intermediate points.
+    """Singlestep DPM-Solver (``prediction="eps"``) or DPM-Solver++ (``prediction="x0"``) with caller-chosen
+    intermediate points.
 
     Step i from timesteps[i] to timesteps[i + 1] has order ``orders[i]`` and evaluates the model at the
-    orders[i] - 1 times ``stages[i]`` inside it: DPM-Solver-2 (Lu et al. 2022, Algorithm 1 with general r1),
-    DPM-Solver-3 (Algorithm 2 with general r1, r2) or DPM-Solver++(2S) (Lu et al. 2022b, Algorithm 1).
+    orders[i] - 1 times ``stages[i]`` inside it: DPM-Solver-2 (Lu et al. 2022, arXiv:2206.00927v3, Algorithm 1 with
+    general r1), DPM-Solver-3 (Algorithm 2 with general r1, r2) or DPM-Solver++(2S) (Lu et al. 2022b,
+    arXiv:2211.01095v3, Algorithm 1). ``data_prediction`` is the deprecated spelling of ``prediction="x0"``.
     """
+    if data_prediction is not None:
+        warnings.warn(
+            'data_prediction= is deprecated; use prediction="x0" (or "eps")', DeprecationWarning, stacklevel=2
+        )
+        prediction = "x0" if data_prediction else "eps"
+    if prediction not in ("x0", "eps"):
+        raise ValueError(f"prediction must be 'x0' or 'eps', got {prediction!r}")
+    data_prediction = prediction == "x0"
     ts = check_sampler_inputs(model, x, timesteps)
     n = len(ts) - 1
     if len(orders) != n or len(stages) != n or any(len(s) != k - 1 for k, s in zip(orders, stages, strict=False)):
@@ -188,22 +199,19 @@ MODELS: dict[str, SamplerSpec] = {spec.name: spec for spec in [
     _spec(
         "dpm_solver_pp_singlestep_2", sample_dpm_solver_singlestep, 2,
         "arXiv:2211.01095v3 Algorithm 1, DPM-Solver++(2S) with given intermediate points",
-        "lu2022dpmsolverpp", data_prediction=True,
+        "lu2022dpmsolverpp", prediction="x0",
     ),
 ]}  # fmt: skip
 
 
-#: Everything the oracle runs that is not a registered method: the ``MODELS`` of third-party code.
-EXTRA: dict[str, SamplerSpec] = dict(MODELS)
-
-
 def get_method(name: str) -> SamplerSpec:
-    """The registered sampler ``name``, or the oracle's model or pending setting ``EXTRA[name]``."""
+    """The registered sampler ``name``, or the oracle's model of third-party code ``MODELS[name]``."""
     if name in REGISTRY:
         return REGISTRY[name]
-    if name in EXTRA:
-        return EXTRA[name]
-    raise ValueError(f"no method named {name!r}; registered: {sorted(REGISTRY)}; oracle settings: {sorted(EXTRA)}")
+    if name in MODELS:
+        return MODELS[name]
+    raise ValueError(f"no method named {name!r}; registered: {sorted(REGISTRY)}; models of third-party code: "
+                     f"{sorted(MODELS)}")  # fmt: skip
 
 
 def _zero_values() -> ScheduleValues:
