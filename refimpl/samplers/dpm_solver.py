@@ -23,9 +23,10 @@ schedule values, and ``dpm_solver_3_stage`` gives the state u_2 at which DPM-Sol
 (u_1 is ``dpm_solver_1_step`` to s_1); the ``sample_*`` loops make the model calls. So another
 implementation's intermediate states and outputs can be checked one step at a time.
 
-DPM-Solver-2 and -3 are registered (their orders are measured by ``tests/test_registry.py``); DPM-Solver-1
-is DDIM, checked against ``sample_ddim`` in ``tests/test_dpm_solver.py``, which also tests the NFE recipe and
-the adaptive solver's error against its tolerance. Unlike the official code, the adaptive solver keeps
+DPM-Solver-2 and -3 are registered (their orders are measured by ``tests/test_registry.py``), and so are the
+adaptive DPM-Solver-12 and -23 (kind "adaptive": ``tests/test_registry.py`` checks their error against the
+tolerance); DPM-Solver-1 is DDIM, checked against ``sample_ddim`` in ``tests/test_dpm_solver.py``, which also
+tests the NFE recipe and the adaptive solver's model calls. Unlike the official code, the adaptive solver keeps
 eps(x_s, s) across a rejected trial instead of evaluating it again.
 """
 
@@ -314,5 +315,26 @@ for _k in (2, 3):
             nfe=lambda n, k=_k: k * n,
             options={"order": _k},
             order_steps=ASYMPTOTIC_STEPS[_k],
+        )
+    )
+
+
+# The adaptive solvers choose their own steps: no step count to measure an order against, so the registry checks
+# their error against the tolerance (tests/test_registry.py) instead.
+for _k, _pair in ((2, "12"), (3, "23")):
+    register(
+        SamplerSpec(
+            name=f"dpm_solver_{_pair}",
+            sample=sample_dpm_solver_adaptive,
+            order=_k,
+            stochastic=False,
+            paper="lu2022dpmsolver",
+            equation=f"arXiv:2206.00927v3 Sec. 3.3 and App. C, adaptive step size (DPM-Solver-{_pair})",
+            nfe=None,
+            options={"order": _k},
+            kind="adaptive",
+            order_check="tolerance",
+            order_note="adaptive: it chooses its own steps between the two ends, so no step count exists to fit an "
+            "order against; its error against the exact Gaussian map is checked against its tolerance instead",
         )
     )
