@@ -20,6 +20,7 @@ from refimpl.samplers import (
     dpm_solver_3_step,
     fast_orders,
     fast_timesteps,
+    intermediate_values,
     sample_ddim,
     sample_dpm_solver,
     sample_dpm_solver_adaptive,
@@ -173,3 +174,15 @@ def test_adaptive_bad_input() -> None:
         sample_dpm_solver_adaptive(model, x, grids.uniform_t(s, 3))
     with pytest.raises(ValueError, match="strictly decreasing"):
         sample_dpm_solver_adaptive(model, x, ends.flip(0))
+
+
+def test_intermediate_values_takes_r1_and_the_old_name_r_is_deprecated() -> None:
+    s = get_schedule("edm")
+    values = s(grids.uniform_lambda(s, 5))
+    new = intermediate_values(s, values, r1=0.3)
+    torch.testing.assert_close(new.lambda_, values.lambda_[:-1] + 0.3 * values.lambda_.diff(), rtol=1e-12, atol=1e-12)
+    with pytest.warns(DeprecationWarning, match="use r1="):
+        old = intermediate_values(s, values, r=0.3)
+    torch.testing.assert_close(old.t, new.t, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="r1 only"):
+        intermediate_values(s, values, 0.3, r=0.3)

@@ -33,6 +33,7 @@ eps(x_s, s) across a rejected trial instead of evaluating it again.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -70,10 +71,20 @@ def _eps(model: DiffusionModel, x: Tensor, values: ScheduleValues) -> Tensor:
     return predict_x0_eps(model, x, values.t, values)[1]
 
 
-def intermediate_values(schedule: NoiseSchedule, values: ScheduleValues, r: float) -> ScheduleValues:
-    """Schedule values at lambda_s + r h inside every step s -> t of a grid (one vectorised call per grid); r is
-    the ratio r1 or r2 of a singlestep method's intermediate point."""
-    lam = values.lambda_[:-1] + r * (values.lambda_[1:] - values.lambda_[:-1])
+def intermediate_values(
+    schedule: NoiseSchedule, values: ScheduleValues, r1: float | None = None, *, r: float | None = None
+) -> ScheduleValues:
+    """Schedule values at lambda_s + r1 h inside every step s -> t of a grid (one vectorised call per grid); r1 is
+    the ratio of a singlestep method's intermediate point (r1 or r2 of Lu et al. 2022, App. A: the same word for
+    the ratio everywhere). ``r`` is the deprecated name of ``r1`` (DeprecationWarning)."""
+    if r is not None:
+        if r1 is not None:
+            raise TypeError("give r1 only (r is its deprecated name)")
+        warnings.warn("intermediate_values(..., r=) is deprecated: use r1=", DeprecationWarning, stacklevel=2)
+        r1 = r
+    if r1 is None:
+        raise TypeError("intermediate_values() needs the ratio r1")
+    lam = values.lambda_[:-1] + r1 * (values.lambda_[1:] - values.lambda_[:-1])
     return schedule(schedule.t_of_lambda(lam))
 
 
@@ -165,7 +176,7 @@ def sample_dpm_solver(
         raise ValueError(f"r1 must lie in (0, 1], got {r1}")
     schedule = model.schedule
     values = schedule(ts)
-    mid, third, two_thirds = (intermediate_values(schedule, values, r) for r in (r1, 1 / 3, 2 / 3))
+    mid, third, two_thirds = (intermediate_values(schedule, values, ratio) for ratio in (r1, 1 / 3, 2 / 3))
     for i in range(n):
         v_s, v_t = values[i], values[i + 1]
         x0, eps_s = predict_x0_eps(model, x, ts[i], v_s)
