@@ -1,12 +1,14 @@
 """The registry: every sampler with what it promises, so the shared property tests cover it on sight.
 
-A ``SamplerSpec`` declares the sampling function, its global order as implemented, whether it is
-stochastic, its encoder (the map back from data to noise) and whether that encoder is an exact
+A ``SamplerSpec`` declares the sampling function, its kind (a sampler that steps along a given grid, or an
+adaptive one that chooses its own steps between two ends to meet a tolerance), its global order as implemented,
+whether it is stochastic, its encoder (the map back from data to noise) and whether that encoder is an exact
 inverse (with the factor by which its rounding can grow), how many model calls it makes for n steps, and
 the paper and equation it implements.
 ``tests/test_registry.py`` iterates over ``REGISTRY``: measured order (strong order of deterministic entries on
 drawn mixtures or on the closed-form Gaussian, as ``order_check`` says; weak order of stochastic entries from their
-exact output law on Gaussian data), call counts, bad input, invertibility and reproducibility with injected noise.
+exact output law on Gaussian data; for adaptive entries, the error against the tolerance), call counts, bad input,
+invertibility and reproducibility with injected noise.
 
 ``REGISTRY`` is one ``Registry`` (a read-only mapping from name to spec) filled when ``refimpl.samplers`` is
 imported. ``Registry()`` builds a fresh, empty one, and ``load_module`` executes a private copy of a sampler module
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "KINDS",
     "ORDER_CHECKS",
     "REGISTRY",
     "Registry",
@@ -41,10 +44,20 @@ __all__ = [
     "samplers",
 ]
 
+#: How a sampler uses its time grid: "grid" -- it steps along the ``timesteps`` it is given, n steps with ``nfe(n)``
+#: model calls; "adaptive" -- it is given only the two ends, ``timesteps = (t_start, t_end)``, chooses its own steps
+#: to meet the tolerances ``rtol`` and ``atol`` (keyword options every adaptive sampler takes: it accepts a step
+#: when its local error estimate, per sample the RMS of the estimate over max(atol, rtol |x|), is at most 1),
+#: calls ``callback`` at accepted steps only, and declares no ``nfe`` (its calls depend on the tolerance and the
+#: model).
+KINDS = ("grid", "adaptive")
+
 #: Where a spec's declared order is measured: "mixture" -- the shared test on drawn mixtures (and the Gaussian);
-#: "gaussian" -- only on the closed-form Gaussian (the spec's ``order_note`` says why the mixtures cannot show it).
+#: "gaussian" -- only on the closed-form Gaussian (the spec's ``order_note`` says why the mixtures cannot show it);
+#: "tolerance" -- the check of every adaptive sampler, which has no step count to measure an order against: its
+#: error against the exact Gaussian map shrinks with the tolerance and stays within the bound the tolerance implies.
 #: A stochastic sampler's (weak) order is always measured from its exact output law on Gaussian data.
-ORDER_CHECKS = ("mixture", "gaussian")
+ORDER_CHECKS = ("mixture", "gaussian", "tolerance")
 
 
 def _one_call_per_step(n_steps: int) -> int:
@@ -76,7 +89,7 @@ class SamplerSpec:
             accepts in place of x: a ``CoupledState`` (EDICT's pair of sequences, BDIA's two neighbouring
             states) or ``NoiseMaps`` (edit-friendly DDPM: x_T with the noise of every step).
         invertible: whether ``encode`` is an exact inverse of ``sample`` (up to round-off).
-        nfe: model calls for n steps.
+        nfe: model calls for n steps; None for an adaptive sampler (``kind="adaptive"``).
         min_steps: fewest steps the method accepts.
         options: fixed keyword options passed to ``sample`` (e.g. ``eta=0``).
         amplification: for invertible samplers, a bound on how much a rounding error committed in one step
@@ -84,7 +97,8 @@ class SamplerSpec:
             1 when no mode grows, p^-2n for EDICT (its inverse mixing), gamma^-n for BDIA (its inverse
             divides by gamma). ``tests/test_registry.py`` multiplies its round-off bound by it.
         order_check: where the declared (strong) order of a deterministic sampler is measured, one of
-            ``ORDER_CHECKS``. Stochastic samplers ignore it: their weak order is measured from exact laws.
+            ``ORDER_CHECKS``; "tolerance" for (and only for) an adaptive sampler, whose ``order`` is that of its
+            higher-order solution. Stochastic samplers ignore it: their weak order is measured from exact laws.
         order_note: why the shared mixture test cannot measure it (required when ``order_check`` is not "mixture").
         order_steps: step counts (uniform-lambda grids) at which the order is measured, for a method whose errors
             reach the asymptotic regime late (e.g. multistep methods in sigma); None lets the tests choose from
@@ -92,6 +106,7 @@ class SamplerSpec:
         order_span: the log-SNR interval (lambda_start, lambda_end), lambda_start < lambda_end, over which the order
             is measured, for a method whose asymptotic regime needs it (e.g. a boundary term that dominates near
             the data); None measures over the toys' whole time range.
+        kind: one of ``KINDS``: "grid" (the default) or "adaptive".
         stochastic_rule: the rule behind ``stochastic`` (set from a callable ``stochastic``; kept by
             ``dataclasses.replace``, so a spec with other options re-applies it). None for a fixed flag.
     """
@@ -104,7 +119,7 @@ class SamplerSpec:
     equation: str
     encode: Callable[..., Any] | None = None
     invertible: bool = False
-    nfe: Callable[[int], int] = _one_call_per_step
+    nfe: Callable[[int], int] | None = _one_call_per_step
     min_steps: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
     amplification: Callable[[int], float] = _no_amplification
@@ -112,12 +127,20 @@ class SamplerSpec:
     order_note: str = ""
     order_steps: tuple[int, ...] | None = None
     order_span: tuple[float, float] | None = None
+    kind: str = "grid"
     stochastic_rule: Callable[[Mapping[str, Any]], bool] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
-        for attr in ("sample", "nfe", "amplification"):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        adaptive = self.kind == "adaptive"
+        if adaptive != (self.nfe is None):
+            raise ValueError(f"{self.name}: nfe must be None exactly for an adaptive sampler (kind={self.kind!r})")
+        if adaptive != (self.order_check == "tolerance"):
+            raise ValueError(f"{self.name}: order_check must be 'tolerance' exactly for an adaptive sampler")
+        for attr in ("sample", "amplification") if adaptive else ("sample", "nfe", "amplification"):
             if not callable(getattr(self, attr)):
                 raise TypeError(f"{self.name}: {attr} must be callable, got {getattr(self, attr)!r}")
         if isinstance(self.order, bool) or not isinstance(self.order, int | float) or not 0 < self.order < math.inf:
@@ -216,12 +239,21 @@ class Registry(Mapping[str, SamplerSpec]):
         except KeyError:
             raise ValueError(f"no sampler named {name!r}; registered: {sorted(self._specs)}") from None
 
-    def samplers(self, *, stochastic: bool | None = None, invertible: bool | None = None) -> list[SamplerSpec]:
-        """Specs, optionally filtered by their declared properties, in name order."""
+    def samplers(
+        self, *, stochastic: bool | None = None, invertible: bool | None = None, kind: str | None = "grid"
+    ) -> list[SamplerSpec]:
+        """Specs, optionally filtered by their declared properties, in name order.
+
+        By default only the "grid" samplers, which every caller that runs a sampler on an n-step grid can use;
+        ``kind="adaptive"`` gives the adaptive ones, ``kind=None`` all."""
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
         return [
             s
             for _, s in sorted(self._specs.items())
-            if (stochastic is None or s.stochastic == stochastic) and (invertible is None or s.invertible == invertible)
+            if (stochastic is None or s.stochastic == stochastic)
+            and (invertible is None or s.invertible == invertible)
+            and (kind is None or s.kind == kind)
         ]
 
 
@@ -239,9 +271,12 @@ def get_sampler(name: str) -> SamplerSpec:
     return REGISTRY.sampler(name)
 
 
-def samplers(*, stochastic: bool | None = None, invertible: bool | None = None) -> list[SamplerSpec]:
-    """Registered samplers, optionally filtered by their declared properties, in name order."""
-    return REGISTRY.samplers(stochastic=stochastic, invertible=invertible)
+def samplers(
+    *, stochastic: bool | None = None, invertible: bool | None = None, kind: str | None = "grid"
+) -> list[SamplerSpec]:
+    """Registered samplers, optionally filtered by their declared properties, in name order (by default the
+    "grid" samplers only; ``kind="adaptive"`` for the adaptive ones, ``kind=None`` for all)."""
+    return REGISTRY.samplers(stochastic=stochastic, invertible=invertible, kind=kind)
 
 
 def load_module(

@@ -219,3 +219,20 @@ def test_bad_input() -> None:
         _setting("x0", "lambda", "bh3", 3, None, "no such B(h)")
     with pytest.raises(ValueError, match="needs the schedule"):
         multistep_step(x, [(ts[0], x)], s(ts[0]), s(ts[1]), SETTINGS["deis_tab"])
+
+
+@pytest.mark.parametrize(("old", "new"), [("prk", "singlestep"), ("improved_euler", "lower_order")])
+def test_pndm_warmups_use_the_engine_vocabulary_and_the_old_names_are_deprecated(old: str, new: str) -> None:
+    """One warm-up vocabulary: PNDM takes the engine's WARMUPS; its former names warn and give the same samples."""
+    from refimpl.samplers.multistep import WARMUPS
+    from refimpl.samplers.pndm import DEPRECATED_WARMUPS, sample_pndm
+
+    assert set(DEPRECATED_WARMUPS.values()) == set(WARMUPS) and DEPRECATED_WARMUPS[old] == new
+    s = get_schedule("vp_cosine")
+    model, ts = ExactModel(ring(), s), grids.uniform_lambda(s, 6)
+    x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(0))[1]
+    with pytest.warns(DeprecationWarning, match=f"use warmup='{new}'"):
+        before = sample_pndm(model, x, ts, warmup=old)
+    torch.testing.assert_close(sample_pndm(model, x, ts, warmup=new), before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="warmup must be one of"):
+        sample_pndm(model, x, ts, warmup="rk4")

@@ -4,8 +4,11 @@ A new method is covered the moment it is registered:
 
 * order -- deterministic entries: strong order against the closed-form Gaussian ODE map (every entry) and on drawn
   mixtures against DOP853 (entries with ``order_check="mixture"``; slow); stochastic entries: weak order from
-  their exact output law on Gaussian data (``reference.measure_weak_order``), no Monte Carlo;
-* model calls per step, the trajectory callback, bad input;
+  their exact output law on Gaussian data (``reference.measure_weak_order``), no Monte Carlo; adaptive entries
+  (``kind="adaptive"``, which choose their own steps, so that no order against a step count exists: the order
+  tests skip them by design, with that reason): their error against the exact Gaussian map, which shrinks with
+  the tolerance and stays within the bound it implies;
+* model calls per step (adaptive entries: per accepted step), the trajectory callback, bad input;
 * reproducibility with injected noise (stochastic entries, as ``spec.stochastic`` says), refusal of noise
   (deterministic ones);
 * its encoder (exact inverses to round-off, approximate ones convergent);
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 import sys
 
 import pytest
@@ -36,17 +40,21 @@ from refimpl import REGISTRY, grids
 from refimpl.models import CountingModel, FunctionModel
 from refimpl.reference import measure_order, measure_settled_order, measure_weak_order, solve_pf_ode
 from refimpl.registry import Registry, SamplerSpec, build_registry, get_sampler, load_module, register, samplers
-from refimpl.samplers import Trajectory, sample_ddim
+from refimpl.samplers import Trajectory, sample_ddim, sample_dpm_solver_adaptive
 from refimpl.schedules import NoiseSchedule, get_schedule
 from toy_models import ExactModel, anisotropic_gaussian, labelled_pair, random_mixture, ring
 
-ALL = [s.name for s in samplers()]
-DETERMINISTIC = [s.name for s in samplers(stochastic=False)]
-MIXTURE_CHECKED = [s.name for s in samplers(stochastic=False) if s.order_check == "mixture"]
-STOCHASTIC = [s.name for s in samplers(stochastic=True)]
-WITH_ENCODER = [s.name for s in samplers() if s.encode is not None]
-INVERTIBLE = [s.name for s in samplers(invertible=True)]
+ALL = [s.name for s in samplers(kind=None)]
+DETERMINISTIC = [s.name for s in samplers(stochastic=False, kind=None)]
+MIXTURE_CHECKED = [s.name for s in samplers(stochastic=False, kind=None) if s.order_check == "mixture"]
+STOCHASTIC = [s.name for s in samplers(stochastic=True, kind=None)]
+ADAPTIVE = [s.name for s in samplers(kind="adaptive")]
+WITH_ENCODER = [s.name for s in samplers(kind=None) if s.encode is not None]
+INVERTIBLE = [s.name for s in samplers(invertible=True, kind=None)]
 APPROXIMATE = [name for name in WITH_ENCODER if name not in INVERTIBLE]
+
+#: Tolerances (rtol = atol) at which the adaptive entries are run: from a loose one down, over a decade.
+ADAPTIVE_TOLERANCES = (1e-2, 3e-3, 1e-3)
 
 #: Two schedule families for the cheap order tests: a VP schedule and EDM's (alpha = 1 / sqrt(1 + sigma^2)).
 ORDER_SCHEDULES = ["vp_linear", "edm"]
@@ -62,6 +70,22 @@ def steps_for(spec: SamplerSpec) -> tuple[int, ...]:
     return (32, 64, 128, 256) if spec.order < 1.5 or spec.stochastic else (16, 32, 64, 128)
 
 
+def order_measured(names: list[str]) -> list:
+    """names for an order test, the adaptive entries skipped by design with the reason (their ``order_note``):
+    ``test_adaptive_error_shrinks_with_the_tolerance_and_stays_within_its_bound`` checks them instead."""
+    return [
+        pytest.param(n, marks=pytest.mark.skip(reason=f"{n}: {get_sampler(n).order_note}"))
+        if get_sampler(n).kind == "adaptive"
+        else n
+        for n in names
+    ]
+
+
+def grid_for(spec: SamplerSpec, s: NoiseSchedule, n: int) -> torch.Tensor:
+    """n steps uniform in t for a grid sampler; the two ends (t_max, t_min) for an adaptive one."""
+    return grids.uniform_t(s, 1 if spec.kind == "adaptive" else n)
+
+
 def span_for(spec: SamplerSpec, s: NoiseSchedule) -> tuple[float | None, float | None]:
     """(t_start, t_end) of the spec's ``order_span`` on schedule s, or (None, None): the whole range."""
     if spec.order_span is None:
@@ -72,7 +96,7 @@ def span_for(spec: SamplerSpec, s: NoiseSchedule) -> tuple[float | None, float |
 # --- orders -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", DETERMINISTIC)
+@pytest.mark.parametrize("name", order_measured(DETERMINISTIC))
 @pytest.mark.parametrize("schedule_name", ORDER_SCHEDULES)
 def test_order_on_a_gaussian_against_the_closed_form(name: str, schedule_name: str) -> None:
     """Measured global order = declared order (within ORDER_TOL), against the exact single-Gaussian ODE map.
@@ -89,7 +113,7 @@ def test_order_on_a_gaussian_against_the_closed_form(name: str, schedule_name: s
     assert result.order == pytest.approx(spec.order, abs=ORDER_TOL), str(result)
 
 
-@pytest.mark.parametrize("name", STOCHASTIC)
+@pytest.mark.parametrize("name", order_measured(STOCHASTIC))
 @pytest.mark.parametrize("schedule_name", ORDER_SCHEDULES)
 def test_weak_order_from_the_exact_output_law(name: str, schedule_name: str) -> None:
     """Measured weak order = declared order (within ORDER_TOL): on Gaussian data the output of a linear sampler is
@@ -122,6 +146,51 @@ def _shared_reference(model: ExactModel, x: torch.Tensor, t_start: float, t_end:
     if key not in _REFERENCES:
         _REFERENCES[key] = solve_pf_ode(model, x, t_start, t_end)
     return _REFERENCES[key]
+
+
+def _flow_gain(model: ExactModel, t_from: torch.Tensor, t_to: float) -> float:
+    """Spectral norm of the exact ODE map's Jacobian from t_from to t_to for one Gaussian: max sqrt(c_to / c_from)."""
+    l = model.mixture.eigvals[0]
+    c = [model.schedule.alpha_t(t) ** 2 * l + model.schedule.sigma_t(t) ** 2 for t in (t_from, t_to)]
+    return float(torch.sqrt(c[1] / c[0]).max())
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+@pytest.mark.parametrize("schedule_name", ORDER_SCHEDULES)
+def test_adaptive_error_shrinks_with_the_tolerance_and_stays_within_its_bound(name: str, schedule_name: str) -> None:
+    """The check of adaptive entries: local and global errors against the exact single-Gaussian map, at
+    ADAPTIVE_TOLERANCES (rtol = atol = tol), shrink with the tolerance and stay within the bound it implies; the
+    model calls grow as it tightens.
+
+    Bound: an accepted step has RMS(estimate) <= delta_max = max(atol, rtol M_L) (the contract of the "adaptive"
+    kind, ``refimpl.registry.KINDS``), where M_L <= M + sqrt(D) delta_max bounds the |x| the sampler weighs
+    (M = max |x| along the accepted path). If the higher-order solution at least halves the lower-order one's
+    local error, its own local error is at most the estimate |x_H - x_L|, so (1) every accepted step's local error
+    is below delta_max (per-sample RMS), and (2) the exact flow from the end of step i to t_end multiplies that
+    error by at most L_i (its Jacobian's spectral norm, closed form for a Gaussian), so the global error is below
+    delta_max sum_i L_i.
+    """
+    spec = get_sampler(name)
+    s = get_schedule(schedule_name)
+    model = ExactModel(anisotropic_gaussian(2, seed=3), s)
+    x = model.sample_xt(8, s.t_max, torch.Generator().manual_seed(1))[1]
+    exact = model.pf_ode_map(x, s.t_max, s.t_min)
+    errors, calls = [], []
+    for tol in ADAPTIVE_TOLERANCES:
+        traj, counted = Trajectory(), CountingModel(model)
+        out = spec.with_options(f"{name}_{tol:g}", rtol=tol, atol=tol)(counted, x, grid_for(spec, s, 1), callback=traj)
+        M = float(traj.xs.abs().max())
+        delta_max = max(tol, tol * M / (1 - tol * x.shape[-1] ** 0.5))
+        for step in traj.steps:
+            local = step.x_next - model.pf_ode_map(step.x, step.t, step.t_next)
+            assert float((local**2).mean(-1).sqrt().max()) <= delta_max, f"tol {tol}: step {step.i}"
+        rms = float(((out - exact) ** 2).mean(-1).sqrt().max())
+        bound = delta_max * sum(_flow_gain(model, step.t_next, s.t_min) for step in traj.steps)
+        assert rms <= bound, f"tol {tol}: error {rms:.3e} above the bound {bound:.3e}"
+        errors.append(rms)
+        calls.append(counted.calls)
+    assert all(b < a for a, b in itertools.pairwise(errors)), errors
+    assert all(b > a for a, b in itertools.pairwise(calls)), calls
 
 
 def _end_time(s: NoiseSchedule, fraction: float) -> float:
@@ -175,8 +244,21 @@ def _start(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ALL)
 def test_model_calls_match_the_declared_nfe(name: str) -> None:
+    """Grid entries: exactly nfe(n) calls for n steps. Adaptive entries declare none (their calls depend on the
+    tolerance and the model; that they grow as it tightens is checked with their error): at least one per
+    accepted step, and the same count for the same run."""
     spec = get_sampler(name)
     s = get_schedule("vp_cosine")
+    if spec.kind == "adaptive":
+        assert spec.nfe is None
+        counts = []
+        for _ in range(2):
+            model, traj = CountingModel(ExactModel(ring(), s)), Trajectory()
+            spec(model, _start((4, 2)), grid_for(spec, s, 1), callback=traj, **_run_kwargs(spec))
+            assert model.calls >= len(traj.steps) >= 1
+            counts.append(model.calls)
+        assert counts[0] == counts[1] or spec.stochastic, counts
+        return
     for n in sorted({spec.min_steps, spec.min_steps + 1, 7, 20}):
         model = CountingModel(ExactModel(ring(), s))
         spec(model, _start((4, 2)), grids.uniform_lambda(s, n), **_run_kwargs(spec))
@@ -185,13 +267,20 @@ def test_model_calls_match_the_declared_nfe(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_callback_sees_every_step(name: str) -> None:
+    """Every step of the grid, in order; for an adaptive entry every accepted step, which tile (t_start, t_end)."""
     spec = get_sampler(name)
     s = get_schedule("vp_linear")
-    ts = grids.uniform_lambda(s, 6)
+    ts = grids.uniform_lambda(s, 1 if spec.kind == "adaptive" else 6)
     traj = Trajectory()
     out = spec(ExactModel(ring(), s), _start((3, 2)), ts, callback=traj, **_run_kwargs(spec))
-    assert len(traj.steps) == 6
     torch.testing.assert_close(traj.xs[-1], out, rtol=0, atol=0)
+    if spec.kind == "adaptive":
+        assert [step.i for step in traj.steps] == list(range(len(traj.steps)))
+        assert all(torch.equal(a.x_next, b.x) and torch.equal(a.t_next, b.t) for a, b in itertools.pairwise(traj.steps))
+        assert bool((traj.times.diff() < 0).all())
+        torch.testing.assert_close(traj.times[[0, -1]], ts, rtol=0, atol=0)
+        return
+    assert len(traj.steps) == 6
     torch.testing.assert_close(traj.times, ts, rtol=0, atol=0)
 
 
@@ -202,7 +291,7 @@ def test_stochastic_samplers_are_reproducible_with_injected_noise(name: str, sch
     than round-off (DISTINCT_NOISE_GAP)."""
     spec = get_sampler(name)
     s = get_schedule(schedule_name)
-    model, x, ts = ExactModel(ring(), s), _start((5, 2)), grids.uniform_t(s, 10)
+    model, x, ts = ExactModel(ring(), s), _start((5, 2)), grid_for(spec, s, 10)
     noise = _start((10, 5, 2), seed=1)
     torch.testing.assert_close(spec(model, x, ts, noise=noise), spec(model, x, ts, noise=noise), rtol=0, atol=0)
     a, b, c = (spec(model, x, ts, **_run_kwargs(spec, seed)) for seed in (1, 1, 2))
@@ -216,7 +305,7 @@ def test_stochastic_samplers_do_not_touch_the_global_rng(name: str) -> None:
     spec = get_sampler(name)
     s = get_schedule("vp_linear")
     state = torch.get_rng_state()
-    spec(ExactModel(ring(), s), _start((3, 2)), grids.uniform_t(s, 5), **_run_kwargs(spec))
+    spec(ExactModel(ring(), s), _start((3, 2)), grid_for(spec, s, 5), **_run_kwargs(spec))
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -232,7 +321,7 @@ def test_bad_input_raises_clear_errors(name: str) -> None:
     spec = get_sampler(name)
     s = get_schedule("vp_linear")
     model, x, kw = ExactModel(ring(), s), _start((4, 2)), _run_kwargs(spec)
-    ts = grids.uniform_t(s, 5)
+    ts = grid_for(spec, s, 5)
     with pytest.raises(ValueError, match="strictly decreasing"):
         spec(model, x, torch.cat([ts[:2], ts[1:]]), **kw)
     with pytest.raises(ValueError, match="must lie in"):
@@ -347,6 +436,30 @@ def test_the_spec_rejects_bad_promises() -> None:
         dataclasses.replace(ddim, order_span=(3.0, -1.0))
     with pytest.raises(TypeError, match="sample"):
         dataclasses.replace(ddim, sample=None)
+
+
+def test_the_adaptive_kind_is_declared_consistently() -> None:
+    """An adaptive spec declares no nfe and is checked against its tolerance; a grid spec neither. samplers()
+    gives the grid entries unless asked for a kind."""
+    promises = dict(order=3, stochastic=False, paper="p", equation="e", order_note="why")
+    adaptive = SamplerSpec(
+        "a", sample_dpm_solver_adaptive, nfe=None, kind="adaptive", order_check="tolerance", **promises
+    )
+    with pytest.raises(ValueError, match="nfe"):
+        dataclasses.replace(adaptive, nfe=lambda n: n)
+    with pytest.raises(ValueError, match="nfe"):
+        dataclasses.replace(REGISTRY["ddim"], nfe=None)
+    with pytest.raises(ValueError, match="tolerance"):
+        dataclasses.replace(adaptive, order_check="gaussian")
+    with pytest.raises(ValueError, match="tolerance"):
+        dataclasses.replace(REGISTRY["ddim"], order_check="tolerance", order_note="why")
+    with pytest.raises(ValueError, match="kind"):
+        dataclasses.replace(REGISTRY["ddim"], kind="fixed")
+    both = Registry([adaptive, REGISTRY["ddim"]])
+    assert both.samplers() == [REGISTRY["ddim"]] and both.samplers(kind="adaptive") == [adaptive]
+    assert both.samplers(kind=None) == [adaptive, REGISTRY["ddim"]]
+    with pytest.raises(ValueError, match="kind"):
+        both.samplers(kind="fixed")
 
 
 def test_registry_rejects_duplicates_and_unknown_names() -> None:

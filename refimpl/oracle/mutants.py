@@ -242,7 +242,7 @@ CATALOGUE: list[Mutant] = [
         "refimpl.samplers.dpm_solver",
         "sample_dpm_solver",
         "    return schedule(schedule.t_of_lambda(lam))",
-        "    return schedule(values.t[:-1] + r * (values.t[1:] - values.t[:-1]))",
+        "    return schedule(values.t[:-1] + r1 * (values.t[1:] - values.t[:-1]))",
     ),
     Mutant(
         "dpm-solver-3-lambda-as-log-snr",

@@ -23,15 +23,17 @@ schedule values, and ``dpm_solver_3_stage`` gives the state u_2 at which DPM-Sol
 (u_1 is ``dpm_solver_1_step`` to s_1); the ``sample_*`` loops make the model calls. So another
 implementation's intermediate states and outputs can be checked one step at a time.
 
-DPM-Solver-2 and -3 are registered (their orders are measured by ``tests/test_registry.py``); DPM-Solver-1
-is DDIM, checked against ``sample_ddim`` in ``tests/test_dpm_solver.py``, which also tests the NFE recipe and
-the adaptive solver's error against its tolerance. Unlike the official code, the adaptive solver keeps
+DPM-Solver-2 and -3 are registered (their orders are measured by ``tests/test_registry.py``), and so are the
+adaptive DPM-Solver-12 and -23 (kind "adaptive": ``tests/test_registry.py`` checks their error against the
+tolerance); DPM-Solver-1 is DDIM, checked against ``sample_ddim`` in ``tests/test_dpm_solver.py``, which also
+tests the NFE recipe and the adaptive solver's model calls. Unlike the official code, the adaptive solver keeps
 eps(x_s, s) across a rejected trial instead of evaluating it again.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -69,10 +71,20 @@ def _eps(model: DiffusionModel, x: Tensor, values: ScheduleValues) -> Tensor:
     return predict_x0_eps(model, x, values.t, values)[1]
 
 
-def intermediate_values(schedule: NoiseSchedule, values: ScheduleValues, r: float) -> ScheduleValues:
-    """Schedule values at lambda_s + r h inside every step s -> t of a grid (one vectorised call per grid); r is
-    the ratio r1 or r2 of a singlestep method's intermediate point."""
-    lam = values.lambda_[:-1] + r * (values.lambda_[1:] - values.lambda_[:-1])
+def intermediate_values(
+    schedule: NoiseSchedule, values: ScheduleValues, r1: float | None = None, *, r: float | None = None
+) -> ScheduleValues:
+    """Schedule values at lambda_s + r1 h inside every step s -> t of a grid (one vectorised call per grid); r1 is
+    the ratio of a singlestep method's intermediate point (r1 or r2 of Lu et al. 2022, App. A: the same word for
+    the ratio everywhere). ``r`` is the deprecated name of ``r1`` (DeprecationWarning)."""
+    if r is not None:
+        if r1 is not None:
+            raise TypeError("give r1 only (r is its deprecated name)")
+        warnings.warn("intermediate_values(..., r=) is deprecated: use r1=", DeprecationWarning, stacklevel=2)
+        r1 = r
+    if r1 is None:
+        raise TypeError("intermediate_values() needs the ratio r1")
+    lam = values.lambda_[:-1] + r1 * (values.lambda_[1:] - values.lambda_[:-1])
     return schedule(schedule.t_of_lambda(lam))
 
 
@@ -164,7 +176,7 @@ def sample_dpm_solver(
         raise ValueError(f"r1 must lie in (0, 1], got {r1}")
     schedule = model.schedule
     values = schedule(ts)
-    mid, third, two_thirds = (intermediate_values(schedule, values, r) for r in (r1, 1 / 3, 2 / 3))
+    mid, third, two_thirds = (intermediate_values(schedule, values, ratio) for ratio in (r1, 1 / 3, 2 / 3))
     for i in range(n):
         v_s, v_t = values[i], values[i + 1]
         x0, eps_s = predict_x0_eps(model, x, ts[i], v_s)
@@ -314,5 +326,26 @@ for _k in (2, 3):
             nfe=lambda n, k=_k: k * n,
             options={"order": _k},
             order_steps=ASYMPTOTIC_STEPS[_k],
+        )
+    )
+
+
+# The adaptive solvers choose their own steps: no step count to measure an order against, so the registry checks
+# their error against the tolerance (tests/test_registry.py) instead.
+for _k, _pair in ((2, "12"), (3, "23")):
+    register(
+        SamplerSpec(
+            name=f"dpm_solver_{_pair}",
+            sample=sample_dpm_solver_adaptive,
+            order=_k,
+            stochastic=False,
+            paper="lu2022dpmsolver",
+            equation=f"arXiv:2206.00927v3 Sec. 3.3 and App. C, adaptive step size (DPM-Solver-{_pair})",
+            nfe=None,
+            options={"order": _k},
+            kind="adaptive",
+            order_check="tolerance",
+            order_note="adaptive: it chooses its own steps between the two ends, so no step count exists to fit an "
+            "order against; its error against the exact Gaussian map is checked against its tolerance instead",
         )
     )

@@ -54,7 +54,6 @@ from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_orders, check_sampler_inputs
 from refimpl.samplers._exponential import phi
 from refimpl.samplers.dpm_solver import ASYMPTOTIC_STEPS, intermediate_values
-from refimpl.samplers.pndm import run_prk_step
 from refimpl.schedules import NoiseSchedule, ScheduleValues
 
 __all__ = [
@@ -323,6 +322,8 @@ def sample_multistep(
             m_mid = _output(model, multistep_step(x, points[:1], v_s, v_mid, setting), v_mid, "x0", threshold)[1]
             x_next = multistep_step(x, [points[0], (v_mid.lambda_, m_mid)], v_s, v_t, setting)
         elif i < n_warm:
+            from refimpl.samplers.pndm import run_prk_step  # here: pndm imports this module's WARMUPS
+
             x_next = run_prk_step(model, x, ts[i], ts[i + 1], m, midpoint="sigma")[0]  # RK4 in (sigma, x / alpha)
         else:
             x_next = multistep_step(x, points[: orders[i]], v_s, v_t, setting, schedule)

@@ -22,6 +22,13 @@ which for alpha^2 + sigma^2 = 1 is their Eq. 9 term by term (the numerator is al
   is the 19 calls diffusers' ``PNDMScheduler`` makes after ``set_timesteps(10)``. S-PNDM and
   diffusers' ``skip_prk_steps=True`` start with a pseudo improved Euler step instead (2 calls).
 
+Warm-ups use the multistep engine's vocabulary (``refimpl.samplers.multistep.WARMUPS``):
+``warmup="singlestep"`` (F-PNDM; formerly "prk") lets the singlestep companion, PRK, take the first order - 1
+steps, as the engine's LMS does with RK4 in sigma (PRK with ``midpoint="sigma"`` is that RK4);
+``warmup="lower_order"`` (S-PNDM; formerly "improved_euler") raises the PLMS order by one per step as the
+engine does, except that PNDM's first step is the pseudo improved Euler step (second order, 2 model calls)
+where the engine takes an Euler step. The former names still work, with a DeprecationWarning.
+
 Order. In the scaled state x~ = x / alpha and rho = sigma_t / alpha_t (EDM's sigma) the ODE is
 dx~/drho = eps and phi is an Euler step in rho (Karras et al. 2022, arXiv:2206.00364v2, Eq. 3). PLMS applies the
 equal-step Adams-Bashforth weights, so it keeps order 4 only on grids uniform in rho (and the PRK
@@ -32,12 +39,15 @@ is O(h^3): the global order is 2. That is the order registered (measured in the 
 
 from __future__ import annotations
 
+import warnings
+
 from torch import Tensor
 
 from refimpl._util import expand_like
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
+from refimpl.samplers.multistep import WARMUPS
 from refimpl.schedules import NoiseSchedule, ScheduleValues
 
 __all__ = [
@@ -58,7 +68,8 @@ PLMS_WEIGHTS: dict[int, tuple[float, ...]] = {
     3: (23 / 12, -16 / 12, 5 / 12),
     4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
 }
-WARMUPS = ("prk", "improved_euler")
+#: PNDM's former warm-up names -> their names in the one vocabulary ``WARMUPS`` (deprecated).
+DEPRECATED_WARMUPS = {"prk": "singlestep", "improved_euler": "lower_order"}
 MIDPOINTS = ("t", "sigma")
 
 
@@ -130,20 +141,25 @@ def sample_pndm(
     timesteps: Tensor,
     *,
     order: int = 4,
-    warmup: str = "prk",
+    warmup: str = "singlestep",
     midpoint: str = "t",
     callback: Callback | None = None,
 ) -> Tensor:
     """PNDM from timesteps[0] to timesteps[-1].
 
-    ``order`` (1..4) is the Adams-Bashforth order of the PLMS steps. ``warmup="prk"`` takes the first
-    order - 1 steps with PRK (F-PNDM for order 4); ``warmup="improved_euler"`` takes the first step with a
+    ``order`` (1..4) is the Adams-Bashforth order of the PLMS steps. ``warmup="singlestep"`` takes the first
+    order - 1 steps with PRK (F-PNDM for order 4); ``warmup="lower_order"`` takes the first step with a
     pseudo improved Euler step and then raises the PLMS order by one per step (S-PNDM for order 2,
     diffusers' ``skip_prk_steps=True`` for order 4). ``midpoint`` is the PRK midpoint ("t" or "sigma").
+    The former names "prk" and "improved_euler" are deprecated (``DEPRECATED_WARMUPS``).
     """
     ts = check_sampler_inputs(model, x, timesteps)
     if isinstance(order, bool) or order not in PLMS_WEIGHTS:
         raise ValueError(f"order must be one of {sorted(PLMS_WEIGHTS)}, got {order!r}")
+    if warmup in DEPRECATED_WARMUPS:
+        new = DEPRECATED_WARMUPS[warmup]
+        warnings.warn(f"warmup={warmup!r} is deprecated: use warmup={new!r}", DeprecationWarning, stacklevel=2)
+        warmup = new
     if warmup not in WARMUPS:
         raise ValueError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
     if midpoint not in MIDPOINTS:
@@ -154,9 +170,9 @@ def sample_pndm(
         v_s, v_t = values[i], values[i + 1]
         x0, e = predict_x0_eps(model, x, ts[i], v_s)
         es = [e, *es][:order]
-        if warmup == "prk" and i < order - 1:
+        if warmup == "singlestep" and i < order - 1:
             x_next, _ = run_prk_step(model, x, ts[i], ts[i + 1], e, midpoint)
-        elif warmup == "improved_euler" and i == 0 and order > 1:
+        elif warmup == "lower_order" and i == 0 and order > 1:
             # Pseudo improved Euler (S-PNDM's first step): average e with the output at the DDIM end point.
             _, e_end = predict_x0_eps(model, pndm_transfer(x, e, v_s, v_t), ts[i + 1], v_t)
             x_next = pndm_transfer(x, 0.5 * (e + e_end), v_s, v_t)
@@ -181,7 +197,7 @@ register(
         paper="liu2022pndm",
         equation="arXiv:2202.09778v2 Eq. 9 + Sec. 3.3 (F-PNDM: 3 PRK steps, then PLMS-4)",
         nfe=_nfe_f_pndm,
-        options={"order": 4, "warmup": "prk", "midpoint": "t"},
+        options={"order": 4, "warmup": "singlestep", "midpoint": "t"},
         order_steps=(64, 128, 256, 512),
     )
 )
@@ -194,7 +210,7 @@ register(
         paper="liu2022pndm",
         equation="arXiv:2202.09778v2 Eq. 9 + Sec. 3.3 (PLMS-4 after a pseudo improved Euler step)",
         nfe=lambda n: n + 1,
-        options={"order": 4, "warmup": "improved_euler"},
+        options={"order": 4, "warmup": "lower_order"},
         order_steps=(64, 128, 256, 512),
     )
 )
