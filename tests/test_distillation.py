@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -37,7 +38,7 @@ from refimpl.distillation.progressive import (
     progressive_target_map,
 )
 from refimpl.reference import convergence_order
-from refimpl.samplers import sample_ddim
+from refimpl.samplers import sample_consistency_multistep, sample_ddim, sample_progressive_student
 from refimpl.schedules import get_schedule
 from toy_models import ExactModel, anisotropic_gaussian, ring
 
@@ -273,6 +274,48 @@ def test_multistep_consistency_sampling_with_exact_model_is_exact_in_law():
     assert float((cov_out - cov_target).abs().max()) <= roundoff(AFFINE_MAP_OPS, 1.0)
     with pytest.raises(ValueError, match="indices"):
         consistency_multistep(cm, x, [0])
+
+
+# --- the registered samplers of the ideal students (refimpl.samplers.distilled) -----------------------------------
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_registered_progressive_student_is_ddim_on_the_finer_grid_refimpl_against_itself(name, rounds):
+    """Target (2) makes one student step land where its k = 2^rounds teacher steps land, so the ideal student is DDIM
+    on the k-times finer grid to round-off (on the ring: the identity holds for any model)."""
+    schedule = get_schedule(name)
+    model = ExactModel(ring(), schedule)
+    ts = grids.uniform_lambda(schedule, 5)
+    k = 2**rounds
+    fine = torch.cat([grids.uniform_lambda(schedule, k, float(s), float(t))[:-1] for s, t in itertools.pairwise(ts)])
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sample_progressive_student(model, x, ts, rounds=rounds)
+    ddim = sample_ddim(model, x, torch.cat([fine, ts[-1:]]))
+    scale = max(float(x.abs().max()), float(ddim.abs().max()))
+    assert float((out - ddim).abs().max()) <= roundoff(AFFINE_MAP_OPS, scale)
+    with pytest.raises(ValueError, match="rounds"):
+        sample_progressive_student(model, x, ts, rounds=-1)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_registered_consistency_multistep_samples_with_the_cd_fixed_point(name):
+    """The registered sampler (f = DDIM teacher along the grid) equals Algorithm 1 run with the consistency model
+    that consistency distillation with that teacher reaches (one backward sweep), re-noised at every t_n with the
+    same noise: to the least-squares round-off of the fit, amplified by at most N stages."""
+    schedule, g, model = _gauss(name)
+    N = 5
+    ts = grids.uniform_lambda(schedule, N)
+    data = g.sample(32, torch.Generator().manual_seed(2))
+    [cm] = cd_fixed_point(
+        AffineConsistencyModel.zeros(schedule, ts, 2), teacher_step(model, ts), data, 1, sweep="backward"
+    )
+    x = model.sample_xt(8, ts[0], torch.Generator().manual_seed(3))[1]
+    noise = torch.randn(N, 8, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    out = sample_consistency_multistep(model, x, ts, noise=noise)
+    fitted = consistency_multistep(cm, x, list(range(1, N)), noise=noise[:-1])
+    scale = max(float(x.abs().max()), float(out.abs().max()), 1.0)
+    assert float((out - fitted).abs().max()) <= lstsq_bound(1e3, scale) * N
 
 
 # --- DMD2 ------------------------------------------------------------------------------------------------------
