@@ -27,7 +27,7 @@ from refimpl.distillation.consistency import (
     consistency_multistep,
     teacher_step,
 )
-from refimpl.distillation.dmd import gaussian_denoiser, gaussian_kl, train_dmd2, train_dmd2_mixture
+from refimpl.distillation.dmd import dmd2_direction, gaussian_denoiser, gaussian_kl, train_dmd2, train_dmd2_mixture
 from refimpl.distillation.flow_maps import affine_map_of, apply_affine, gaussian_flow_map, reference_flow_map
 from refimpl.distillation.progressive import (
     ModelTeacher,
@@ -410,3 +410,51 @@ def test_dmd2_mixture_generator_moves_towards_the_ring():
         train_dmd2_mixture(data, schedule, 0)
     with pytest.raises(ValueError, match="t_range"):
         train_dmd2_mixture(data, schedule, 2, t_range=(0.9, 0.1))
+
+
+# --- options off their defaults, on a second schedule family (EDM) ----------------------------------------------
+
+
+def test_cd_fixed_point_with_another_sigma_data_is_still_the_exact_flow_map():
+    """sigma_data only reparameterises f = c_skip x + c_out F: the CD fixed point (the exact map to epsilon) is the
+    same for sigma_data = 2 as for the default, while c_skip itself changes (the option takes effect)."""
+    schedule, g, model = _gauss("edm")
+    N = 4
+    ts = grids.uniform_lambda(schedule, N)
+    data = g.sample(32, torch.Generator().manual_seed(2))
+
+    def exact_step(x, n):
+        return model.pf_ode_map(x, ts[n], ts[n + 1])
+
+    start = AffineConsistencyModel.zeros(schedule, ts, 2, sigma_data=2.0)
+    [cm] = cd_fixed_point(start, exact_step, data, 1, sweep="backward")
+    assert float(cm.coefficients(0)[0]) != float(consistency_coefficients(schedule, ts[0], ts[-1])[0])
+    scale = max(float(gaussian_flow_map(g, schedule, ts[0], ts[-1])[1].abs().max()), 1.0)
+    for n in range(N):
+        assert (
+            _map_error(lambda x, n=n: cm(x, n), *gaussian_flow_map(g, schedule, ts[n], ts[-1]))
+            <= lstsq_bound(1e3, scale) * N
+        )
+
+
+def test_dmd2_with_other_lr_batch_and_t_range_converges_on_edm():
+    """lr = 0.1, batch = 128, t_range = (0.1, 0.9) on EDM's schedule: exact scores still drive the exact KL down by
+    orders of magnitude (the fixed point does not depend on these options, only the path does)."""
+    schedule, g, _ = _gauss("edm")
+    history = train_dmd2(
+        g, schedule, steps=150, batch=128, lr=0.1, t_range=(0.1, 0.9), generator=torch.Generator().manual_seed(0)
+    )
+    assert history.kl[-1] <= 1e-5 * history.kl[0]
+
+
+def test_dmd2_direction_is_invariant_to_the_scale_of_the_data():
+    """Eq. (1) divides by mean|p_real|: scaling x and both denoisers by c leaves g unchanged (to round-off: three
+    subtractions, one mean and one division per entry), so the step does not depend on the data's scale; g = 0 when
+    the fake denoiser equals the real one."""
+    gen = torch.Generator().manual_seed(0)
+    x, d_real, d_fake = (torch.randn(64, 3, generator=gen, dtype=torch.float64) for _ in range(3))
+    g = dmd2_direction(x, d_real, d_fake)
+    for c in (1e-3, 0.5, 7.0, 1e4):
+        scaled = dmd2_direction(c * x, c * d_real, c * d_fake)
+        assert float((scaled - g).abs().max()) <= roundoff(16, float(g.abs().max()))
+    assert torch.equal(dmd2_direction(x, d_real, d_real), torch.zeros_like(x))
