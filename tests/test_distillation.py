@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -26,7 +27,7 @@ from refimpl.distillation.consistency import (
     consistency_multistep,
     teacher_step,
 )
-from refimpl.distillation.dmd import gaussian_denoiser, gaussian_kl, train_dmd2, train_dmd2_mixture
+from refimpl.distillation.dmd import dmd2_direction, gaussian_denoiser, gaussian_kl, train_dmd2, train_dmd2_mixture
 from refimpl.distillation.flow_maps import affine_map_of, apply_affine, gaussian_flow_map, reference_flow_map
 from refimpl.distillation.progressive import (
     ModelTeacher,
@@ -37,7 +38,7 @@ from refimpl.distillation.progressive import (
     progressive_target_map,
 )
 from refimpl.reference import convergence_order
-from refimpl.samplers import sample_ddim
+from refimpl.samplers import sample_consistency_multistep, sample_ddim, sample_progressive_student
 from refimpl.schedules import get_schedule
 from toy_models import ExactModel, anisotropic_gaussian, ring
 
@@ -275,6 +276,48 @@ def test_multistep_consistency_sampling_with_exact_model_is_exact_in_law():
         consistency_multistep(cm, x, [0])
 
 
+# --- the registered samplers of the ideal students (refimpl.samplers.distilled) -----------------------------------
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_registered_progressive_student_is_ddim_on_the_finer_grid_refimpl_against_itself(name, rounds):
+    """Target (2) makes one student step land where its k = 2^rounds teacher steps land, so the ideal student is DDIM
+    on the k-times finer grid to round-off (on the ring: the identity holds for any model)."""
+    schedule = get_schedule(name)
+    model = ExactModel(ring(), schedule)
+    ts = grids.uniform_lambda(schedule, 5)
+    k = 2**rounds
+    fine = torch.cat([grids.uniform_lambda(schedule, k, float(s), float(t))[:-1] for s, t in itertools.pairwise(ts)])
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sample_progressive_student(model, x, ts, rounds=rounds)
+    ddim = sample_ddim(model, x, torch.cat([fine, ts[-1:]]))
+    scale = max(float(x.abs().max()), float(ddim.abs().max()))
+    assert float((out - ddim).abs().max()) <= roundoff(AFFINE_MAP_OPS, scale)
+    with pytest.raises(ValueError, match="rounds"):
+        sample_progressive_student(model, x, ts, rounds=-1)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_registered_consistency_multistep_samples_with_the_cd_fixed_point(name):
+    """The registered sampler (f = DDIM teacher along the grid) equals Algorithm 1 run with the consistency model
+    that consistency distillation with that teacher reaches (one backward sweep), re-noised at every t_n with the
+    same noise: to the least-squares round-off of the fit, amplified by at most N stages."""
+    schedule, g, model = _gauss(name)
+    N = 5
+    ts = grids.uniform_lambda(schedule, N)
+    data = g.sample(32, torch.Generator().manual_seed(2))
+    [cm] = cd_fixed_point(
+        AffineConsistencyModel.zeros(schedule, ts, 2), teacher_step(model, ts), data, 1, sweep="backward"
+    )
+    x = model.sample_xt(8, ts[0], torch.Generator().manual_seed(3))[1]
+    noise = torch.randn(N, 8, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    out = sample_consistency_multistep(model, x, ts, noise=noise)
+    fitted = consistency_multistep(cm, x, list(range(1, N)), noise=noise[:-1])
+    scale = max(float(x.abs().max()), float(out.abs().max()), 1.0)
+    assert float((out - fitted).abs().max()) <= lstsq_bound(1e3, scale) * N
+
+
 # --- DMD2 ------------------------------------------------------------------------------------------------------
 
 
@@ -367,3 +410,51 @@ def test_dmd2_mixture_generator_moves_towards_the_ring():
         train_dmd2_mixture(data, schedule, 0)
     with pytest.raises(ValueError, match="t_range"):
         train_dmd2_mixture(data, schedule, 2, t_range=(0.9, 0.1))
+
+
+# --- options off their defaults, on a second schedule family (EDM) ----------------------------------------------
+
+
+def test_cd_fixed_point_with_another_sigma_data_is_still_the_exact_flow_map():
+    """sigma_data only reparameterises f = c_skip x + c_out F: the CD fixed point (the exact map to epsilon) is the
+    same for sigma_data = 2 as for the default, while c_skip itself changes (the option takes effect)."""
+    schedule, g, model = _gauss("edm")
+    N = 4
+    ts = grids.uniform_lambda(schedule, N)
+    data = g.sample(32, torch.Generator().manual_seed(2))
+
+    def exact_step(x, n):
+        return model.pf_ode_map(x, ts[n], ts[n + 1])
+
+    start = AffineConsistencyModel.zeros(schedule, ts, 2, sigma_data=2.0)
+    [cm] = cd_fixed_point(start, exact_step, data, 1, sweep="backward")
+    assert float(cm.coefficients(0)[0]) != float(consistency_coefficients(schedule, ts[0], ts[-1])[0])
+    scale = max(float(gaussian_flow_map(g, schedule, ts[0], ts[-1])[1].abs().max()), 1.0)
+    for n in range(N):
+        assert (
+            _map_error(lambda x, n=n: cm(x, n), *gaussian_flow_map(g, schedule, ts[n], ts[-1]))
+            <= lstsq_bound(1e3, scale) * N
+        )
+
+
+def test_dmd2_with_other_lr_batch_and_t_range_converges_on_edm():
+    """lr = 0.1, batch = 128, t_range = (0.1, 0.9) on EDM's schedule: exact scores still drive the exact KL down by
+    orders of magnitude (the fixed point does not depend on these options, only the path does)."""
+    schedule, g, _ = _gauss("edm")
+    history = train_dmd2(
+        g, schedule, steps=150, batch=128, lr=0.1, t_range=(0.1, 0.9), generator=torch.Generator().manual_seed(0)
+    )
+    assert history.kl[-1] <= 1e-5 * history.kl[0]
+
+
+def test_dmd2_direction_is_invariant_to_the_scale_of_the_data():
+    """Eq. (1) divides by mean|p_real|: scaling x and both denoisers by c leaves g unchanged (to round-off: three
+    subtractions, one mean and one division per entry), so the step does not depend on the data's scale; g = 0 when
+    the fake denoiser equals the real one."""
+    gen = torch.Generator().manual_seed(0)
+    x, d_real, d_fake = (torch.randn(64, 3, generator=gen, dtype=torch.float64) for _ in range(3))
+    g = dmd2_direction(x, d_real, d_fake)
+    for c in (1e-3, 0.5, 7.0, 1e4):
+        scaled = dmd2_direction(c * x, c * d_real, c * d_fake)
+        assert float((scaled - g).abs().max()) <= roundoff(16, float(g.abs().max()))
+    assert torch.equal(dmd2_direction(x, d_real, d_real), torch.zeros_like(x))

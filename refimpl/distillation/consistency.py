@@ -31,7 +31,8 @@ from torch import Tensor
 
 from refimpl.distillation.progressive import fit_affine
 from refimpl.models import DiffusionModel, predict_x0_eps
-from refimpl.samplers import ddim_sigma, ddim_step
+from refimpl.samplers.ddim import ddim_sigma, ddim_step
+from refimpl.samplers.distilled import renoise
 from refimpl.schedules import NoiseSchedule
 
 __all__ = [
@@ -178,8 +179,6 @@ def consistency_multistep(
     v_eps = model.schedule(model.timesteps[-1])
     x = model(x, 0)
     for j, n in enumerate(indices):
-        v = model.schedule(model.timesteps[n])
-        a = v.alpha / v_eps.alpha
         z = noise[j] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        x = model(a * x + torch.sqrt(v.sigma**2 - a**2 * v_eps.sigma**2) * z, n)
+        x = model(renoise(x, v_eps, model.schedule(model.timesteps[n]), z), n)
     return x

@@ -30,7 +30,15 @@ from refimpl.differentiable._optim import Adam
 from refimpl.schedules import NoiseSchedule
 from toy_models.gmm import GaussianMixture
 
-__all__ = ["DMDHistory", "MixtureGenerator", "gaussian_denoiser", "gaussian_kl", "train_dmd2", "train_dmd2_mixture"]
+__all__ = [
+    "DMDHistory",
+    "MixtureGenerator",
+    "dmd2_direction",
+    "gaussian_denoiser",
+    "gaussian_kl",
+    "train_dmd2",
+    "train_dmd2_mixture",
+]
 
 
 def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
@@ -54,6 +62,15 @@ def gaussian_denoiser(mean: Tensor, cov: Tensor, x_t: Tensor, alpha: Tensor, sig
     C = alpha[:, :, None] ** 2 * cov + sigma[:, :, None] ** 2 * eye  # (B, d, d)
     r = torch.linalg.solve(C, (x_t - alpha * mean)[..., None])[..., 0]
     return mean + alpha * (r @ cov.T)
+
+
+def dmd2_direction(x: Tensor, d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """Eq. (1): g = (p_real - p_fake) / mean|p_real| per sample, p = x - D(x_t); x, d_real, d_fake (B, d).
+
+    Homogeneous of degree 0: scaling x and both denoisers by c > 0 leaves g unchanged (the normaliser makes the step
+    size independent of the data's scale)."""
+    p_real, p_fake = x - d_real, x - d_fake
+    return (p_real - p_fake) / p_real.abs().mean(-1, keepdim=True)
 
 
 @dataclass
@@ -135,8 +152,7 @@ def train_dmd2(
                 d_fake = gaussian_denoiser(b, A @ A.T, x_t, a, s)
             else:
                 d_fake = gaussian_denoiser(m_f, L_f @ L_f.T, x_t, a, s)
-            p_real, p_fake = x - d_real, x - d_fake
-            g = (p_real - p_fake) / p_real.abs().mean(-1, keepdim=True)  # Eq. (1)
+            g = dmd2_direction(x, d_real, d_fake)
         loss = 0.5 * ((x - (x - g).detach()) ** 2).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
@@ -201,8 +217,7 @@ def train_dmd2_mixture(
             x_t = a * x + s * torch.randn(x.shape, generator=generator, dtype=dtype)
             d_real = data.x0_eps(x_t, a[:, 0], s[:, 0])[0]
             d_fake = gen_model.law().x0_eps(x_t, a[:, 0], s[:, 0])[0]
-            p_real, p_fake = x - d_real, x - d_fake
-            g = (p_real - p_fake) / p_real.abs().mean(-1, keepdim=True)  # Eq. (1)
+            g = dmd2_direction(x, d_real, d_fake)
         loss = 0.5 * ((x - (x - g).detach()) ** 2).sum(-1).mean()
         opt.zero_grad()
         loss.backward()

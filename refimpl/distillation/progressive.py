@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from refimpl.differentiable._optim import Adam
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
-from refimpl.samplers import ddim_step
+from refimpl.samplers.ddim import ddim_step
 from refimpl.schedules import NoiseSchedule, ScheduleValues
 from toy_models.gmm import GaussianMixture
 

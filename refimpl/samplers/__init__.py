@@ -9,6 +9,7 @@ from refimpl.samplers.bdia import bdia_step, bdia_step_inverse, invert_bdia, sam
 from refimpl.samplers.ddim import ddim_sigma, ddim_step, invert_ddim, sample_ddim
 from refimpl.samplers.ddpm import ddpm_posterior, forward_sample, posterior_symbolic, sample_ddpm
 from refimpl.samplers.deis import deis_ab_coefficients, sample_deis_ab, sample_deis_rhork
+from refimpl.samplers.distilled import sample_consistency_multistep, sample_progressive_student
 from refimpl.samplers.dpm_solver import (
     dpm_solver_1_step,
     dpm_solver_2_step,
@@ -86,6 +87,7 @@ __all__ = [
     "prk_step",
     "run_prk_step",
     "sample_bdia",
+    "sample_consistency_multistep",
     "sample_ddim",
     "sample_ddpm",
     "sample_deis_ab",
@@ -102,6 +104,7 @@ __all__ = [
     "sample_lms",
     "sample_multistep",
     "sample_pndm",
+    "sample_progressive_student",
     "sample_sde_dpm_solver_pp",
     "sample_unipc",
     "step_orders",
