@@ -26,6 +26,7 @@ from refimpl.distillation.score_distillation import (
     sds_gradient,
     tsm_gradient,
     vsd_gradient,
+    within_mode_spread,
 )
 from refimpl.guidance import classifier_free_guidance
 from refimpl.models import FunctionModel, predict
@@ -162,19 +163,12 @@ def flows() -> dict[str, torch.Tensor]:
     }
 
 
-def _within_mode_spread(theta: torch.Tensor, means: torch.Tensor) -> float:
-    """RMS distance of the particles to the centroid of the particles nearest the same mode (modes with >= 2)."""
-    k = torch.cdist(theta, means).argmin(1)
-    sq = [((theta[k == j] - theta[k == j].mean(0)) ** 2).sum(1) for j in range(len(means)) if int((k == j).sum()) > 1]
-    return float(torch.cat(sq).mean().sqrt())
-
-
 def test_sds_collapses_each_mode_and_vsd_keeps_its_spread(flows) -> None:
     """Within a mode the data spread is std sqrt(d); SDS ends well below it, VSD near it."""
     mix = ring()
     data_spread = math.sqrt(float(mix.covariances[0].trace()))
-    sds = _within_mode_spread(flows["sds"][-1], mix.means)
-    vsd = _within_mode_spread(flows["vsd"][-1], mix.means)
+    sds = within_mode_spread(flows["sds"][-1], mix.means)
+    vsd = within_mode_spread(flows["vsd"][-1], mix.means)
     assert sds < SD_SPREAD_FRACTION * data_spread < vsd
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "sds_gradient",
     "tsm_gradient",
     "vsd_gradient",
+    "within_mode_spread",
 ]
 
 # w(t) as a function of (alpha_t, sigma_t): DreamFusion's and threestudio's sigma_t^2 (their 1 - alpha-bar_t),
@@ -204,6 +205,19 @@ def mixture_kernel_mean(mixture: GaussianMixture, bandwidth: float) -> Tensor:
     quad = (delta * torch.linalg.solve(C, delta)).sum((-1, -2))
     pair = torch.exp(-0.5 * quad) / torch.sqrt(torch.linalg.det(C / bandwidth**2))
     return w @ pair @ w
+
+
+def within_mode_spread(theta: Tensor, modes: Tensor) -> float:
+    """RMS distance of the particles (n, d) to the centroid of the particles nearest the same mode (K, d).
+
+    Modes holding fewer than two particles are left out. A collapsed flow has spread near zero; draws of a
+    mixture of isotropic components of standard deviation s have about s sqrt(d).
+    """
+    k = torch.cdist(theta, modes).argmin(1)
+    sq = [((theta[k == j] - theta[k == j].mean(0)) ** 2).sum(1) for j in range(len(modes)) if int((k == j).sum()) > 1]
+    if not sq:
+        raise ValueError("no mode holds two or more particles")
+    return float(torch.cat(sq).mean().sqrt())
 
 
 class IntervalPaths(NamedTuple):
