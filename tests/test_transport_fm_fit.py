@@ -39,18 +39,24 @@ Z = 5.0  # standard errors of every Monte Carlo comparison below
 
 def _net(generator: torch.Generator) -> nn.Module:
     """A 3 -> 64 -> 64 -> 2 SiLU MLP on (x, t), initialised like nn.Linear (U(+-1/sqrt(fan_in))) from ``generator``."""
-    net = nn.Sequential(nn.Linear(3, HIDDEN), nn.SiLU(), nn.Linear(HIDDEN, HIDDEN), nn.SiLU(), nn.Linear(HIDDEN, 2))
+    f32 = {"dtype": torch.float32}  # float32 weights: training is the slow part; the comparisons stay float64
+    net = nn.Sequential(
+        nn.Linear(3, HIDDEN, **f32), nn.SiLU(), nn.Linear(HIDDEN, HIDDEN, **f32), nn.SiLU(), nn.Linear(HIDDEN, 2, **f32)
+    )
     with torch.no_grad():
         for layer in net:
             if isinstance(layer, nn.Linear):
                 bound = 1.0 / math.sqrt(layer.in_features)
                 for p in (layer.weight, layer.bias):
-                    p.copy_((2 * torch.rand(p.shape, generator=generator) - 1) * bound)
+                    p.copy_((2 * torch.rand(p.shape, generator=generator, dtype=torch.float32) - 1) * bound)
     return net
 
 
 def _field(net: nn.Module):
-    return lambda x, t: net(torch.cat([x, torch.as_tensor(t, dtype=x.dtype).expand(len(x)).reshape(-1, 1)], 1))
+    """The net as a float64 field v(x, t) (its float32 output cast back)."""
+    return lambda x, t: net(
+        torch.cat([x, torch.as_tensor(t, dtype=x.dtype).expand(len(x)).reshape(-1, 1)], 1).float()
+    ).to(x.dtype)
 
 
 @pytest.fixture(scope="module")
