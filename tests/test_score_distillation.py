@@ -147,6 +147,26 @@ def test_mixture_kernel_mean_matches_the_pairwise_gaussian_formula() -> None:
     assert abs(float(mixture_kernel_mean(mix, ell) - pairwise)) <= roundoff(64 * mix.K**2)
 
 
+@pytest.mark.parametrize("method", ["sds", "vsd"])
+def test_particle_flow_step_is_the_mean_gradient_step_refimpl_vs_itself(method: str) -> None:
+    """One step of the loop, options away from their defaults, against the gradient functions on the same draws."""
+    s = get_schedule("vp_cosine")
+    model = ExactModel(ring(), s)
+    theta = torch.randn(8, 2, generator=torch.Generator().manual_seed(8))
+    opts = {"lr": 0.2, "n_noise": 3, "t_range": (0.3, 0.6), "weighting": "sigma2", "bandwidth": 0.2}
+    traj = particle_flow(theta, model, method=method, steps=1, generator=torch.Generator().manual_seed(9), **opts)
+    g = torch.Generator().manual_seed(9)
+    t = 0.3 + 0.3 * torch.rand(24, generator=g)
+    eps = torch.randn(24, 2, generator=g)
+    x = theta.repeat(3, 1)
+    if method == "sds":
+        grad = sds_gradient(x, model, t, eps, weighting="sigma2")
+    else:
+        grad = vsd_gradient(x, model, ExactModel(particle_law(theta, 0.2), s), t, eps, weighting="sigma2")
+    assert traj.shape == (2, 8, 2) and torch.equal(traj[0], theta)
+    assert float((traj[1] - (theta - 0.2 * grad.reshape(3, 8, 2).mean(0))).abs().max()) <= roundoff(16)
+
+
 @pytest.fixture(scope="module")
 def flows() -> dict[str, torch.Tensor]:
     """SDS and VSD from the same 32 particles near the origin, on the ring under vp_linear (w(t) = 1)."""
@@ -208,3 +228,7 @@ def test_bad_input_raises() -> None:
         particle_flow(theta, uncond, t_range=(0.5, 1.5))
     with pytest.raises(ValueError, match="lr"):
         particle_flow(theta, uncond, lr=0.0)
+    with pytest.raises(ValueError, match="theta"):
+        particle_flow(torch.zeros(4), uncond)
+    with pytest.raises(ValueError, match="two or more"):
+        within_mode_spread(torch.zeros(1, 2), torch.zeros(3, 2))

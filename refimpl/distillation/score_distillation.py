@@ -160,7 +160,9 @@ def particle_flow(
         raise ValueError(f"t_range must satisfy lo < hi, got {t_range}")
     schedule.check_t(torch.tensor([lo, hi]), "t_range")
     theta = check_finite(as_float_tensor(theta, "theta"), "theta").detach().clone()
-    n, d = theta.shape if theta.ndim == 2 else (0, 0)
+    if theta.ndim != 2:
+        raise ValueError(f"theta must be a (n, d) tensor of particles, got shape {tuple(theta.shape)}")
+    n, d = theta.shape
     trajectory = [theta.clone()]
     for _ in range(steps):
         x = theta.repeat(n_noise, 1)  # (n_noise * n, d): draw j of particle i is row j * n + i
