@@ -72,6 +72,20 @@ def test_sds_is_vsd_whose_fake_law_is_the_particle_itself(name: str, weighting: 
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
+def test_weightings_are_sigma_squared_and_sigma_over_alpha(name: str) -> None:
+    """w(t) = sigma_t^2 (DreamFusion, threestudio's 1 - alpha-bar) and sigma_t / alpha_t (LucidDreamer, Dreamer XL)."""
+    s, mix, uncond, _ = _lab(name)
+    g = torch.Generator().manual_seed(10)
+    theta, eps = mix.sample(16, g), torch.randn(16, 2, generator=g)
+    t = torch.full((16,), 0.5)
+    plain = sds_gradient(theta, uncond, t, eps, weighting="one")
+    alpha, sigma = float(s.alpha_t(0.5)), float(s.sigma_t(0.5))
+    for weighting, w in [("sigma2", sigma**2), ("sigma_over_alpha", sigma / alpha)]:
+        got = sds_gradient(theta, uncond, t, eps, weighting=weighting)
+        assert float((got - w * plain).abs().max()) <= roundoff(4, scale=float(plain.abs().max()) * max(w, 1.0))
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
 def test_ism_tsm_and_sds_coincide_for_a_point_mass(name: str) -> None:
     """For delta_theta the DDIM inversion is the noising line, so every target is the injected eps."""
     s = get_schedule(name)
