@@ -316,3 +316,18 @@ DIFFUSERS_VQ_ZERO_ATOL = 1e-20
 #: the log-odds are below -9^2 / 2 ~ -40, e^-40 ~ 4e-18); we assert 1e-12, far above that and far below anything a
 #: law test could see. The leak moves an eps prediction by at most that fraction of |E_trojan - E_clean| = O(10).
 TROJAN_LEAK = 1e-12
+# --- chapter 9: score distillation as particle flows (issue 16) ----------------------------------------------------
+
+
+#: The point mass delta_theta predicts eps_hat(x_t) = (x_t - alpha theta) / sigma with x_t = alpha theta + sigma eps:
+#: x_t carries about 2 roundings of alpha |theta| + sigma |eps|, which the division by sigma amplifies, and the
+#: difference with eps adds a few more of |eps|; 8 units of each cover the subtraction, the division and the
+#: weighting. A DDIM inversion step recovers theta and eps from such a point, so k steps cost about k times this.
+def sd_point_mass_bound(theta: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """Elementwise round-off of eps recovered from x_t = alpha theta + sigma eps by the point mass's prediction."""
+    return roundoff(8, scale=1.0) * ((alpha * theta.abs() + sigma * eps.abs()) / sigma + eps.abs() + 1.0)
+
+
+#: Policy (not derived): SDS "collapses" a mode when the within-mode spread of its particles ends below this
+#: fraction of the data's within-mode spread (std sqrt(d)); VSD, which targets the data law, must end above it.
+SD_SPREAD_FRACTION = 0.5
