@@ -316,6 +316,8 @@ DIFFUSERS_VQ_ZERO_ATOL = 1e-20
 #: the log-odds are below -9^2 / 2 ~ -40, e^-40 ~ 4e-18); we assert 1e-12, far above that and far below anything a
 #: law test could see. The leak moves an eps prediction by at most that fraction of |E_trojan - E_clean| = O(10).
 TROJAN_LEAK = 1e-12
+
+
 # --- chapter 9: score distillation as particle flows (issue 16) ----------------------------------------------------
 
 
