@@ -37,10 +37,21 @@ __all__ = [
     "conditional",
     "gaussian_tilt",
     "grid_density",
+    "labelled_line",
     "product",
     "tilted",
     "wasserstein_1d",
 ]
+
+
+def labelled_line() -> GaussianMixture:
+    """A labelled 1-D mixture: class 0 one component at -2, class 1 two components at 0.5 and 2.5 (the CFG toy)."""
+    return GaussianMixture(
+        torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64),
+        torch.tensor([[-2.0], [0.5], [2.5]], dtype=torch.float64),
+        torch.tensor([[[0.3]], [[0.4]], [[0.25]]], dtype=torch.float64),
+        torch.tensor([0, 1, 1]),
+    )
 
 
 def _classes(mixture: GaussianMixture) -> list[int]:

@@ -52,32 +52,34 @@ def effective_sample_size(log_weights: Tensor) -> Tensor:
 
 
 def systematic_resample(weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Indices (N,) by systematic resampling: one uniform u, points (u + i) / N through the weights' CDF.
+    """Indices by systematic resampling of each row of ``weights`` (N,) or (R, N): one uniform u per row, points
+    (u + i) / N through the row's CDF.
 
     Particle i is copied floor(N w_i) or ceil(N w_i) times, and N w_i times in expectation (tested).
     """
     w = check_finite(as_float_tensor(weights, "weights"), "weights")
-    if w.ndim != 1 or w.numel() == 0:
-        raise ValueError(f"weights must be a non-empty 1-D tensor, got shape {tuple(w.shape)}")
-    if bool((w < 0).any()) or not float(w.sum()) > 0:
+    if w.ndim not in (1, 2) or w.shape[-1] == 0:
+        raise ValueError(f"weights must be (N,) or (R, N) with N >= 1, got shape {tuple(w.shape)}")
+    if bool((w < 0).any()) or not bool((w.sum(-1) > 0).all()):
         raise ValueError("weights must be non-negative with a positive sum")
-    n = w.numel()
-    cdf = torch.cumsum(w / w.sum(), 0)
-    points = (torch.rand((), generator=generator, dtype=w.dtype) + torch.arange(n, dtype=w.dtype)) / n
+    n = w.shape[-1]
+    cdf = torch.cumsum(w / w.sum(-1, keepdim=True), -1)
+    u = torch.rand((*w.shape[:-1], 1), generator=generator, dtype=w.dtype)
+    points = (u + torch.arange(n, dtype=w.dtype)) / n
     return torch.searchsorted(cdf, points).clamp(max=n - 1)
 
 
 def fk_log_weight_rate(scores: Sequence[Tensor], a: Tensor, g2: Tensor) -> Tensor:
-    """The rate (FK): (g^2 / 2)(|sum_i a_i s_i|^2 - sum_i a_i |s_i|^2) per particle, scores each (N, d)."""
-    stacked = torch.stack(list(scores))  # (M, N, d)
-    combined = torch.einsum("m,mnd->nd", a, stacked)
-    return 0.5 * g2 * ((combined**2).sum(-1) - torch.einsum("m,mn->n", a, (stacked**2).sum(-1)))
+    """The rate (FK): (g^2 / 2)(|sum_i a_i s_i|^2 - sum_i a_i |s_i|^2) per particle, scores each (..., d)."""
+    stacked = torch.stack(list(scores))  # (M, ..., d)
+    combined = torch.einsum("m,m...d->...d", a, stacked)
+    return 0.5 * g2 * ((combined**2).sum(-1) - torch.einsum("m,m...->...", a, (stacked**2).sum(-1)))
 
 
 @dataclass(frozen=True)
 class FKResult:
-    """Particles (N, d) at the last time with normalised weights (N,), the ESS before each step's resampling,
-    and how many times the particles were resampled."""
+    """Particles (R, N, d) at the last time with normalised weights (R, N) for R independent populations, the ESS
+    (R,) before each step's resampling (n_steps, R), and how many steps resampled."""
 
     x: Tensor
     weights: Tensor
@@ -85,13 +87,13 @@ class FKResult:
     n_resampled: int
 
     def mean(self) -> Tensor:
-        """Self-normalised estimate of E_q[x]: (d,)."""
-        return self.weights @ self.x
+        """Self-normalised estimate of E_q[x] for each population: (R, d)."""
+        return torch.einsum("rn,rnd->rd", self.weights, self.x)
 
     def covariance(self) -> Tensor:
-        """Self-normalised estimate of Cov_q[x]: (d, d)."""
-        centred = self.x - self.mean()
-        return torch.einsum("n,ni,nj->ij", self.weights, centred, centred)
+        """Self-normalised estimate of Cov_q[x] for each population: (R, d, d)."""
+        centred = self.x - self.mean()[:, None]
+        return torch.einsum("rn,rni,rnj->rij", self.weights, centred, centred)
 
 
 def sample_fk(
@@ -105,11 +107,12 @@ def sample_fk(
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> FKResult:
-    """Weighted reverse SDE for q_t ~ prod_i p_{i,t}^{a_i} from particles x (N, d) at timesteps[0].
+    """Weighted reverse SDE for q_t ~ prod_i p_{i,t}^{a_i} from R independent populations x (R, N, d) at
+    timesteps[0].
 
-    ``reweight=False`` is naive score mixing (no weights, no resampling). ``resample_below`` in [0, 1]: resample
-    when ESS < resample_below N (1: every step; 0: never). ``noise`` (n_steps, N, d) or ``generator`` drives both
-    the SDE and the resampling (the resampling uniforms come from ``generator``).
+    ``reweight=False`` is naive score mixing (no weights, no resampling). ``resample_below`` in [0, 1]: a population
+    is resampled when its ESS < resample_below N (1: every step; 0: never). ``noise`` (n_steps, R, N, d) or
+    ``generator`` drives the SDE; the resampling uniforms come from ``generator``.
     """
     if len(models) == 0 or len(models) != len(a):
         raise ValueError(f"need one coefficient per model and at least one model, got {len(models)} and {len(a)}")
@@ -120,40 +123,45 @@ def sample_fk(
         raise ValueError("coefficients a must be finite")
     if not 0.0 <= resample_below <= 1.0:
         raise ValueError(f"resample_below must lie in [0, 1], got {resample_below}")
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"x must hold particles (N, d) with N >= 1, got shape {tuple(x.shape)}")
+    if x.ndim != 3 or x.shape[1] == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must hold populations of particles (R, N, d) with R, N >= 1, got {tuple(x.shape)}")
+    R, n, d = x.shape
+    x = x.clone()  # resampling writes rows in place
     ts = check_sampler_inputs(models[0], x, timesteps)
-    schedule = models[0].schedule
-    values = schedule(ts)
+    values = models[0].schedule(ts)
     noise_at = NoiseSource(noise, generator, len(ts) - 1, x)
-    n = x.shape[0]
-    log_w = torch.zeros(n, dtype=x.dtype)
+    log_w = torch.zeros(R, n, dtype=x.dtype)
     ess, n_resampled = [], 0
     for i in range(len(ts) - 1):
         v = values[i]
         h = ts[i] - ts[i + 1]
         f = v.d_alpha / v.alpha
         g2 = 2 * v.sigma * v.d_sigma - 2 * f * v.sigma**2
-        scores = [predict(m, x, ts[i], "score") for m in models]
-        combined = torch.einsum("m,mnd->nd", coeffs, torch.stack(scores))
+        scores = [predict(m, x.reshape(R * n, d), ts[i], "score").reshape(R, n, d) for m in models]
+        combined = torch.einsum("m,mrnd->rnd", coeffs, torch.stack(scores))
         if reweight:
             log_w = log_w + h * fk_log_weight_rate(scores, coeffs, g2)
             ess.append(effective_sample_size(log_w))
-            if float(ess[-1]) < resample_below * n or resample_below == 1.0:
-                idx = systematic_resample(torch.softmax(log_w, 0), generator)
-                x, combined, log_w = x[idx], combined[idx], torch.zeros_like(log_w)
+            redo = (ess[-1] < resample_below * n) | (resample_below == 1.0)
+            if bool(redo.any()):
+                idx = systematic_resample(torch.softmax(log_w[redo], -1), generator)  # (R', N)
+                x[redo] = torch.take_along_dim(x[redo], idx[..., None], 1)
+                combined[redo] = torch.take_along_dim(combined[redo], idx[..., None], 1)
+                log_w[redo] = 0.0
                 n_resampled += 1
         # Euler-Maruyama, backwards in t: x <- x - h (f x - g^2 S) + g sqrt(h) z
         x = x - h * (f * x - g2 * combined) + torch.sqrt(g2 * h) * noise_at(i)
-    ess_t = torch.stack(ess) if ess else torch.full((len(ts) - 1,), float(n), dtype=x.dtype)
-    return FKResult(x, torch.softmax(log_w, 0), ess_t, n_resampled)
+    ess_t = torch.stack(ess) if ess else torch.full((len(ts) - 1, R), float(n), dtype=x.dtype)
+    return FKResult(x, torch.softmax(log_w, -1), ess_t, n_resampled)
 
 
-def prior_particles(n: int, d: int, sigma: float, total: float, generator: torch.Generator | None = None) -> Tensor:
-    """n draws from N(0, sigma^2 / total I): prod_i N(0, sigma^2)^{a_i} normalised, the target at a time where every
+def prior_particles(
+    R: int, n: int, d: int, sigma: float, total: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """R populations of n draws (R, n, d) from N(0, sigma^2 / total I): prod_i N(0, sigma^2)^{a_i} normalised, the target at a time where every
     model's marginal is (up to alpha_T |mu| / sigma_T) N(0, sigma^2), total = sum_i a_i > 0."""
-    if n < 1:
-        raise ValueError(f"the number of particles n must be positive, got {n}")
+    if n < 1 or R < 1:
+        raise ValueError(f"the number of particles n and of populations R must be positive, got n={n}, R={R}")
     if not total > 0:
         raise ValueError(f"the sum of the coefficients must be positive, got {total}")
-    return sigma / math.sqrt(total) * torch.randn(n, d, generator=generator, dtype=torch.float64)
+    return sigma / math.sqrt(total) * torch.randn(R, n, d, generator=generator, dtype=torch.float64)
