@@ -25,13 +25,14 @@ from refimpl.guidance.smc import (
     sample_fk,
     systematic_resample,
 )
-from refimpl.samplers.cfgpp import cfgpp_inverse_step, cfgpp_step, invert_cfgpp, sample_cfgpp
+from refimpl.samplers.cfgpp import cfg_equivalent_weight, cfgpp_inverse_step, cfgpp_step, invert_cfgpp, sample_cfgpp
 
 __all__ = [
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "FKResult",
     "TemperatureTable",
+    "cfg_equivalent_weight",
     "cfgpp_inverse_step",
     "cfgpp_step",
     "check_guidance_weight",

@@ -158,8 +158,9 @@ def sample_fk(
 def prior_particles(
     R: int, n: int, d: int, sigma: float, total: float, generator: torch.Generator | None = None
 ) -> Tensor:
-    """R populations of n draws (R, n, d) from N(0, sigma^2 / total I): prod_i N(0, sigma^2)^{a_i} normalised, the target at a time where every
-    model's marginal is (up to alpha_T |mu| / sigma_T) N(0, sigma^2), total = sum_i a_i > 0."""
+    """R populations of n draws (R, n, d) from N(0, sigma^2 / total I), total = sum_i a_i > 0: the normalised
+    prod_i N(0, sigma^2)^{a_i}, the target at a time where every model's marginal is N(0, sigma^2) up to
+    alpha_T |mu| / sigma_T."""
     if n < 1 or R < 1:
         raise ValueError(f"the number of particles n and of populations R must be positive, got n={n}, R={R}")
     if not total > 0:

@@ -23,6 +23,7 @@ that path; the guided identities are in ``tests/test_guidance_cfg.py``).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from refimpl.models import DiffusionModel, predict
@@ -31,7 +32,14 @@ from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_step
 from refimpl.schedules import ScheduleValues
 
-__all__ = ["cfgpp_eps", "cfgpp_inverse_step", "cfgpp_step", "invert_cfgpp", "sample_cfgpp"]
+__all__ = [
+    "cfg_equivalent_weight",
+    "cfgpp_eps",
+    "cfgpp_inverse_step",
+    "cfgpp_step",
+    "invert_cfgpp",
+    "sample_cfgpp",
+]
 
 
 def cfgpp_eps(model: DiffusionModel, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -44,6 +52,13 @@ def cfgpp_eps(model: DiffusionModel, x: Tensor, t: Tensor) -> tuple[Tensor, Tens
         raise ValueError(f"CFG++ needs the guidance scale lambda (the model's w) in [0, 1], got {lam}")
     eps_c, eps_u = predict(cond, x, t, "eps"), predict(uncond, x, t, "eps")
     return eps_u + lam * (eps_c - eps_u), eps_u
+
+
+def cfg_equivalent_weight(lam: float, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
+    """The CFG weight w = lambda rho_hi / (rho_hi - rho_lo) whose DDIM step (or DDIM inversion step) between the
+    noise levels of v_s and v_t equals CFG++'s (or its inversion's): lambda / (1 - e^{-h}) for a log-SNR step h."""
+    rho_hi, rho_lo = torch.maximum(v_s.rho, v_t.rho), torch.minimum(v_s.rho, v_t.rho)
+    return lam * rho_hi / (rho_hi - rho_lo)
 
 
 def _x0_hat(x: Tensor, eps: Tensor, v: ScheduleValues) -> Tensor:
