@@ -39,6 +39,7 @@ __all__ = [
     "grid_density",
     "labelled_line",
     "product",
+    "sample_labelled",
     "tilted",
     "wasserstein_1d",
 ]
@@ -73,13 +74,22 @@ def conditional(mixture: GaussianMixture, y: int) -> GaussianMixture:
     return mixture.condition(check_label(mixture, y))
 
 
+def sample_labelled(
+    mixture: GaussianMixture, n: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """n exact draws (x_0, y) of the labelled joint law: a component drawn by its responsibility at x_0, y its label."""
+    x0 = mixture.sample(n, generator)
+    idx = torch.multinomial(mixture.responsibilities(x0, 1.0, 0.0), 1, generator=generator)[:, 0]
+    return x0, mixture.labels[idx]
+
+
 def class_log_probs(mixture: GaussianMixture, x: Tensor, alpha: object, sigma: object) -> Tensor:
     """log p(y | x_t) for every class y (columns in sorted label order): (B, C).
 
     Bayes' rule on the noised mixture: p(y | x_t) = sum over components k labelled y of r_k(x_t).
     """
     classes = _classes(mixture)
-    log_r = torch.log_softmax(mixture._terms(x, alpha, sigma)[2], -1)  # (B, K)
+    log_r = torch.log_softmax(mixture._terms(x, alpha, sigma)[2], -1)  # (B, K); gmm has no public log r_k yet
     return torch.stack([torch.logsumexp(log_r[:, mixture.labels == c], -1) for c in classes], -1)
 
 

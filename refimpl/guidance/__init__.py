@@ -15,6 +15,7 @@ from refimpl.guidance.classifier import (
     classifier_guidance,
     expected_calibration_error,
     fit_temperature,
+    fit_temperature_table,
     on_denoised,
 )
 from refimpl.guidance.smc import (
@@ -41,6 +42,7 @@ __all__ = [
     "effective_sample_size",
     "expected_calibration_error",
     "fit_temperature",
+    "fit_temperature_table",
     "fk_log_weight_rate",
     "invert_cfgpp",
     "on_denoised",

@@ -35,6 +35,7 @@ __all__ = [
     "classifier_guidance",
     "expected_calibration_error",
     "fit_temperature",
+    "fit_temperature_table",
     "on_denoised",
 ]
 
@@ -141,6 +142,23 @@ class TemperatureTable:
         i = torch.argmin((self.times - torch.as_tensor(t, dtype=self.times.dtype).reshape(-1, 1)).abs(), -1)
         out = self.temperatures[i]
         return out.reshape(()) if torch.as_tensor(t).ndim == 0 else out[:, None]
+
+
+def fit_temperature_table(
+    model: DiffusionModel,
+    clean_logits: Callable[[Tensor], Tensor],
+    timesteps: Tensor,
+    draw: Callable[[Tensor], tuple[Tensor, Tensor]],
+) -> TemperatureTable:
+    """Fit T(t) at each grid time from labelled noisy pairs ``draw(t) -> (x_t, y)``: the NLL-optimal temperature of
+    clean_logits(x0_hat(x_t)) (the calibration step of EluCD as read here [unverified])."""
+    check_model(model)
+    temps = []
+    for t in timesteps:
+        x_t, y = draw(t)
+        with torch.no_grad():
+            temps.append(fit_temperature(clean_logits(predict(model, x_t, t, "x0")), y))
+    return TemperatureTable(torch.as_tensor(timesteps, dtype=torch.float64), torch.tensor(temps, dtype=torch.float64))
 
 
 def expected_calibration_error(log_probs: Tensor, labels: Tensor, n_bins: int = 10) -> float:
