@@ -64,6 +64,17 @@ def test_cfgpp_at_lambda_zero_is_unconditional_ddim(schedule_name: str) -> None:
     torch.testing.assert_close(out, ref, rtol=0, atol=steps_roundoff(10, scale, U64, passes=2))
 
 
+def test_cfgpp_on_an_unguided_model_is_ddim_refimpl_against_itself() -> None:
+    """The registered entry's path: a model without cond/uncond parts is its own unconditional model."""
+    pair, s = labelled_pair(), get_schedule("edm")
+    model = ExactModel(pair, s)
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(4)) * s.t_max
+    ts = grids.timesteps(s, 8, "karras")
+    torch.testing.assert_close(
+        sample_cfgpp(model, x, ts), sample_ddim(model, x, ts), rtol=0, atol=steps_roundoff(8, s.t_max, U64, passes=2)
+    )
+
+
 @pytest.mark.parametrize("schedule_name", SCHEDULES)
 def test_cfgpp_x0_hat_is_affine_in_lambda(schedule_name: str) -> None:
     pair, s = labelled_pair(), get_schedule(schedule_name)

@@ -114,6 +114,9 @@ register(
         encode=invert_cfgpp,
         invertible=False,
         paper="chung2024cfgpp",
+        order_check="gaussian",
+        order_note="on an unguided model CFG++ is DDIM step for step (tested), whose mixture order the ddim entry "
+        "measures; the guided identities are tested in tests/test_guidance_cfg.py",
         equation="arXiv:2406.08070v2 Algorithm 1 (CFG++ DDIM) [unverified numbering]; unguided model: DDIM",
     )
 )
