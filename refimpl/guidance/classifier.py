@@ -27,6 +27,7 @@ from torch import Tensor
 
 from refimpl.guidance.cfg import check_guidance_weight
 from refimpl.models import DiffusionModel, check_model, predict
+from refimpl.schedules import NoiseSchedule
 
 __all__ = [
     "ClassifierGuidance",
@@ -61,7 +62,7 @@ class ClassifierGuidance:
     prediction = "eps"
 
     @property
-    def schedule(self):
+    def schedule(self) -> NoiseSchedule:
         return self.model.schedule
 
     def grad_log_prob(self, x: Tensor, t: Tensor) -> Tensor:
