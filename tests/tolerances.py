@@ -333,3 +333,17 @@ def sd_point_mass_bound(theta: torch.Tensor, eps: torch.Tensor, alpha, sigma) ->
 #: Policy (not derived): SDS "collapses" a mode when the within-mode spread of its particles ends below this
 #: fraction of the data's within-mode spread (std sqrt(d)); VSD, which targets the data law, must end above it.
 SD_SPREAD_FRACTION = 0.5
+# --- chapter 6: guidance, MCMC and SMC (issue 14) -------------------------------------------------------------
+
+#: Grid quadrature of a smooth density (a Gaussian or a mixture) by point masses at cell centres over a box of
+#: +-8 standard deviations: the midpoint rule for the moments of a smooth, rapidly decaying integrand is
+#: exponentially accurate (error ~ exp(-2 pi^2 std^2 / h^2), below 1e-30 for std / h >= 5) and the truncated tails
+#: hold < 1e-14 of the mass; what remains is the round-off of a sum of M terms, M u. 1e-9 is a policy above both
+#: for M <= 1e5 cells.
+GRID_MOMENT_ATOL = 1e-9
+
+
+#: A piecewise-linear CDF inverted by interpolation: F(Q(u)) = u up to round-off of a cumulative sum of M masses.
+def grid_cdf_atol(n_cells: int) -> float:
+    """M u times a safety factor 4 (see above)."""
+    return roundoff(4 * n_cells)

@@ -2,12 +2,13 @@
 
 ``classifier_free_guidance`` is Ho & Salimans (2022), arXiv:2207.12598v1, Eq. 6, written on eps:
 eps_w = eps_uncond + w (eps_cond - eps_uncond). w = 1 is the conditional model itself, w = 0 the
-unconditional one. (Their Eq. 6 uses (1 + w'): w here is 1 + w' there, the convention of
+unconditional one; w < 0 is refused. (Their Eq. 6 uses (1 + w'): w here is 1 + w' there, the convention of
 most code bases.)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -15,7 +16,17 @@ from torch import Tensor
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.schedules import NoiseSchedule
 
-__all__ = ["ClassifierFreeGuidance", "classifier_free_guidance"]
+__all__ = ["ClassifierFreeGuidance", "check_guidance_weight", "classifier_free_guidance"]
+
+
+def check_guidance_weight(w: object, name: str) -> float:
+    """w as a float, or ValueError unless it is a finite number >= 0 (negative weights guide away from the
+    condition: the tilted target p_c^w p_u^(1 - w) they would aim at need not be normalisable)."""
+    if isinstance(w, bool) or not isinstance(w, int | float):
+        raise TypeError(f"{name} must be a real number, got {type(w).__name__}")
+    if not math.isfinite(w) or w < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {w}")
+    return float(w)
 
 
 @dataclass
@@ -45,4 +56,4 @@ def classifier_free_guidance(cond: DiffusionModel, uncond: DiffusionModel, w: fl
     """
     check_model(cond)
     check_model(uncond)
-    return ClassifierFreeGuidance(cond, uncond, float(w))
+    return ClassifierFreeGuidance(cond, uncond, check_guidance_weight(w, "w"))
