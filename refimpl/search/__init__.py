@@ -9,6 +9,14 @@ from refimpl.samplers.usf import (
     taylor_integrals,
     usf_step,
 )
+from refimpl.search.dc_solver import (
+    cpr_features,
+    cpr_predict,
+    dynamic_compensation,
+    fit_cpr,
+    fit_dc_ratios,
+    sample_dc_solver,
+)
 from refimpl.search.evolution import SearchResult, autodiffusion_search, random_solver, usf_objective, usf_search
 from refimpl.search.objective import exact_kl, output_law
 
@@ -18,9 +26,15 @@ __all__ = [
     "SolverSchedule",
     "StepChoice",
     "autodiffusion_search",
+    "cpr_features",
+    "cpr_predict",
+    "dynamic_compensation",
     "exact_kl",
+    "fit_cpr",
+    "fit_dc_ratios",
     "output_law",
     "random_solver",
+    "sample_dc_solver",
     "sample_usf",
     "steps_for_budget",
     "taylor_integrals",
