@@ -45,8 +45,8 @@ def test_compensation_is_exact_on_polynomials_of_its_degree() -> None:
 
 def test_fitted_ratios_lower_the_held_out_error() -> None:
     """Ratios fitted on 10 starting points (ring, 5 uniform-lambda steps) lower the RMS error at t_min on 100 other
-    starting points. Ground truth as the official code's (a many-step solver): UniPC-3 on the 160-step uniform-lambda
-    grid that contains the 5-step one; its error (about 2e-6 against DOP853, notebook 04) is far below the 5-step
+    starting points. Ground truth as the official code's (a many-step solver): UniPC-3 on the 80-step uniform-lambda
+    grid that contains the 5-step one; its error (about 3e-5 against DOP853, notebook 04) is far below the 5-step
     errors (about 0.1) being compared."""
     model = ExactModel(ring(), get_schedule("vp_linear"))
     s = model.schedule
@@ -54,8 +54,8 @@ def test_fitted_ratios_lower_the_held_out_error() -> None:
     x = model.sample_xt(10, s.t_max, torch.Generator().manual_seed(0))[1]
     held_out = model.sample_xt(100, s.t_max, torch.Generator().manual_seed(1))[1]
     fine = Trajectory()
-    sample_unipc(model, torch.cat([x, held_out]), grids.uniform_lambda(s, 5 * 32), order=3, callback=fine)
-    reference, truth = fine.xs[::32, :10], fine.xs[-1, 10:]
+    sample_unipc(model, torch.cat([x, held_out]), grids.uniform_lambda(s, 5 * 16), order=3, callback=fine)
+    reference, truth = fine.xs[::16, :10], fine.xs[-1, 10:]
     ratios = fit_dc_ratios(model, x, ts, reference, iterations=10)
     assert ratios[:2] == [1.0, 1.0] and ratios[2:] != [1.0] * 3
     plain = (sample_dc_solver(model, held_out, ts) - truth).pow(2).mean()
