@@ -19,9 +19,11 @@ from refimpl.search.dc_solver import (
 )
 from refimpl.search.evolution import SearchResult, autodiffusion_search, random_solver, usf_objective, usf_search
 from refimpl.search.objective import exact_kl, output_law
+from refimpl.search.time_shift import ScaledDataModel, sample_time_shift, time_shift, time_shift_target
 
 __all__ = [
     "AFS_CHOICES",
+    "ScaledDataModel",
     "SearchResult",
     "SolverSchedule",
     "StepChoice",
@@ -35,9 +37,12 @@ __all__ = [
     "output_law",
     "random_solver",
     "sample_dc_solver",
+    "sample_time_shift",
     "sample_usf",
     "steps_for_budget",
     "taylor_integrals",
+    "time_shift",
+    "time_shift_target",
     "usf_objective",
     "usf_search",
     "usf_step",
