@@ -19,6 +19,7 @@ from refimpl.search.dc_solver import (
 )
 from refimpl.search.evolution import SearchResult, autodiffusion_search, random_solver, usf_objective, usf_search
 from refimpl.search.objective import exact_kl, output_law
+from refimpl.search.stitch import StitchedModel, moment_matched_model, noised_kl, stitch_time
 from refimpl.search.time_shift import ScaledDataModel, sample_time_shift, time_shift, time_shift_target
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "SearchResult",
     "SolverSchedule",
     "StepChoice",
+    "StitchedModel",
     "autodiffusion_search",
     "cpr_features",
     "cpr_predict",
@@ -34,12 +36,15 @@ __all__ = [
     "exact_kl",
     "fit_cpr",
     "fit_dc_ratios",
+    "moment_matched_model",
+    "noised_kl",
     "output_law",
     "random_solver",
     "sample_dc_solver",
     "sample_time_shift",
     "sample_usf",
     "steps_for_budget",
+    "stitch_time",
     "taylor_integrals",
     "time_shift",
     "time_shift_target",
