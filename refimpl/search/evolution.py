@@ -40,6 +40,8 @@ TAYLOR_PROBS = (0.2, 0.4, 0.4)
 #: Features of the predictor: the lambda grid is summarised by its cumulative fraction at this many positions.
 GRID_FEATURES = 8
 RIDGE = 1e-3
+#: Smallest step of a candidate grid in lambda, as a fraction of the uniform step.
+MIN_GAP = 0.05
 
 
 @dataclass
@@ -75,9 +77,11 @@ def _lambda_grid(lam0: float, lam1: float, n: int, generator: torch.Generator, j
 
 
 def _to_times(schedule: NoiseSchedule, lam: Tensor, t_start: Tensor, t_end: Tensor) -> Tensor | None:
+    if bool((lam.diff() < MIN_GAP * (lam[-1] - lam[0]) / (len(lam) - 1)).any()):
+        return None  # two steps (nearly) collapsed: the interpolation would divide by their distance
     ts = schedule.t_of_lambda(lam)
     ts[0], ts[-1] = t_start, t_end
-    return ts if bool((ts[1:] < ts[:-1]).all()) else None  # None: two steps collapsed
+    return ts if bool((ts[1:] < ts[:-1]).all()) else None
 
 
 def random_solver(
@@ -146,7 +150,12 @@ def usf_objective(model: ExactModel, data_mean: Tensor | None = None) -> Callabl
 
     def objective(sol: SolverSchedule) -> float:
         sample = partial(sample_usf, steps=sol.steps, afs=sol.afs, data_mean=data_mean)
-        return exact_kl(sample, model, sol.timesteps)
+        try:
+            return exact_kl(sample, model, sol.timesteps)
+        except ValueError as err:  # a solver that overflows has no finite output law: infinitely bad
+            if "non-finite" not in str(err):
+                raise
+            return math.inf
 
     return objective
 
@@ -190,7 +199,7 @@ def usf_search(
         picks = torch.randint(len(parents), (offspring,), generator=generator)
         children = [_mutate(parents[int(k)][0], schedule, generator, mutation_prob) for k in picks]
         features = [_features(c, schedule) for c in children]
-        y = torch.log(torch.tensor([a[1] for a in archive], dtype=torch.float64).clamp_min(1e-300))
+        y = torch.log(torch.tensor([a[1] for a in archive], dtype=torch.float64).clamp(1e-300, 1e300))
         w = _ridge_predictor(torch.stack([a[2] for a in archive]), y)
         predicted = torch.stack(features) @ w
         for k in torch.argsort(predicted)[:evaluated].tolist():
