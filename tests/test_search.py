@@ -180,3 +180,12 @@ def test_autodiffusion_search_keeps_valid_subsets_and_beats_even_spacing() -> No
     assert all(later <= earlier for earlier, later in zip(runs[0].history, runs[0].history[1:], strict=False))
     even = torch.cat([fine[:1], fine[1:-1][[7, 14]], fine[-1:]])  # the evenly spaced subset of the first population
     assert runs[0].best_value <= objective(even)
+
+
+def test_keyword_options_are_one_choice_for_every_step() -> None:
+    """The registered keywords (prediction, orders, corrector) equal passing that StepChoice for every step."""
+    model = _toy("vp_cosine")
+    x = model.sample_xt(3, model.schedule.t_max, torch.Generator().manual_seed(3))[1]
+    ts = grids.uniform_lambda(model.schedule, 5)
+    got = sample_usf(model, x, ts, prediction="eps", taylor_order=3, derivative_order=2, corrector=True)
+    assert torch.equal(got, sample_usf(model, x, ts, steps=StepChoice("eps", 3, 2, True)))

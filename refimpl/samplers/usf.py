@@ -167,12 +167,17 @@ def sample_usf(
     x: Tensor,
     timesteps: Tensor,
     *,
-    steps: StepChoice | Sequence[StepChoice] = StepChoice(),
+    steps: StepChoice | Sequence[StepChoice] | None = None,
+    prediction: str = "x0",
+    taylor_order: int = 1,
+    derivative_order: int = 1,
+    corrector: bool = False,
     afs: str = "none",
     data_mean: Tensor | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
-    """Run the USF solver with ``steps`` (one ``StepChoice`` per step, or one for every step) on ``timesteps``.
+    """Run the USF solver with ``steps`` (one ``StepChoice`` per step, or one for every step; None: the
+    ``StepChoice(prediction, taylor_order, derivative_order, corrector)`` of the keywords for every step).
 
     Spends exactly ``SolverSchedule(timesteps, steps, afs).nfe`` model calls. The predictor of step i uses the
     last q = min(K - 1 + derivative_order, points known) outputs and min(K, q) Taylor terms; its corrector uses
@@ -180,6 +185,8 @@ def sample_usf(
     """
     ts = check_sampler_inputs(model, x, timesteps)
     n = len(ts) - 1
+    if steps is None:
+        steps = StepChoice(prediction, taylor_order, derivative_order, corrector)
     choices = tuple([steps] * n) if isinstance(steps, StepChoice) else tuple(steps)
     solver = SolverSchedule(ts, choices, afs)
     values = model.schedule(ts)
@@ -213,7 +220,7 @@ register(
         paper="liu2024usf",
         equation="arXiv:2312.07243v2 Sec. 3 [unverified]: x0 prediction, Taylor order 2, derivative order 2 (three "
         "points, truncated), no corrector",
-        options={"steps": StepChoice("x0", 2, 2, False)},
+        options={"prediction": "x0", "taylor_order": 2, "derivative_order": 2},
         order_steps=(32, 64, 128, 256),  # the third-order term of the truncated interpolant fades late (EDM: 2.3 at 16)
     )
 )
