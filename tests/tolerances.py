@@ -347,3 +347,20 @@ GRID_MOMENT_ATOL = 1e-9
 def grid_cdf_atol(n_cells: int) -> float:
     """M u times a safety factor 4 (see above)."""
     return roundoff(4 * n_cells)
+
+
+# --- chapter 4: solver search, DC-Solver, time shift, stitching, quantisation and caching (issue 13) -------------
+
+
+#: Two float64 implementations of the same linear sampler (USF with DDIM's or UniPC's decisions against the samplers
+#: themselves): each is OPS_PER_STEP roundings a step of states of size S, so twice ``steps_roundoff``.
+def same_sampler_bound(n_steps: int, scale: float) -> float:
+    """Round-off gap of two n-step implementations of one map on states of size ``scale`` (see above)."""
+    return steps_roundoff(n_steps, scale, U64, passes=2)
+
+
+#: Weights of one step from a q-point Vandermonde inverse (q <= 4, nodes theta in [-3, 1]) against the engine's
+#: product formula: the inverse of a Vandermonde matrix of size q <= 4 on such nodes has condition number below
+#: about 1e3 (cond of V computed for the worst grids of the tests), so q^2 operations of unit size lose at most
+#: 16 x 1e3 units: 2e-12 with margin.
+VANDERMONDE_RTOL = roundoff(16, condition=1e3)

@@ -4,6 +4,7 @@ from refimpl.samplers import cfgpp as cfgpp  # registers CFG++ (chapter 6)
 from refimpl.samplers import diffusevae as diffusevae  # registers DiffuseVAE (chapter 2)
 from refimpl.samplers import flow as flow  # registers the flow-model samplers (Euler, Heun, midpoint in t)
 from refimpl.samplers import rddm as rddm  # registers RDDM (chapter 2)
+from refimpl.samplers import usf as usf  # registers the USF/S3 decision-space sampler (chapter 4)
 from refimpl.samplers._common import StepInfo, Trajectory
 from refimpl.samplers._reversible import CoupledState, ddim_transfer, ddim_transfer_inverse
 from refimpl.samplers.bdia import bdia_step, bdia_step_inverse, invert_bdia, sample_bdia
