@@ -6,6 +6,7 @@ the offending argument, so bad input never turns into a silent NaN later on.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -14,6 +15,7 @@ __all__ = [
     "check_finite",
     "check_in_range",
     "check_probability_vector",
+    "check_resolvable_steps",
     "check_strictly_decreasing",
     "check_symmetric_positive_definite",
 ]
@@ -24,21 +26,21 @@ def as_float_tensor(value: object, name: str, dtype: torch.dtype | None = None) 
 
     Complex and boolean values raise ``TypeError``: casting would drop the imaginary part or turn True into 1.
     """
-    if isinstance(value, bool) or (isinstance(value, Tensor) and (value.is_complex() or value.dtype == torch.bool)):
-        raise TypeError(f"{name} must be real numbers, got {value.dtype if isinstance(value, Tensor) else 'bool'}")
-    if isinstance(value, complex):
-        raise TypeError(f"{name} must be real numbers, got complex")
     if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be real numbers, got {value.dtype}")
         if dtype is not None:
             return value.to(dtype)
         return value if value.is_floating_point() else value.to(torch.float64)
     try:
-        raw = torch.as_tensor(value)
-        if raw.is_complex() or raw.dtype == torch.bool:
-            raise TypeError(f"{name} must be real numbers, got {raw.dtype}")
-        return raw.to(dtype or torch.float64)
+        kind = np.asarray(value).dtype.kind  # inspect without rounding (torch would read Python floats as float32)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}") from err
+    if kind in "cb":
+        raise TypeError(f"{name} must be real numbers, got {'complex' if kind == 'c' else 'bool'}")
+    if kind not in "iuf":
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    return torch.as_tensor(value, dtype=dtype or torch.float64)
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:
@@ -75,6 +77,36 @@ def check_strictly_decreasing(t: Tensor, name: str = "timesteps") -> Tensor:
             f"does not go below entry {i} ({float(t[i]):g})"
         )
     return t
+
+
+# A step must move lambda by this many ulps of max(1, |lambda|). Derivation: a schedule computes lambda_t =
+# log alpha_t - log sigma_t from t with at most ~8 ulps of max(1, |lambda|) of round-off (a log, an exp or an
+# interpolation, a subtraction), so a computed h = lambda_t - lambda_s carries up to 16 ulps; with 64 ulps the
+# computed h keeps its sign and 3/4 of its size, so h / 2 midpoints lie between the ends, step ratios
+# h_{i-1} / h_i are finite, and phi-functions of h are evaluated in their valid range. Any real grid is many
+# orders of magnitude coarser (1e5 uniform-lambda steps over [-10, 10] have h = 2e-4, 64 ulps are 1.4e-14).
+RESOLVABLE_STEP_ULPS = 64
+
+
+def check_resolvable_steps(lambdas: Tensor, name: str = "timesteps") -> Tensor:
+    """Raise unless consecutive log-SNRs ``lambdas`` (n,) differ by more than ``RESOLVABLE_STEP_ULPS`` ulps of
+    max(1, |lambda|): a smaller step does not move lambda (nor rho = e^-lambda) in the working precision, and the
+    solvers' step sizes, midpoints and step ratios become 0/0."""
+    check_finite(lambdas, f"lambda of the {name}")
+    if lambdas.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D tensor, got shape {tuple(lambdas.shape)}")
+    h = (lambdas[1:] - lambdas[:-1]).abs()
+    scale = torch.maximum(lambdas[1:].abs(), lambdas[:-1].abs()).clamp_min(1.0)
+    floor = RESOLVABLE_STEP_ULPS * torch.finfo(lambdas.dtype).eps * scale
+    small = torch.nonzero(h <= floor).reshape(-1)
+    if small.numel():
+        i = int(small[0])
+        raise ValueError(
+            f"{name}: step {i} (entries {i} -> {i + 1}) changes lambda by {float(h[i]):.3g}, below "
+            f"{RESOLVABLE_STEP_ULPS} ulps of |lambda| ({float(floor[i]):.3g}); {lambdas.dtype} cannot resolve it. "
+            "Merge the two times or space the grid further apart."
+        )
+    return lambdas
 
 
 def check_probability_vector(w: Tensor, name: str = "weights", atol: float = 1e-9) -> Tensor:

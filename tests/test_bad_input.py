@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from refimpl import grids
+from refimpl._validation import RESOLVABLE_STEP_ULPS
 from refimpl.discrete import speculative
-from refimpl.samplers import sample_ddim
+from refimpl.samplers import sample_ddim, sample_dpm_solver, sample_dpm_solver_pp_multistep
 from refimpl.schedules import EDMSchedule, VPCosine, VPLinear, get_schedule
 from refimpl.selection import dpp
 from toy_models import ExactModel, GaussianMixture, ring
@@ -90,3 +91,33 @@ def test_projection_dpp_stops_on_degenerate_features() -> None:
 
     with pytest.raises(ValueError, match="degenerate"):
         dpp.sample_projection_dpp(2, np.random.default_rng(0), features=rank_one)
+
+
+@pytest.mark.parametrize("name", ["vp_linear", "vp_cosine", "ddpm_linear", "edm", "rectified_flow"])
+def test_ulp_close_grids_are_refused(name: str) -> None:
+    """Issue 18's reproducer: a last step of one ulp in t, and a middle step of one ulp (the EDM multistep case)."""
+    s = get_schedule(name)
+    model = ExactModel(ring(), s)
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    lo, hi = s.t_min, s.t_max
+    a, b, c = lo + 0.5 * (hi - lo), lo + 0.3 * (hi - lo), lo + 0.1 * (hi - lo)
+    end = torch.tensor([a, b, b * (1 - 2.3e-16)], dtype=torch.float64)
+    middle = torch.tensor([a, b, b * (1 - 2.3e-16), c], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"timesteps.*cannot resolve"):
+        sample_dpm_solver(model, x, end, order=2)
+    with pytest.raises(ValueError, match=r"timesteps.*cannot resolve"):
+        sample_dpm_solver_pp_multistep(model, x, middle)
+
+
+@pytest.mark.parametrize("name", ["vp_linear", "edm"])
+def test_steps_just_above_the_resolution_floor_stay_finite(name: str) -> None:
+    """Twice the floor (128 ulps of |lambda|): accepted, and the second-order solvers return finite values."""
+    s = get_schedule(name)
+    model = ExactModel(ring(), s)
+    x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lam_b = s.lambda_min + 0.5 * (s.lambda_max - s.lambda_min)
+    h = 2 * RESOLVABLE_STEP_ULPS * torch.finfo(torch.float64).eps * max(1.0, abs(lam_b))
+    lam = torch.tensor([s.lambda_min + 1.0, lam_b, lam_b + h, s.lambda_max - 1.0], dtype=torch.float64)
+    ts = s.t_of_lambda(lam)
+    for out in (sample_dpm_solver(model, x, ts[:3], order=2), sample_dpm_solver_pp_multistep(model, x, ts)):
+        assert bool(torch.isfinite(out).all())
