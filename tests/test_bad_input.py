@@ -121,3 +121,74 @@ def test_steps_just_above_the_resolution_floor_stay_finite(name: str) -> None:
     ts = s.t_of_lambda(lam)
     for out in (sample_dpm_solver(model, x, ts[:3], order=2), sample_dpm_solver_pp_multistep(model, x, ts)):
         assert bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("scale", [1e154, 1e200])
+def test_exact_toys_stay_finite_far_from_the_data(scale: float) -> None:
+    """|x| ~ 1e154 squared overflows: the responsibilities use differences of scaled quadratic forms instead
+    (finite; beyond |x| ~ 1e154 their differences are round-off and the weights only stay a law). The nearest component (the first, at angle 0 of the ring) takes the weight where the forms resolve it."""
+    mix = ring()
+    x = scale * torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
+    x0, eps = mix.x0_eps(x, 0.8, 0.6)
+    r = mix.responsibilities(x, 0.8, 0.6)
+    for value in (x0, eps, r, mix.score(x, 0.8, 0.6)):
+        assert bool(torch.isfinite(value).all())
+    assert not bool(mix.log_prob_t(x, 0.8, 0.6).isnan().any())  # -inf: the log density is below -1.8e308
+    assert torch.allclose(r.sum(-1), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-15)
+    if scale == 1e154:
+        assert int(r[0].argmax()) == 0
+    far = GaussianMixture(mix.weights, mix.means * 1e154, mix.covariances)
+    assert bool(torch.isfinite(far.x0_eps(torch.zeros(3, 2, dtype=torch.float64), 1.0, 1.0)[0]).all())
+
+
+def test_samplers_run_from_a_far_start_without_blaming_the_model() -> None:
+    s = get_schedule("vp_linear")
+    model = ExactModel(ring(), s)
+    x = torch.full((2, 2), 1e154, dtype=torch.float64)
+    assert bool(torch.isfinite(sample_ddim(model, x, torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64))).all())
+
+
+@pytest.mark.parametrize(
+    ("alpha", "sigma", "match"),
+    [
+        (math.nan, 1.0, "alpha"),
+        (1.0, math.inf, "sigma"),
+        (0.0, 0.0, "both zero"),
+        (1.0, -0.1, "sigma must be non-negative"),
+        (torch.ones(3, dtype=torch.float64), 1.0, "one per row"),
+        (1.0, 1 + 0j, "sigma must be real"),
+    ],
+)
+def test_exact_toys_check_the_noise_level(alpha: object, sigma: object, match: str) -> None:
+    mix = ring()
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    with pytest.raises((ValueError, TypeError), match=match):
+        mix.x0_eps(x, alpha, sigma)
+    with pytest.raises((ValueError, TypeError), match=match):
+        mix.log_prob_t(x, alpha, sigma)
+
+
+def test_noise_levels_of_the_closed_forms_are_checked() -> None:
+    mix = ring()
+    with pytest.raises(ValueError, match="alpha"):
+        mix.noised(math.nan, 1.0)
+    with pytest.raises(ValueError, match="sigma_t"):
+        mix.reverse_kernel(torch.zeros(1, 2, dtype=torch.float64), 0.5, math.nan, 1.0, 0.0)
+
+
+def test_mixture_condition_is_checked_in_its_dtype() -> None:
+    """eigenvalues (1e-12, 6.1) pass Cholesky in float32 but lie below eigh's round-off (16 d eps max(l))."""
+    cov = torch.diag(torch.tensor([1e-12, 6.1]))[None]
+    with pytest.raises(ValueError, match="ill-conditioned"):
+        GaussianMixture(torch.ones(1, dtype=torch.float32), torch.zeros(1, 2, dtype=torch.float32), cov.float())
+    ok = GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64), cov.double())
+    assert bool(torch.isfinite(ok.log_prob(torch.ones(2, 2, dtype=torch.float64))).all())
+
+
+def test_mixture_keeps_its_own_copies() -> None:
+    w, mu, cov = torch.ones(1, dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64), torch.eye(2)[None].double()
+    mix = GaussianMixture(w, mu, cov)
+    mu[0, 0], cov[0, 0, 0], w[0] = math.nan, -1.0, 2.0
+    assert (
+        bool(torch.isfinite(mix.means).all()) and float(mix.covariances[0, 0, 0]) == 1.0 and float(mix.weights[0]) == 1
+    )
