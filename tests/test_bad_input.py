@@ -14,10 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from refimpl import grids
+from refimpl import grids, parameterization
 from refimpl._validation import RESOLVABLE_STEP_ULPS
 from refimpl.discrete import speculative
-from refimpl.samplers import sample_ddim, sample_dpm_solver, sample_dpm_solver_pp_multistep
+from refimpl.samplers import (
+    ddim_sigma,
+    ddim_step,
+    ddpm_posterior,
+    sample_ddim,
+    sample_dpm_solver,
+    sample_dpm_solver_pp_multistep,
+)
 from refimpl.schedules import EDMSchedule, VPCosine, VPLinear, get_schedule
 from refimpl.selection import dpp
 from toy_models import ExactModel, GaussianMixture, ring
@@ -126,7 +133,8 @@ def test_steps_just_above_the_resolution_floor_stay_finite(name: str) -> None:
 @pytest.mark.parametrize("scale", [1e154, 1e200])
 def test_exact_toys_stay_finite_far_from_the_data(scale: float) -> None:
     """|x| ~ 1e154 squared overflows: the responsibilities use differences of scaled quadratic forms instead
-    (finite; beyond |x| ~ 1e154 their differences are round-off and the weights only stay a law). The nearest component (the first, at angle 0 of the ring) takes the weight where the forms resolve it."""
+    (finite; beyond |x| ~ 1e154 their differences are round-off and the weights only stay a law). The nearest
+    component (the first, at angle 0 of the ring) takes the weight where the forms resolve it."""
     mix = ring()
     x = scale * torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
     x0, eps = mix.x0_eps(x, 0.8, 0.6)
@@ -192,3 +200,38 @@ def test_mixture_keeps_its_own_copies() -> None:
     assert (
         bool(torch.isfinite(mix.means).all()) and float(mix.covariances[0, 0, 0]) == 1.0 and float(mix.weights[0]) == 1
     )
+
+
+def test_conversions_refuse_integer_states_and_bad_coefficients() -> None:
+    x = torch.ones(2, 3, dtype=torch.int64)
+    with pytest.raises(TypeError, match="x must be a floating"):
+        parameterization.x0_from_eps(x, x, torch.tensor(0.8), torch.tensor(0.6))
+    xf = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="sigma_t must be non-zero"):
+        parameterization.eps_from_x0(xf, xf, torch.tensor(1.0), torch.tensor(0.0))
+    with pytest.raises(ValueError, match="alpha_t"):
+        parameterization.v_from_x0_eps(xf, xf, torch.tensor(math.nan), torch.tensor(0.6))
+    with pytest.raises(TypeError, match="sigma_t must be real"):
+        parameterization.score_from_eps(xf, torch.tensor(0.6 + 0j))
+    with pytest.raises(ValueError, match="both be zero"):
+        parameterization.x0_eps_from_v(xf, xf, torch.tensor(0.0), torch.tensor(0.0))
+
+
+@pytest.mark.parametrize("name", ["vp_linear", "edm"])
+def test_step_helpers_refuse_impossible_steps(name: str) -> None:
+    s = get_schedule(name)
+    ts = torch.tensor([0.6 * s.t_max, 0.3 * s.t_max], dtype=torch.float64)
+    v_s, v_t = s(ts)[0], s(ts)[1]
+    x = torch.ones(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="sigma_tilde"):
+        ddim_step(x, x, v_t, 1.01 * float(v_t.sigma), x)
+    with pytest.raises(ValueError, match="sigma_tilde"):
+        ddim_step(x, x, v_t, -0.1, x)
+    with pytest.raises(ValueError, match="swap"):
+        ddim_sigma(0.5, v_t, v_s)
+    with pytest.raises(ValueError, match="eta"):
+        ddim_sigma(1.5, v_s, v_t)
+    with pytest.raises(ValueError, match="swap"):
+        ddpm_posterior(x, x, v_t, v_s)
+    # at the edge: sigma_tilde = sigma_t (eta = 1) is DDPM's posterior, finite
+    assert bool(torch.isfinite(ddim_step(x, x, v_t, ddim_sigma(1.0, v_s, v_t), x)).all())

@@ -38,7 +38,14 @@ def ddpm_posterior(x_s: Tensor, x0: Tensor, v_s: ScheduleValues, v_t: ScheduleVa
 
     mean = alpha_{s|t} sigma_t^2 / sigma_s^2 x_s + alpha_t sigma_{s|t}^2 / sigma_s^2 x_0,
     var  = sigma_{s|t}^2 sigma_t^2 / sigma_s^2   (their beta-tilde_t).
+
+    v_t must be less noisy than v_s (lambda_t > lambda_s): otherwise sigma_{s|t}^2 <= 0 and there is no posterior.
     """
+    if bool((v_t.lambda_ <= v_s.lambda_).any()):
+        raise ValueError("ddpm_posterior: v_t must be less noisy than v_s (lambda_t > lambda_s); swap the two times")
+    for name, value in (("x_s", x_s), ("x0", x0)):
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {type(value).__name__}")
     a_t, s_t = v_t.alpha, v_t.sigma
     a_s, s_s = v_s.alpha, v_s.sigma
     a_st = a_s / a_t
