@@ -14,6 +14,7 @@ __all__ = [
     "as_float_tensor",
     "check_finite",
     "check_in_range",
+    "check_instance",
     "check_probability_vector",
     "check_resolvable_steps",
     "check_strictly_decreasing",
@@ -41,6 +42,13 @@ def as_float_tensor(value: object, name: str, dtype: torch.dtype | None = None) 
     if kind not in "iuf":
         raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
     return torch.as_tensor(value, dtype=dtype or torch.float64)
+
+
+def check_instance(value: object, cls: type | tuple[type, ...], name: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is an instance of ``cls`` (an object argument, e.g. a schedule)."""
+    if not isinstance(value, cls):
+        wanted = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise TypeError(f"{name} must be a {wanted}, got {type(value).__name__}")
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:

@@ -23,7 +23,7 @@ from typing import Literal
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_finite
+from refimpl._validation import as_float_tensor, check_finite, check_instance
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
@@ -131,6 +131,7 @@ def x0_eps_from_velocity(
 
 def to_x0_eps(prediction: str, output: Tensor, x: Tensor, values: ScheduleValues) -> tuple[Tensor, Tensor]:
     """The pair (x0, eps) implied by a model ``output`` of kind ``prediction`` at x_t."""
+    check_instance(values, ScheduleValues, "values")
     a, s = values.alpha, values.sigma
     if prediction == "eps":
         return x0_from_eps(x, output, a, s), output
@@ -148,6 +149,7 @@ def to_x0_eps(prediction: str, output: Tensor, x: Tensor, values: ScheduleValues
 
 def from_x0_eps(prediction: str, x0: Tensor, eps: Tensor, values: ScheduleValues) -> Tensor:
     """The model output of kind ``prediction`` that corresponds to the pair (x0, eps)."""
+    check_instance(values, ScheduleValues, "values")
     if prediction == "eps":
         return eps
     if prediction == "x0":

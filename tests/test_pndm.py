@@ -13,7 +13,7 @@ from tolerances import IDENTITY_RTOL, roundoff
 from refimpl import grids
 from refimpl.models import CountingModel, predict_x0_eps
 from refimpl.samplers import Trajectory, ddim_step, pndm_transfer, sample_lms, sample_pndm
-from refimpl.samplers.pndm import midpoint_time, plms_direction, prk_stage, prk_step
+from refimpl.samplers.pndm import PLMS_WEIGHTS, midpoint_time, plms_direction, prk_stage, prk_step
 from refimpl.schedules import DiscreteVP, get_schedule
 from toy_models import ExactModel, random_mixture, ring
 
@@ -201,3 +201,12 @@ def test_bad_input() -> None:
         plms_direction([x] * 5)
     with pytest.raises(ValueError, match="strictly decreasing"):
         sample_pndm(model, x, ts.flip(0))
+
+
+def test_every_plms_row_has_its_adams_bashforth_order() -> None:
+    """Warm-up rows included: the order-k row integrates 1, u, ..., u^{k-1} exactly over [0, 1] from the nodes
+    0, -1, ..., -(k-1) (sum_j w_j (-j)^m = 1 / (m + 1)); each sum has k terms of size <= 3, 8k roundings."""
+    for k, weights in PLMS_WEIGHTS.items():
+        for m in range(k):
+            moment = sum(w * (-j) ** m for j, w in enumerate(weights))
+            assert abs(moment - 1 / (m + 1)) <= roundoff(8 * k, 3.0), (k, m, moment)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_finite
+from refimpl._validation import as_float_tensor, check_finite, check_instance
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
@@ -39,6 +39,8 @@ def ddim_sigma(eta: float, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """sigma_tilde of a step s -> t: eta sigma_t sqrt(1 - exp(-2 (lambda_t - lambda_s))) (Eq. 16).
 
     eta in [0, 1] (eta = 1 is DDPM's posterior, larger would exceed sigma_t), and t no noisier than s."""
+    check_instance(v_s, ScheduleValues, "v_s")
+    check_instance(v_t, ScheduleValues, "v_t")
     eta = float(check_finite(as_float_tensor(eta, "eta"), "eta"))
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
@@ -54,6 +56,7 @@ def ddim_step(
     """Song et al. (2021), Eq. 12: x_t = alpha_t x0 + sqrt(sigma_t^2 - sigma_tilde^2) eps + sigma_tilde z,
     with (x0, eps) predicted at the start s of the step. Needs 0 <= sigma_tilde <= sigma_t (a few ulps of
     round-off above sigma_t are read as sigma_t)."""
+    check_instance(v_t, ScheduleValues, "v_t")
     for name, value in (("x0", x0), ("eps", eps)):
         if not isinstance(value, Tensor) or not value.is_floating_point():
             raise TypeError(f"{name} must be a floating torch.Tensor, got {type(value).__name__}")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import check_instance
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
@@ -30,6 +31,7 @@ VARIANCES = ("posterior", "beta")
 
 def forward_sample(x0: Tensor, v_t: ScheduleValues, eps: Tensor) -> Tensor:
     """q(x_t | x_0): x_t = alpha_t x_0 + sigma_t eps (Ho et al. 2020, Eq. 4)."""
+    check_instance(v_t, ScheduleValues, "v_t")
     return expand_like(v_t.alpha, x0) * x0 + expand_like(v_t.sigma, eps) * eps
 
 
@@ -41,6 +43,8 @@ def ddpm_posterior(x_s: Tensor, x0: Tensor, v_s: ScheduleValues, v_t: ScheduleVa
 
     v_t must be less noisy than v_s (lambda_t > lambda_s): otherwise sigma_{s|t}^2 <= 0 and there is no posterior.
     """
+    check_instance(v_s, ScheduleValues, "v_s")
+    check_instance(v_t, ScheduleValues, "v_t")
     if bool((v_t.lambda_ <= v_s.lambda_).any()):
         raise ValueError("ddpm_posterior: v_t must be less noisy than v_s (lambda_t > lambda_s); swap the two times")
     for name, value in (("x_s", x_s), ("x0", x0)):
