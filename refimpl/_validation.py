@@ -12,6 +12,7 @@ from torch import Tensor
 
 __all__ = [
     "as_float_tensor",
+    "as_real_array",
     "check_finite",
     "check_in_range",
     "check_instance",
@@ -49,6 +50,22 @@ def check_instance(value: object, cls: type | tuple[type, ...], name: str) -> No
     if not isinstance(value, cls):
         wanted = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
         raise TypeError(f"{name} must be a {wanted}, got {type(value).__name__}")
+
+
+def as_real_array(value: object, name: str) -> np.ndarray:
+    """``value`` as a finite float64 NumPy array; complex, boolean, non-numeric or non-finite values raise."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be an array of real numbers, got {type(value).__name__}") from err
+    if raw.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {raw.dtype}")
+    array = raw.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds {int((~np.isfinite(array)).sum())} non-finite value(s) (NaN or inf)")
+    return array
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:

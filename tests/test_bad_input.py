@@ -235,3 +235,19 @@ def test_step_helpers_refuse_impossible_steps(name: str) -> None:
         ddpm_posterior(x, x, v_t, v_s)
     # at the edge: sigma_tilde = sigma_t (eta = 1) is DDPM's posterior, finite
     assert bool(torch.isfinite(ddim_step(x, x, v_t, ddim_sigma(1.0, v_s, v_t), x)).all())
+
+
+def test_dpp_helpers_check_their_kernels_and_sizes() -> None:
+    with pytest.raises(TypeError, match="K must be an array of real numbers"):
+        dpp.check_projection_kernel(np.eye(2) * (1 + 1j))
+    with pytest.raises(ValueError, match="K holds"):
+        dpp.inclusion_covariance(np.full((2, 2), np.nan))
+    with pytest.raises(ValueError, match="symmetric"):
+        dpp.inclusion_covariance(np.array([[1.0, 0.5], [0.0, 1.0]]))
+    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((20, 10)))
+    with pytest.raises(ValueError, match="max_count"):
+        dpp.projection_dpp_subset_law(Q @ Q.T, max_count=1000)  # binom(20, 10) = 184756
+    law = dpp.projection_dpp_subset_law(np.diag([1.0, 1.0, 0.0]))
+    assert abs(sum(law.values()) - 1) < 1e-15
+    with pytest.raises(ValueError, match="rho, w"):
+        dpp.volume_density(np.ones(3), np.ones(2), np.ones((3, 2)))
