@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 import refimpl
 
-CALL_SECONDS = float(os.environ.get("FUZZ_CALL_SECONDS", "3"))
+CALL_SECONDS = float(os.environ.get("FUZZ_CALL_SECONDS", "10"))
 MEMORY_BYTES = 2 << 30
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 RUN_ALL = os.environ.get("FUZZ_ALL", "") == "1"
@@ -212,6 +212,7 @@ def _read_baseline() -> set[str]:
 
 BASELINE = _read_baseline()
 OPEN_CALLABLES = {line.split(" [")[0] for line in BASELINE}
+OPEN_CASES = {line.split(": ")[0] for line in BASELINE}
 HANGS = {line.split(": ")[0] for line in BASELINE if line.endswith(": hang")}
 FOUND: list[str] = []
 
@@ -250,7 +251,10 @@ def _record(package: str, name: str, kind: str, outcome: str, detail: str, findi
     c["findings"] += 1
     key = _key(package, name, kind, outcome, detail)
     FOUND.append(key if exact else f"{package}.{name} [*]: open")
-    known = key in BASELINE if exact else f"{package}.{name}" in OPEN_CALLABLES
+    # a timeout on a loaded machine is the same open case whatever it was recorded as
+    known = key in BASELINE or (outcome == "hang" and key.split(": ")[0] in OPEN_CASES)
+    if not exact:
+        known = f"{package}.{name}" in OPEN_CALLABLES
     if known:
         c["open"] += 1
     elif not WRITE_BASELINE:
