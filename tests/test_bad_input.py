@@ -251,3 +251,15 @@ def test_dpp_helpers_check_their_kernels_and_sizes() -> None:
     assert abs(sum(law.values()) - 1) < 1e-15
     with pytest.raises(ValueError, match="rho, w"):
         dpp.volume_density(np.ones(3), np.ones(2), np.ones((3, 2)))
+
+
+def test_exact_enumerations_of_dpp_and_masked_laws_have_limits() -> None:
+    from refimpl.discrete import masked
+
+    with pytest.raises(ValueError, match="max_count"):
+        dpp.dpp_interpolation_error(lambda x: x**2, 6, n_quad=10)  # 10^6 determinants
+    with pytest.raises(ValueError, match="max_count"):
+        masked.random_sequence_law(L=30, V=3)
+    with pytest.raises(ValueError, match="concentration"):
+        masked.random_sequence_law(concentration=math.nan)
+    assert masked.random_sequence_law(L=2, V=2).probs.numel() == 4

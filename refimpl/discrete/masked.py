@@ -135,8 +135,19 @@ class SequenceLaw:
         return torch.einsum("bs,slv->blv", w / total, onehot)
 
 
-def random_sequence_law(L: int = 4, V: int = 3, concentration: float = 0.5, seed: int = 0) -> SequenceLaw:
-    """A Dirichlet(concentration) draw on the V^L sequences: a joint law with strong dependence."""
+def random_sequence_law(
+    L: int = 4, V: int = 3, concentration: float = 0.5, seed: int = 0, max_count: int = 2**20
+) -> SequenceLaw:
+    """A Dirichlet(concentration) draw on the V^L sequences: a joint law with strong dependence.
+
+    The law is a table of V^L probabilities: refused beyond ``max_count`` entries (pass a larger one to lift)."""
+    for name, value in (("L", L), ("V", V)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(concentration, (int, float)) and 0 < concentration < math.inf):
+        raise ValueError(f"concentration must be a positive finite number, got {concentration!r}")
+    if V**L > max_count:
+        raise ValueError(f"V^L = {V}^{L} sequences exceed max_count = {max_count}; pass a larger max_count")
     rng = np.random.default_rng(seed)
     w = torch.as_tensor(rng.dirichlet(np.full(V**L, float(concentration))) + 1e-3)  # every sequence possible
     return SequenceLaw(w / w.sum(), L, V)

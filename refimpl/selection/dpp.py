@@ -36,6 +36,7 @@ from refimpl._validation import as_real_array
 __all__ = [
     "ARCSINE_BOUND",
     "MAX_PROPOSAL_ROUNDS",
+    "MAX_QUADRATURE_NODES",
     "MAX_SUBSETS",
     "best_coefficients",
     "check_projection_kernel",
@@ -70,6 +71,8 @@ Features = Callable[[np.ndarray, int], np.ndarray]
 MAX_PROPOSAL_ROUNDS = 200
 #: Subsets ``projection_dpp_subset_law`` enumerates at most (binom(N, m) determinants); pass ``max_count`` to lift.
 MAX_SUBSETS = 2**16
+#: Quadrature nodes ``dpp_interpolation_error`` visits at most (n_quad^m determinants); pass ``max_count`` to lift.
+MAX_QUADRATURE_NODES = 10**5
 
 
 def _check_m(m: int) -> int:
@@ -234,14 +237,20 @@ def l2_error(c: np.ndarray, f: Callable[[np.ndarray], np.ndarray], n_quad: int =
     return float(np.sum(wq * resid**2))
 
 
-def dpp_interpolation_error(f: Callable[[np.ndarray], np.ndarray], m: int, n_quad: int = 10) -> float:
+def dpp_interpolation_error(
+    f: Callable[[np.ndarray], np.ndarray], m: int, n_quad: int = 10, max_count: int = MAX_QUADRATURE_NODES
+) -> float:
     """E |f - Q f|^2 under the projection DPP (n = m points, interpolation), by tensor Gauss quadrature.
 
     Q f = P f + Q g with g = f - P f, and Q g has coefficients Phi^{-1} g(x), Phi_ij = phi_j(x_i); with the
     DPP density det(Phi)^2 / m!, E |Q g|^2 = (1/m!) int |adj(Phi) g(x)|^2 dmu^m, a polynomial integrand when
-    f is one (then exact for n_quad large enough). Costs n_quad^m evaluations: for m <= 4.
+    f is one (then exact for n_quad large enough). Costs n_quad^m evaluations: refused beyond ``max_count``.
     """
     m = _check_m(m)
+    if isinstance(n_quad, bool) or not isinstance(n_quad, (int, np.integer)) or n_quad < 1:
+        raise ValueError(f"n_quad must be a positive integer, got {n_quad!r}")
+    if n_quad**m > max_count:
+        raise ValueError(f"n_quad^m = {n_quad}^{m} quadrature nodes exceed max_count = {max_count}; pass a larger one")
     t, wq = _gauss_legendre(n_quad)
     c = best_coefficients(f, m)
     g = f(t) - legendre_features(t, m) @ c  # g = f - P f at the nodes
