@@ -19,7 +19,7 @@ export MKL_NUM_THREADS := 1
 BOOK_ARGS := --all --warningiserror --keep-going
 QUICK_BOOK := book/_build/quick
 
-.PHONY: help setup lint format test test-fast test-notebooks book book-check book-check-staged lab bench oracle mutants train clean
+.PHONY: help setup lint format test test-fast test-notebooks book book-check book-check-staged lab bench oracle mutants fuzz train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
@@ -96,6 +96,9 @@ oracle: setup  ## explore every third-party sampler against refimpl; report in b
 
 mutants: setup  ## which seeded defects the oracle and the property suite catch
 	$(PY) -m refimpl.oracle.mutants
+
+fuzz: setup  ## the public-API fuzzer, long: known hangs re-run, 500 hypothesis examples per package, counts table
+	FUZZ_ALL=1 FUZZ_EXAMPLES=500 $(PY) -m pytest tests/test_fuzz.py -p no:randomly -p no:cacheprovider -s -q
 
 clean:  ## remove build outputs and caches (keeps .venv)
 	rm -rf book/_build .pytest_cache .ruff_cache .hypothesis bench-results

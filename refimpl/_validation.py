@@ -6,14 +6,18 @@ the offending argument, so bad input never turns into a silent NaN later on.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
     "as_float_tensor",
+    "as_real_array",
     "check_finite",
     "check_in_range",
+    "check_instance",
     "check_probability_vector",
+    "check_resolvable_steps",
     "check_strictly_decreasing",
     "check_symmetric_positive_definite",
 ]
@@ -24,21 +28,44 @@ def as_float_tensor(value: object, name: str, dtype: torch.dtype | None = None) 
 
     Complex and boolean values raise ``TypeError``: casting would drop the imaginary part or turn True into 1.
     """
-    if isinstance(value, bool) or (isinstance(value, Tensor) and (value.is_complex() or value.dtype == torch.bool)):
-        raise TypeError(f"{name} must be real numbers, got {value.dtype if isinstance(value, Tensor) else 'bool'}")
-    if isinstance(value, complex):
-        raise TypeError(f"{name} must be real numbers, got complex")
     if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must be real numbers, got {value.dtype}")
         if dtype is not None:
             return value.to(dtype)
         return value if value.is_floating_point() else value.to(torch.float64)
     try:
-        raw = torch.as_tensor(value)
-        if raw.is_complex() or raw.dtype == torch.bool:
-            raise TypeError(f"{name} must be real numbers, got {raw.dtype}")
-        return raw.to(dtype or torch.float64)
+        kind = np.asarray(value).dtype.kind  # inspect without rounding (torch would read Python floats as float32)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}") from err
+    if kind in "cb":
+        raise TypeError(f"{name} must be real numbers, got {'complex' if kind == 'c' else 'bool'}")
+    if kind not in "iuf":
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    return torch.as_tensor(value, dtype=dtype or torch.float64)
+
+
+def check_instance(value: object, cls: type | tuple[type, ...], name: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is an instance of ``cls`` (an object argument, e.g. a schedule)."""
+    if not isinstance(value, cls):
+        wanted = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+        raise TypeError(f"{name} must be a {wanted}, got {type(value).__name__}")
+
+
+def as_real_array(value: object, name: str) -> np.ndarray:
+    """``value`` as a finite float64 NumPy array; complex, boolean, non-numeric or non-finite values raise."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be an array of real numbers, got {type(value).__name__}") from err
+    if raw.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {raw.dtype}")
+    array = raw.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds {int((~np.isfinite(array)).sum())} non-finite value(s) (NaN or inf)")
+    return array
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:
@@ -75,6 +102,36 @@ def check_strictly_decreasing(t: Tensor, name: str = "timesteps") -> Tensor:
             f"does not go below entry {i} ({float(t[i]):g})"
         )
     return t
+
+
+# A step must move lambda by this many ulps of max(1, |lambda|). Derivation: a schedule computes lambda_t =
+# log alpha_t - log sigma_t from t with at most ~8 ulps of max(1, |lambda|) of round-off (a log, an exp or an
+# interpolation, a subtraction), so a computed h = lambda_t - lambda_s carries up to 16 ulps; with 64 ulps the
+# computed h keeps its sign and 3/4 of its size, so h / 2 midpoints lie between the ends, step ratios
+# h_{i-1} / h_i are finite, and phi-functions of h are evaluated in their valid range. Any real grid is many
+# orders of magnitude coarser (1e5 uniform-lambda steps over [-10, 10] have h = 2e-4, 64 ulps are 1.4e-14).
+RESOLVABLE_STEP_ULPS = 64
+
+
+def check_resolvable_steps(lambdas: Tensor, name: str = "timesteps") -> Tensor:
+    """Raise unless consecutive log-SNRs ``lambdas`` (n,) differ by more than ``RESOLVABLE_STEP_ULPS`` ulps of
+    max(1, |lambda|): a smaller step does not move lambda (nor rho = e^-lambda) in the working precision, and the
+    solvers' step sizes, midpoints and step ratios become 0/0."""
+    check_finite(lambdas, f"lambda of the {name}")
+    if lambdas.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D tensor, got shape {tuple(lambdas.shape)}")
+    h = (lambdas[1:] - lambdas[:-1]).abs()
+    scale = torch.maximum(lambdas[1:].abs(), lambdas[:-1].abs()).clamp_min(1.0)
+    floor = RESOLVABLE_STEP_ULPS * torch.finfo(lambdas.dtype).eps * scale
+    small = torch.nonzero(h <= floor).reshape(-1)
+    if small.numel():
+        i = int(small[0])
+        raise ValueError(
+            f"{name}: step {i} (entries {i} -> {i + 1}) changes lambda by {float(h[i]):.3g}, below "
+            f"{RESOLVABLE_STEP_ULPS} ulps of |lambda| ({float(floor[i]):.3g}); {lambdas.dtype} cannot resolve it. "
+            "Merge the two times or space the grid further apart."
+        )
+    return lambdas
 
 
 def check_probability_vector(w: Tensor, name: str = "weights", atol: float = 1e-9) -> Tensor:

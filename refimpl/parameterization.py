@@ -11,7 +11,9 @@ With x_t = alpha_t x_0 + sigma_t eps (every schedule in ``refimpl.schedules``):
   (Song et al. 2021, Eq. 13; the flow-matching form of Lipman et al. 2023, arXiv:2210.02747v2).
 
 Every conversion goes through the pair (x0, eps); ``tests/test_parameterization.py`` round-trips all
-pairs in float64. Coefficients are scalars or per-sample (B,) tensors.
+pairs in float64. Coefficients are scalars or per-sample (B,) tensors. Every conversion checks its input:
+states and predictions must be floating tensors (an integer x would truncate alpha and sigma to integers),
+coefficients real and finite, and a coefficient it divides by non-zero (``TypeError``/``ValueError`` naming it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Literal
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import as_float_tensor, check_finite, check_instance
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
@@ -43,19 +46,39 @@ Prediction = Literal["eps", "x0", "v", "score", "velocity"]
 PREDICTIONS: tuple[str, ...] = ("eps", "x0", "v", "score", "velocity")
 
 
+def _states(**tensors: object) -> Tensor:
+    """Raise unless each argument is a floating tensor; return the first (the batch the coefficients follow)."""
+    for name, value in tensors.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {kind}")
+    return next(iter(tensors.values()))  # type: ignore[return-value]
+
+
+def _coef(value: object, name: str, like: Tensor, nonzero: bool = False) -> Tensor:
+    """A checked coefficient (real, finite; non-zero if divided by), shaped to broadcast against ``like``."""
+    a = check_finite(as_float_tensor(value, name), name)
+    if nonzero and bool((a == 0).any()):
+        raise ValueError(f"{name} must be non-zero: the conversion divides by it")
+    return expand_like(a, like)
+
+
 def x0_from_eps(x: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """x_0 = (x_t - sigma_t eps) / alpha_t."""
-    return (x - expand_like(sigma_t, x) * eps) / expand_like(alpha_t, x)
+    x = _states(x=x, eps=eps)
+    return (x - _coef(sigma_t, "sigma_t", x) * eps) / _coef(alpha_t, "alpha_t", x, nonzero=True)
 
 
 def eps_from_x0(x: Tensor, x0: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """eps = (x_t - alpha_t x_0) / sigma_t."""
-    return (x - expand_like(alpha_t, x) * x0) / expand_like(sigma_t, x)
+    x = _states(x=x, x0=x0)
+    return (x - _coef(alpha_t, "alpha_t", x) * x0) / _coef(sigma_t, "sigma_t", x, nonzero=True)
 
 
 def v_from_x0_eps(x0: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """v = alpha_t eps - sigma_t x_0."""
-    return expand_like(alpha_t, eps) * eps - expand_like(sigma_t, x0) * x0
+    x0 = _states(x0=x0, eps=eps)
+    return _coef(alpha_t, "alpha_t", eps) * eps - _coef(sigma_t, "sigma_t", x0) * x0
 
 
 def x0_eps_from_v(x: Tensor, v: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> tuple[Tensor, Tensor]:
@@ -63,24 +86,30 @@ def x0_eps_from_v(x: Tensor, v: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> tup
 
     For VP schedules alpha^2 + sigma^2 = 1 and this is x0 = alpha x - sigma v, eps = sigma x + alpha v.
     """
-    a, s = expand_like(alpha_t, x), expand_like(sigma_t, x)
+    x = _states(x=x, v=v)
+    a, s = _coef(alpha_t, "alpha_t", x), _coef(sigma_t, "sigma_t", x)
     norm = a**2 + s**2
+    if bool((norm == 0).any()):
+        raise ValueError("alpha_t and sigma_t must not both be zero: v does not determine x0 and eps there")
     return (a * x - s * v) / norm, (s * x + a * v) / norm
 
 
 def score_from_eps(eps: Tensor, sigma_t: Tensor) -> Tensor:
     """grad log p_t = -eps / sigma_t."""
-    return -eps / expand_like(sigma_t, eps)
+    eps = _states(eps=eps)
+    return -eps / _coef(sigma_t, "sigma_t", eps, nonzero=True)
 
 
 def eps_from_score(score: Tensor, sigma_t: Tensor) -> Tensor:
     """eps = -sigma_t grad log p_t."""
-    return -expand_like(sigma_t, score) * score
+    score = _states(score=score)
+    return -_coef(sigma_t, "sigma_t", score) * score
 
 
 def velocity_from_x0_eps(x0: Tensor, eps: Tensor, d_alpha_t: Tensor, d_sigma_t: Tensor) -> Tensor:
     """dx_t/dt = alpha_t' x_0 + sigma_t' eps, the probability-flow ODE field."""
-    return expand_like(d_alpha_t, x0) * x0 + expand_like(d_sigma_t, eps) * eps
+    x0 = _states(x0=x0, eps=eps)
+    return _coef(d_alpha_t, "d_alpha_t", x0) * x0 + _coef(d_sigma_t, "d_sigma_t", eps) * eps
 
 
 def x0_eps_from_velocity(
@@ -91,14 +120,18 @@ def x0_eps_from_velocity(
     The determinant alpha sigma' - sigma alpha' = -alpha sigma lambda' is non-zero because
     lambda_t is strictly decreasing.
     """
-    a, s = expand_like(alpha_t, x), expand_like(sigma_t, x)
-    da, ds = expand_like(d_alpha_t, x), expand_like(d_sigma_t, x)
+    x = _states(x=x, u=u)
+    a, s = _coef(alpha_t, "alpha_t", x), _coef(sigma_t, "sigma_t", x)
+    da, ds = _coef(d_alpha_t, "d_alpha_t", x), _coef(d_sigma_t, "d_sigma_t", x)
     det = a * ds - s * da
+    if bool((det == 0).any()):
+        raise ValueError("alpha_t d_sigma_t - sigma_t d_alpha_t must be non-zero: u does not determine x0 and eps")
     return (ds * x - s * u) / det, (a * u - da * x) / det
 
 
 def to_x0_eps(prediction: str, output: Tensor, x: Tensor, values: ScheduleValues) -> tuple[Tensor, Tensor]:
     """The pair (x0, eps) implied by a model ``output`` of kind ``prediction`` at x_t."""
+    check_instance(values, ScheduleValues, "values")
     a, s = values.alpha, values.sigma
     if prediction == "eps":
         return x0_from_eps(x, output, a, s), output
@@ -116,6 +149,7 @@ def to_x0_eps(prediction: str, output: Tensor, x: Tensor, values: ScheduleValues
 
 def from_x0_eps(prediction: str, x0: Tensor, eps: Tensor, values: ScheduleValues) -> Tensor:
     """The model output of kind ``prediction`` that corresponds to the pair (x0, eps)."""
+    check_instance(values, ScheduleValues, "values")
     if prediction == "eps":
         return eps
     if prediction == "x0":

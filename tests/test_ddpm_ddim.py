@@ -175,3 +175,23 @@ def test_bad_sampler_input_raises() -> None:
         sample_ddpm(model, x, ts, variance="learned")
     with pytest.raises(TypeError, match="schedule"):
         sample_ddim(lambda x, t: x, x, ts)
+
+
+@pytest.mark.parametrize("name", ["vp_cosine", "edm"])
+def test_ddim_noise_is_linear_in_eta_and_eta_one_is_the_ddpm_posterior_off_vp(name: str) -> None:
+    """eta strictly between 0 and 1 scales sigma_tilde linearly (Eq. 16), and at eta = 1 sigma_tilde^2 is DDPM's
+    posterior variance sigma_{s|t}^2 sigma_t^2 / sigma_s^2, written out here with alpha_{s|t} = alpha_s / alpha_t
+    (not a VP-only identity: on EDM alpha = 1). Each side is a few operations: 16 roundings of its size."""
+    s = get_schedule(name)
+    ts = torch.tensor([0.8 * s.t_max, 0.35 * s.t_max], dtype=torch.float64)
+    v_s, v_t = s(ts)[0], s(ts)[1]
+    full = ddim_sigma(1.0, v_s, v_t)
+    for eta in (0.25, 0.5, 0.9):
+        assert abs(float(ddim_sigma(eta, v_s, v_t) - eta * full)) <= roundoff(16, float(full))
+    a_st = v_s.alpha / v_t.alpha
+    var_st = v_s.sigma**2 - a_st**2 * v_t.sigma**2
+    expected = var_st * v_t.sigma**2 / v_s.sigma**2
+    x = torch.ones(1, 2, dtype=torch.float64)
+    _, var = ddpm_posterior(x, x, v_s, v_t)
+    assert abs(float(var - expected)) <= roundoff(16, float(expected))
+    assert abs(float(full**2 - expected)) <= roundoff(16, float(expected))

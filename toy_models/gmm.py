@@ -41,9 +41,37 @@ __all__ = ["ConditionalMixture", "ExactModel", "GaussianMixture"]
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def _coef(a: object, dtype: torch.dtype) -> Tensor:
-    """alpha or sigma as a tensor of shape (B or 1, 1, 1) for (B, K, d) arithmetic."""
-    return as_float_tensor(a, "coefficient").to(dtype).reshape(-1, 1, 1)
+def _noise_level(
+    alpha: object,
+    sigma: object,
+    dtype: torch.dtype,
+    batch: int | None = None,
+    names: tuple[str, str] = ("alpha", "sigma"),
+) -> tuple[Tensor, Tensor]:
+    """(alpha, sigma) as tensors of shape (B or 1, 1, 1) for (B, K, d) arithmetic, checked: real, finite,
+    non-negative, not both zero (x_t would carry no information and no noise), one value or one per row of x."""
+    a = check_finite(as_float_tensor(alpha, names[0]), names[0]).to(dtype).reshape(-1, 1, 1)
+    s = check_finite(as_float_tensor(sigma, names[1]), names[1]).to(dtype).reshape(-1, 1, 1)
+    for name, v in zip(names, (a, s), strict=True):
+        if bool((v < 0).any()):
+            raise ValueError(f"{name} must be non-negative, got {float(v.min()):g}")
+        if v.shape[0] == 0 or (batch is not None and v.shape[0] not in (1, batch)):
+            raise ValueError(f"{name} must hold one value or one per row of x ({batch}), got {v.shape[0]}")
+    if a.shape[0] != s.shape[0] and 1 not in (a.shape[0], s.shape[0]):
+        raise ValueError(f"{names[0]} ({a.shape[0]} values) and {names[1]} ({s.shape[0]} values) do not match")
+    if bool(((a == 0) & (s == 0)).any()):
+        raise ValueError(f"{names[0]} and {names[1]} are both zero: x_t = 0 carries no law")
+    return a, s
+
+
+def _scalar_noise_level(
+    alpha: object, sigma: object, names: tuple[str, str] = ("alpha", "sigma")
+) -> tuple[float, float]:
+    """One checked (alpha, sigma) pair as Python floats."""
+    a, s = _noise_level(alpha, sigma, torch.float64, None, names)
+    if a.numel() != 1 or s.numel() != 1:
+        raise ValueError(f"{names[0]} and {names[1]} must be single numbers here, got {a.numel()} and {s.numel()}")
+    return float(a), float(s)
 
 
 def _rotate(diff: Tensor, eigvecs: Tensor) -> Tensor:
@@ -59,6 +87,24 @@ def _unrotate(y: Tensor, eigvecs: Tensor) -> Tensor:
 def _log_gauss(y: Tensor, var: Tensor) -> Tensor:
     """log N(y; 0, diag(var)) summed over the last axis."""
     return -0.5 * (y**2 / var + torch.log(var) + _LOG_2PI).sum(-1)
+
+
+def _log_gauss_shifted(y: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """log N(y_k; 0, diag(var_k)) for y (B, K, d), as (terms (B, K), shift (B,)): the log densities are
+    terms - shift / 2, with shift = min_k q_k the smallest quadratic form q_k = sum_j y_kj^2 / var_kj.
+
+    Far from every mean (|y| above ~1e154) q overflows; the differences q_k - q_min that the responsibilities
+    need do not: q_k = m^2 u_k with m = max |y| / sqrt(var) per row, so q_k - q_min = m^2 (u_k - u_min) is
+    exactly 0 for the nearest component and at most +inf (weight 0) for the others, never inf - inf.
+    """
+    z = y / torch.sqrt(var)
+    m = z.abs().amax(dim=(-2, -1))
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    u = ((z / m[:, None, None]) ** 2).sum(-1)  # (B, K), each <= d
+    gap = u - u.amin(-1, keepdim=True)
+    excess = torch.where(gap > 0, m[:, None] ** 2 * gap, torch.zeros_like(gap))
+    terms = -0.5 * (excess + torch.log(var).sum(-1) + y.shape[-1] * _LOG_2PI)
+    return terms, m**2 * u.amin(-1)
 
 
 def _check_points(x: Tensor, d: int, name: str = "x") -> Tensor:
@@ -131,10 +177,11 @@ class GaussianMixture:
     eigvecs: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        means = as_float_tensor(self.means, "means")
+        # copies: the frozen record must not change when the caller later edits the tensors it passed
+        means = as_float_tensor(self.means, "means").clone()
         dtype = means.dtype
-        weights = as_float_tensor(self.weights, "weights", dtype)
-        covs = as_float_tensor(self.covariances, "covariances", dtype)
+        weights = as_float_tensor(self.weights, "weights", dtype).clone()
+        covs = as_float_tensor(self.covariances, "covariances", dtype).clone()
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
         check_finite(means, "means")
@@ -147,10 +194,21 @@ class GaussianMixture:
         check_symmetric_positive_definite(covs, "covariances")
         labels = self.labels
         if labels is not None:
-            labels = torch.as_tensor(labels)
-            if labels.shape != (K,) or labels.is_floating_point():
-                raise ValueError(f"labels must be an integer tensor of shape ({K},), got {tuple(labels.shape)}")
+            labels = torch.as_tensor(labels).clone()
+            if labels.shape != (K,) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+                raise ValueError(
+                    f"labels must be an integer tensor of shape ({K},), got {labels.dtype} {tuple(labels.shape)}"
+                )
         eigvals, eigvecs = torch.linalg.eigh(0.5 * (covs + covs.mT))
+        # eigh's eigenvalues carry an absolute error of about d eps max(l) (backward stable): a smaller one is
+        # round-off in this dtype (it may come out 0 or negative and log_prob NaN), however Cholesky fared.
+        floor = 16 * d * torch.finfo(dtype).eps * eigvals.amax(-1, keepdim=True)
+        if bool((eigvals <= floor).any()):
+            k = int(torch.nonzero((eigvals <= floor).any(-1))[0])
+            raise ValueError(
+                f"covariances[{k}] is too ill-conditioned for {dtype}: eigenvalues {eigvals[k].tolist()}, the smallest "
+                f"must exceed 16 d eps max = {float(floor[k, 0]):.3g}; use float64 or a better-conditioned covariance"
+            )
         for name, value in [
             ("weights", weights),
             ("means", means),
@@ -190,7 +248,7 @@ class GaussianMixture:
 
     def noised(self, alpha: float | Tensor, sigma: float | Tensor) -> GaussianMixture:
         """The exact law of x_t = alpha x_0 + sigma eps, itself a Gaussian mixture (scalar alpha, sigma)."""
-        a, s = float(alpha), float(sigma)
+        a, s = _scalar_noise_level(alpha, sigma)
         eye = torch.eye(self.d, dtype=self.dtype)
         return GaussianMixture(self.weights, a * self.means, a**2 * self.covariances + s**2 * eye, self.labels)
 
@@ -213,19 +271,23 @@ class GaussianMixture:
         return self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], torch.sqrt(self.eigvals[k]) * z)
 
     # --- the noised law at (alpha, sigma) ----------------------------------------------------
-    def _terms(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """y = U^T (x - alpha mu) (B, K, d), c = alpha^2 l + sigma^2, log w_k N_k (B, K), alpha (B|1, 1, 1)."""
+    def _terms(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """y = U^T (x - alpha mu) (B, K, d), c = alpha^2 l + sigma^2, log w_k N_k + q_min / 2 (B, K), the shift
+        q_min (B,) (see ``_log_gauss_shifted``) and alpha (B|1, 1, 1)."""
         x = _check_points(x, self.d)
         dt = x.dtype
-        a, s = _coef(alpha, dt), _coef(sigma, dt)
+        a, s = _noise_level(alpha, sigma, dt, x.shape[0])
         eigvecs = self.eigvecs.to(dt)
         y = _rotate(x[:, None, :] - a * self.means.to(dt), eigvecs)
         c = a**2 * self.eigvals.to(dt) + s**2
-        return y, c, _log_gauss(y, c) + torch.log(self.weights.to(dt)), a
+        terms, shift = _log_gauss_shifted(y, c)
+        return y, c, terms + torch.log(self.weights.to(dt)), shift, a
 
     def log_prob_t(self, x: Tensor, alpha: object = 1.0, sigma: object = 0.0) -> Tensor:
-        """log p_t(x) at noise (alpha, sigma); the defaults give the data law. Returns (B,)."""
-        return torch.logsumexp(self._terms(x, alpha, sigma)[2], -1)
+        """log p_t(x) at noise (alpha, sigma); the defaults give the data law. Returns (B,); -inf only where the
+        log density lies below the dtype's most negative number (|x| beyond ~1e154 times the data's scale)."""
+        _, _, log_n, shift, _ = self._terms(x, alpha, sigma)
+        return torch.logsumexp(log_n, -1) - 0.5 * shift
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p_0(x), the data log density: (B,)."""
@@ -237,14 +299,14 @@ class GaussianMixture:
 
     def score(self, x: Tensor, alpha: object, sigma: object) -> Tensor:
         """grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha mu_k): (B, d)."""
-        y, c, log_n, _ = self._terms(x, alpha, sigma)
+        y, c, log_n, _, _ = self._terms(x, alpha, sigma)
         r = torch.softmax(log_n, -1)[..., None]
         return -(r * _unrotate(y / c, self.eigvecs.to(x.dtype))).sum(1)
 
     def x0_eps(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor]:
         """Tweedie's E[x_0 | x_t] and E[eps | x_t], each (B, d), computed without cancellation."""
-        y, c, log_n, a = self._terms(x, alpha, sigma)
-        s = _coef(sigma, x.dtype)
+        y, c, log_n, _, a = self._terms(x, alpha, sigma)
+        s = _noise_level(alpha, sigma, x.dtype, x.shape[0])[1]
         r = torch.softmax(log_n, -1)[..., None]
         eigvecs, eigvals = self.eigvecs.to(x.dtype), self.eigvals.to(x.dtype)
         x0 = (r * (self.means.to(x.dtype) + _unrotate(a * eigvals / c * y, eigvecs))).sum(1)
@@ -262,10 +324,11 @@ class GaussianMixture:
         sigma_{t|s}^2 = sigma_t^2 - a^2 sigma_s^2 (Kingma et al. 2021, arXiv:2107.00630v6, Eq. 25-27,
         applied per component); the weights are r_k(x_t). alpha_s = 1, sigma_s = 0 gives p(x_0 | x_t).
         """
-        a_t, s_t, a_s, s_s = (float(v) for v in (alpha_t, sigma_t, alpha_s, sigma_s))
+        a_t, s_t = _scalar_noise_level(alpha_t, sigma_t, ("alpha_t", "sigma_t"))
+        a_s, s_s = _scalar_noise_level(alpha_s, sigma_s, ("alpha_s", "sigma_s"))
         if not a_s * s_t > a_t * s_s:
             raise ValueError("reverse_kernel needs s earlier than t: alpha_s / sigma_s > alpha_t / sigma_t")
-        y_t, c_t, log_n, _ = self._terms(x_t, a_t, s_t)
+        y_t, c_t, log_n, _, _ = self._terms(x_t, a_t, s_t)
         dt = x_t.dtype
         a = a_t / a_s
         var_t_given_s = s_t**2 - a**2 * s_s**2
@@ -283,7 +346,7 @@ class GaussianMixture:
         """
         if self.K != 1:
             raise ValueError(f"the Wiener gain needs a single Gaussian (K = 1), this mixture has K = {self.K}")
-        a, s = float(alpha), float(sigma)
+        a, s = _scalar_noise_level(alpha, sigma)
         factor = a * self.eigvals[0] / (a**2 * self.eigvals[0] + s**2)
         return torch.einsum("ij,j,kj->ik", self.eigvecs[0], factor, self.eigvecs[0])
 
@@ -297,8 +360,8 @@ class GaussianMixture:
         """
         if self.K != 1:
             raise ValueError(f"the closed-form ODE map needs a single Gaussian (K = 1), this mixture has K = {self.K}")
-        y, c_from, _, _ = self._terms(x, alpha_from, sigma_from)
-        a_to, s_to = _coef(alpha_to, x.dtype), _coef(sigma_to, x.dtype)
+        y, c_from, _, _, _ = self._terms(x, alpha_from, sigma_from)
+        a_to, s_to = _noise_level(alpha_to, sigma_to, x.dtype, x.shape[0], ("alpha_to", "sigma_to"))
         c_to = a_to**2 * self.eigvals.to(x.dtype) + s_to**2
         return (a_to * self.means.to(x.dtype) + _unrotate(torch.sqrt(c_to / c_from) * y, self.eigvecs.to(x.dtype)))[
             :, 0

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_probability_vector, check_strictly_decreasing
+from refimpl._validation import check_instance, check_probability_vector, check_strictly_decreasing
 from refimpl.discrete.categorical import sample_categorical
 
 __all__ = [
@@ -135,8 +135,19 @@ class SequenceLaw:
         return torch.einsum("bs,slv->blv", w / total, onehot)
 
 
-def random_sequence_law(L: int = 4, V: int = 3, concentration: float = 0.5, seed: int = 0) -> SequenceLaw:
-    """A Dirichlet(concentration) draw on the V^L sequences: a joint law with strong dependence."""
+def random_sequence_law(
+    L: int = 4, V: int = 3, concentration: float = 0.5, seed: int = 0, max_count: int = 2**20
+) -> SequenceLaw:
+    """A Dirichlet(concentration) draw on the V^L sequences: a joint law with strong dependence.
+
+    The law is a table of V^L probabilities: refused beyond ``max_count`` entries (pass a larger one to lift)."""
+    for name, value in (("L", L), ("V", V)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (isinstance(concentration, (int, float)) and 0 < concentration < math.inf):
+        raise ValueError(f"concentration must be a positive finite number, got {concentration!r}")
+    if V**L > max_count:
+        raise ValueError(f"V^L = {V}^{L} sequences exceed max_count = {max_count}; pass a larger max_count")
     rng = np.random.default_rng(seed)
     w = torch.as_tensor(rng.dirichlet(np.full(V**L, float(concentration))) + 1e-3)  # every sequence possible
     return SequenceLaw(w / w.sum(), L, V)
@@ -148,6 +159,8 @@ def posterior_bayes(law: SequenceLaw, z: Tensor, t: float, schedule: MaskSchedul
     q(z_t | x_0) = alpha_t^{#visible} (1 - alpha_t)^{#masked} 1[x_0 agrees with z_t]; for 0 < t < 1 the
     result equals ``law.denoise(z)`` (alpha_t cancels): the time-agnostic property.
     """
+    check_instance(law, SequenceLaw, "law")
+    check_instance(schedule, MaskSchedule, "schedule")
     a = schedule.alpha(torch.as_tensor(t, dtype=torch.float64))
     n_masked = (z == law.mask).sum(-1, keepdim=True).to(torch.float64)
     lik = a ** (law.L - n_masked) * (1 - a) ** n_masked * law.consistent(z)
@@ -221,6 +234,7 @@ def sample_mdlm(
     last evaluation (the denoiser is time-agnostic, so the cached output is exact). If ``reveal_times``
     (n_samples, L) is given, the time s at which each position was revealed is written into it.
     """
+    check_instance(schedule, MaskSchedule, "schedule")
     ts = check_strictly_decreasing(torch.as_tensor(timesteps, dtype=torch.float64))
     if float(ts[0]) != 1.0 or float(ts[-1]) != 0.0:
         raise ValueError(f"timesteps must run from 1 to 0, got {float(ts[0]):g} .. {float(ts[-1]):g}")
@@ -246,6 +260,7 @@ def first_hitting_time(t: Tensor, n_masked: Tensor, u: Tensor, schedule: MaskSch
 
     P(no reveal of n masked tokens in (s, t)) = ((1 - alpha_s)/(1 - alpha_t))^n; inverting at u gives it.
     """
+    check_instance(schedule, MaskSchedule, "schedule")
     a_t = schedule.alpha(t)
     return schedule.alpha_inv(1.0 - u ** (1.0 / n_masked) * (1.0 - a_t))
 
@@ -265,6 +280,7 @@ def sample_first_hitting(
     Exactly one denoiser evaluation per token. If ``reveal_times`` (n_samples, L) is given, the
     first-hitting time of each position is written into it.
     """
+    check_instance(schedule, MaskSchedule, "schedule")
     z = torch.full((n_samples, L), V, dtype=torch.long)
     t = torch.ones(n_samples, dtype=torch.float64)
     rows = torch.arange(n_samples)
@@ -324,6 +340,8 @@ def exact_law_steps(law: SequenceLaw, timesteps: Tensor, schedule: MaskSchedule)
 
     A Markov chain on the (V+1)^L partially masked states, one transition per step.
     """
+    check_instance(law, SequenceLaw, "law")
+    check_instance(schedule, MaskSchedule, "schedule")
     ts = check_strictly_decreasing(torch.as_tensor(timesteps, dtype=torch.float64))
     src, dst, k, n, base = _transitions(law)
     n_states = (law.V + 1) ** law.L
@@ -339,6 +357,7 @@ def exact_law_steps(law: SequenceLaw, timesteps: Tensor, schedule: MaskSchedule)
 
 def exact_law_first_hitting(law: SequenceLaw) -> np.ndarray:
     """The exact output law (V^L,) of ``sample_first_hitting``: L transitions revealing one position each."""
+    check_instance(law, SequenceLaw, "law")
     src, dst, k, n, base = _transitions(law)
     one = k == 1
     src, dst, n, base = src[one], dst[one], n[one], base[one]
@@ -363,6 +382,7 @@ def collision_bound(L: int, timesteps: Tensor, schedule: MaskSchedule) -> float:
     exact process, and the two differ only when a step reveals two tokens; so this bounds the total
     variation between ``exact_law_steps`` and p_0.
     """
+    check_instance(schedule, MaskSchedule, "schedule")
     ts = torch.as_tensor(timesteps, dtype=torch.float64)
     pi = (schedule.alpha(ts[1:]) - schedule.alpha(ts[:-1])).numpy()
     e = np.zeros(L + 1)  # elementary symmetric polynomials e_0..e_L of pi, by the usual recursion

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from refimpl._validation import check_instance
 from refimpl.discrete.masked import SequenceLaw
 
 __all__ = [
@@ -199,6 +200,7 @@ def _mask_replace(K: int, mask: bool, alpha: float, beta: float, gamma: float) -
 
 def step_matrix(schedule: DiscreteSchedule, t: int) -> Tensor:
     """Q_t (S, S), rows "from" x_{t-1}, columns "to" x_t; t in 1..T."""
+    check_instance(schedule, DiscreteSchedule, "schedule")
     schedule._check_t(t)
     b, g = float(schedule.betas[t - 1]), float(schedule.gammas[t - 1])
     return _mask_replace(schedule.K, schedule.mask, 1.0 - b - g, b, g)
@@ -206,11 +208,13 @@ def step_matrix(schedule: DiscreteSchedule, t: int) -> Tensor:
 
 def cumulative_matrix(schedule: DiscreteSchedule, t: int) -> Tensor:
     """Qbar_t = Q_1 ... Q_t in closed form (S, S); Qbar_0 = I."""
+    check_instance(schedule, DiscreteSchedule, "schedule")
     return _mask_replace(schedule.K, schedule.mask, *schedule.cumulative(t))
 
 
 def cumulative_by_product(schedule: DiscreteSchedule, t: int) -> Tensor:
     """Qbar_t as the explicit product of the t step matrices (the check on ``cumulative_matrix``)."""
+    check_instance(schedule, DiscreteSchedule, "schedule")
     schedule._check_t(t, lo=0)
     Q = torch.eye(schedule.n_states, dtype=torch.float64)
     for i in range(1, t + 1):
@@ -266,6 +270,7 @@ def posterior(schedule: DiscreteSchedule, t: int) -> Tensor:
     Q_t[x_{t-1}, x_t] Qbar_{t-1}[x_0, x_{t-1}] / Qbar_t[x_0, x_t]; rows of impossible pairs
     (Qbar_t[x_0, x_t] = 0, e.g. a visible code other than x_0 under the absorbing kernel) are zero.
     """
+    check_instance(schedule, DiscreteSchedule, "schedule")
     Q, prev, cum = step_matrix(schedule, t), cumulative_matrix(schedule, t - 1), cumulative_matrix(schedule, t)
     K = schedule.K
     num = prev[:K, None, :] * Q.T[None, :, :]  # [x_0, x_t, x_{t-1}]
@@ -279,6 +284,7 @@ def reverse_probs(schedule: DiscreteSchedule, t: int, x0_probs: Tensor, x_t: Ten
     Mass that x0_probs puts on an x_0 from which x_t is impossible is dropped and the rest renormalised
     (for the absorbing kernel: a visible token stays, as in MDLM). At t = 1 this is p(x_0 | x_1) itself.
     """
+    check_instance(schedule, DiscreteSchedule, "schedule")
     if x0_probs.shape[-1] != schedule.K or x0_probs.shape[:-1] != x_t.shape:
         raise ValueError(f"x0_probs must have shape x_t.shape + (K = {schedule.K},), got {tuple(x0_probs.shape)}")
     post = posterior(schedule, t)  # [x_0, x_t, x_{t-1}]
@@ -292,6 +298,7 @@ def reverse_probs(schedule: DiscreteSchedule, t: int, x0_probs: Tensor, x_t: Ten
 
 def sample_forward(schedule: DiscreteSchedule, x0: Tensor, t: int, generator: torch.Generator | None = None) -> Tensor:
     """x_t ~ Cat(Qbar_t[x_0]) for every token of x0 (...) long."""
+    check_instance(schedule, DiscreteSchedule, "schedule")
     rows = cumulative_matrix(schedule, t)[x0]
     return torch.multinomial(rows.reshape(-1, schedule.n_states), 1, generator=generator).reshape(x0.shape)
 
@@ -307,6 +314,7 @@ def sample_reverse(
     x_T starts from the all-mask sequence (with a mask state) or uniform codes (uniform kernel, whose
     Qbar_T is uniform for ``uniform_schedule``). Tokens are drawn independently given x_t.
     """
+    check_instance(schedule, DiscreteSchedule, "schedule")
     S = schedule.n_states
     if schedule.mask:
         x = torch.full((n, L), schedule.K, dtype=torch.long)
@@ -325,6 +333,8 @@ def exact_denoiser(law: SequenceLaw, schedule: DiscreteSchedule) -> Denoiser:
 
     Posterior weight of a sequence s: p_0(s) prod_l Qbar_t[s_l, x_t^l]; marginals per position.
     """
+    check_instance(law, SequenceLaw, "law")
+    check_instance(schedule, DiscreteSchedule, "schedule")
     if law.V != schedule.K:
         raise ValueError(f"the law's vocabulary V = {law.V} must equal the codebook size K = {schedule.K}")
     onehot = torch.nn.functional.one_hot(law.sequences, law.V).to(torch.float64)  # (V^L, L, V)
@@ -371,6 +381,7 @@ def train_denoiser(
 ) -> tuple[TokenDenoiser, list[float]]:
     """Fit ``TokenDenoiser`` by cross-entropy on x_0 at uniformly drawn t (the x_0-prediction loss of
     VQ-DDM / VQ-Diffusion, without the variational terms). Returns the model and the loss per step."""
+    check_instance(schedule, DiscreteSchedule, "schedule")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     N, L = tokens.shape

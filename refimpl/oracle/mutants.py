@@ -83,6 +83,9 @@ PROPERTY_BLIND_SPOTS = {
     "dpm-solver-midpoint-in-t": "any intermediate point in (s, t) keeps second order; only the query times differ",
     "dpm-solver-pp-2m-step-ratio-inverted": "r = 1/r = 1 on the uniform-lambda grid the order is measured on",
     "sde-dpm-solver-pp-noise-sign": "-z has the law of z: the sampler's law is unchanged, only the path differs",
+    "ddpm-posterior-vp-only-variance": "1 - alpha_{s|t}^2 is sigma_{s|t}^2 on VP schedules, where properties run",
+    "plms-warmup-row-3": "[unverified] the warm-up runs at the noisiest end, where eps changes slowly in lambda",
+    "ddim-eta-squared": "eta^2 for eta is another member of the eta family: the law still converges at order 1",
 }
 
 
@@ -133,14 +136,44 @@ def properties_catch(mutant: Mutant) -> str | None:
 
 
 CATALOGUE: list[Mutant] = [
+    # --- issue 18: defects that only options off their defaults, non-VP schedules or warm-up rows expose ---
+    Mutant(
+        "ddim-eta-squared",
+        "an option wrong strictly between its default and its extreme",
+        "ddim_eta_half",
+        "refimpl.samplers.ddim",
+        "sample_ddim",
+        "return eta * v_t.sigma * torch.sqrt(-torch.expm1(-2.0 * h))",
+        "return eta**2 * v_t.sigma * torch.sqrt(-torch.expm1(-2.0 * h))",
+        stochastic=True,
+    ),
+    Mutant(
+        "ddpm-posterior-vp-only-variance",
+        "a VP-only identity used on every schedule",
+        "ddpm",
+        "refimpl.samplers.ddpm",
+        "sample_ddpm",
+        "var_st = s_s**2 - a_st**2 * s_t**2",
+        "var_st = 1 - a_st**2",
+        stochastic=True,
+    ),
+    Mutant(
+        "plms-warmup-row-3",
+        "a wrong warm-up row of a multistep weight matrix",
+        "plms",
+        "refimpl.samplers.pndm",
+        "sample_pndm",
+        "3: (23 / 12, -16 / 12, 5 / 12),",
+        "3: (23 / 12, -17 / 12, 6 / 12),",
+    ),
     Mutant(
         "ddim-wrong-direction-coefficient",
         "a wrong coefficient",
         "ddim",
         "refimpl.samplers.ddim",
         "sample_ddim",
-        "direction = torch.sqrt(v_t.sigma**2 - sigma_tilde**2)",
-        "direction = torch.sqrt(v_t.sigma**2 - sigma_tilde**2) * v_t.alpha",
+        "direction = torch.sqrt((v_t.sigma**2 - sigma_tilde**2).clamp_min(0.0))",
+        "direction = torch.sqrt((v_t.sigma**2 - sigma_tilde**2).clamp_min(0.0)) * v_t.alpha",
     ),
     Mutant(
         "ddim-model-at-next-time",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite, check_strictly_decreasing
+from refimpl._validation import as_float_tensor, check_finite, check_resolvable_steps, check_strictly_decreasing
 from refimpl.models import DiffusionModel, check_model
 
 __all__ = ["Callback", "NoiseSource", "StepInfo", "Trajectory", "check_orders", "check_sampler_inputs"]
@@ -72,8 +72,11 @@ def check_sampler_inputs(model: DiffusionModel, x: Tensor, timesteps: object) ->
     if x.ndim < 1:
         raise ValueError("x must have a batch dimension: shape (B, ...)")
     check_finite(x, "x")
-    ts = check_strictly_decreasing(as_float_tensor(timesteps, "timesteps", torch.float64))
-    return model.schedule.check_t(ts, "timesteps")
+    ts = model.schedule.check_t(
+        check_strictly_decreasing(as_float_tensor(timesteps, "timesteps", torch.float64)), "timesteps"
+    )
+    check_resolvable_steps(model.schedule.lambda_t(ts), "timesteps")
+    return ts
 
 
 class NoiseSource:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import as_float_tensor, check_finite, check_instance
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
@@ -35,8 +36,17 @@ __all__ = ["ddim_sigma", "ddim_step", "invert_ddim", "sample_ddim"]
 
 
 def ddim_sigma(eta: float, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
-    """sigma_tilde of a step s -> t: eta sigma_t sqrt(1 - exp(-2 (lambda_t - lambda_s))) (Eq. 16)."""
+    """sigma_tilde of a step s -> t: eta sigma_t sqrt(1 - exp(-2 (lambda_t - lambda_s))) (Eq. 16).
+
+    eta in [0, 1] (eta = 1 is DDPM's posterior, larger would exceed sigma_t), and t no noisier than s."""
+    check_instance(v_s, ScheduleValues, "v_s")
+    check_instance(v_t, ScheduleValues, "v_t")
+    eta = float(check_finite(as_float_tensor(eta, "eta"), "eta"))
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
     h = v_t.lambda_ - v_s.lambda_
+    if bool((h < 0).any()):
+        raise ValueError("ddim_sigma: v_t must be no noisier than v_s (lambda_t >= lambda_s); swap the two times")
     return eta * v_t.sigma * torch.sqrt(-torch.expm1(-2.0 * h))
 
 
@@ -44,10 +54,20 @@ def ddim_step(
     x0: Tensor, eps: Tensor, v_t: ScheduleValues, sigma_tilde: Tensor | float = 0.0, z: Tensor | None = None
 ) -> Tensor:
     """Song et al. (2021), Eq. 12: x_t = alpha_t x0 + sqrt(sigma_t^2 - sigma_tilde^2) eps + sigma_tilde z,
-    with (x0, eps) predicted at the start s of the step."""
+    with (x0, eps) predicted at the start s of the step. Needs 0 <= sigma_tilde <= sigma_t (a few ulps of
+    round-off above sigma_t are read as sigma_t)."""
+    check_instance(v_t, ScheduleValues, "v_t")
+    for name, value in (("x0", x0), ("eps", eps)):
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {type(value).__name__}")
     a_t = expand_like(v_t.alpha, x0)
-    sigma_tilde = torch.as_tensor(sigma_tilde, dtype=v_t.sigma.dtype)
-    direction = torch.sqrt(v_t.sigma**2 - sigma_tilde**2)  # "direction pointing to x_t"
+    sigma_tilde = check_finite(as_float_tensor(sigma_tilde, "sigma_tilde"), "sigma_tilde").to(v_t.sigma.dtype)
+    slack = 4 * torch.finfo(v_t.sigma.dtype).eps * v_t.sigma
+    if bool((sigma_tilde < 0).any()) or bool((sigma_tilde > v_t.sigma + slack).any()):
+        raise ValueError(
+            f"sigma_tilde must lie in [0, sigma_t] (sigma_t = {v_t.sigma.tolist()}), got {sigma_tilde.tolist()}"
+        )
+    direction = torch.sqrt((v_t.sigma**2 - sigma_tilde**2).clamp_min(0.0))  # "direction pointing to x_t"
     x_t = a_t * x0 + expand_like(direction, eps) * eps
     if z is not None:
         x_t = x_t + expand_like(sigma_tilde, z) * z
@@ -66,6 +86,7 @@ def sample_ddim(
 ) -> Tensor:
     """DDIM from x at timesteps[0] to timesteps[-1]; deterministic when eta = 0, DDPM when eta = 1."""
     ts = check_sampler_inputs(model, x, timesteps)
+    eta = float(check_finite(as_float_tensor(eta, "eta"), "eta"))
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     noise_at = NoiseSource(noise, generator, len(ts) - 1, x)

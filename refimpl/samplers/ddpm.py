@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import check_instance
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
@@ -30,6 +31,7 @@ VARIANCES = ("posterior", "beta")
 
 def forward_sample(x0: Tensor, v_t: ScheduleValues, eps: Tensor) -> Tensor:
     """q(x_t | x_0): x_t = alpha_t x_0 + sigma_t eps (Ho et al. 2020, Eq. 4)."""
+    check_instance(v_t, ScheduleValues, "v_t")
     return expand_like(v_t.alpha, x0) * x0 + expand_like(v_t.sigma, eps) * eps
 
 
@@ -38,7 +40,16 @@ def ddpm_posterior(x_s: Tensor, x0: Tensor, v_s: ScheduleValues, v_t: ScheduleVa
 
     mean = alpha_{s|t} sigma_t^2 / sigma_s^2 x_s + alpha_t sigma_{s|t}^2 / sigma_s^2 x_0,
     var  = sigma_{s|t}^2 sigma_t^2 / sigma_s^2   (their beta-tilde_t).
+
+    v_t must be less noisy than v_s (lambda_t > lambda_s): otherwise sigma_{s|t}^2 <= 0 and there is no posterior.
     """
+    check_instance(v_s, ScheduleValues, "v_s")
+    check_instance(v_t, ScheduleValues, "v_t")
+    if bool((v_t.lambda_ <= v_s.lambda_).any()):
+        raise ValueError("ddpm_posterior: v_t must be less noisy than v_s (lambda_t > lambda_s); swap the two times")
+    for name, value in (("x_s", x_s), ("x0", x0)):
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {type(value).__name__}")
     a_t, s_t = v_t.alpha, v_t.sigma
     a_s, s_s = v_s.alpha, v_s.sigma
     a_st = a_s / a_t

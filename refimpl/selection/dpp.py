@@ -31,9 +31,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from refimpl._validation import as_real_array
+
 __all__ = [
     "ARCSINE_BOUND",
     "MAX_PROPOSAL_ROUNDS",
+    "MAX_QUADRATURE_NODES",
+    "MAX_SUBSETS",
     "best_coefficients",
     "check_projection_kernel",
     "christoffel",
@@ -65,6 +69,10 @@ Features = Callable[[np.ndarray, int], np.ndarray]
 #: accepted with probability (m - k) / m >= 1/m per proposal, so a round of 4m misses with probability at most
 #: (1 - 1/m)^(4m) < e^-4; 200 rounds miss with probability below e^-800: only degenerate features exhaust them.
 MAX_PROPOSAL_ROUNDS = 200
+#: Subsets ``projection_dpp_subset_law`` enumerates at most (binom(N, m) determinants); pass ``max_count`` to lift.
+MAX_SUBSETS = 2**16
+#: Quadrature nodes ``dpp_interpolation_error`` visits at most (n_quad^m determinants); pass ``max_count`` to lift.
+MAX_QUADRATURE_NODES = 10**5
 
 
 def _check_m(m: int) -> int:
@@ -176,8 +184,8 @@ def sample_volume(n: int, m: int, rng: np.random.Generator, features: Features =
 
 def sample_repeated_dpp(r: int, m: int, rng: np.random.Generator, features: Features = legendre_features) -> np.ndarray:
     """r independent projection DPPs of m points each, concatenated (n = r m points)."""
-    if r < 1:
-        raise ValueError(f"the number of repetitions r must be >= 1, got {r}")
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+        raise ValueError(f"the number of repetitions r must be an integer >= 1, got {r!r}")
     return np.concatenate([sample_projection_dpp(m, rng, features) for _ in range(r)])
 
 
@@ -186,6 +194,9 @@ def volume_density(rho: np.ndarray, w: np.ndarray, phi: np.ndarray) -> float:
 
     rho, w: (n,) the density of rho w.r.t. mu and the weights at the n points; phi: (n, m) the features.
     """
+    rho, w, phi = as_real_array(rho, "rho"), as_real_array(w, "w"), as_real_array(phi, "phi")
+    if phi.ndim != 2 or phi.shape[0] < phi.shape[1] or rho.shape != (phi.shape[0],) or w.shape != rho.shape:
+        raise ValueError(f"need phi (n, m) with n >= m and rho, w (n,); got {phi.shape}, {rho.shape}, {w.shape}")
     n, m = phi.shape
     G = (w[:, None] * phi).T @ phi
     return math.factorial(n - m) / math.factorial(n) * float(np.linalg.det(G)) * float(np.prod(rho))
@@ -226,14 +237,20 @@ def l2_error(c: np.ndarray, f: Callable[[np.ndarray], np.ndarray], n_quad: int =
     return float(np.sum(wq * resid**2))
 
 
-def dpp_interpolation_error(f: Callable[[np.ndarray], np.ndarray], m: int, n_quad: int = 10) -> float:
+def dpp_interpolation_error(
+    f: Callable[[np.ndarray], np.ndarray], m: int, n_quad: int = 10, max_count: int = MAX_QUADRATURE_NODES
+) -> float:
     """E |f - Q f|^2 under the projection DPP (n = m points, interpolation), by tensor Gauss quadrature.
 
     Q f = P f + Q g with g = f - P f, and Q g has coefficients Phi^{-1} g(x), Phi_ij = phi_j(x_i); with the
     DPP density det(Phi)^2 / m!, E |Q g|^2 = (1/m!) int |adj(Phi) g(x)|^2 dmu^m, a polynomial integrand when
-    f is one (then exact for n_quad large enough). Costs n_quad^m evaluations: for m <= 4.
+    f is one (then exact for n_quad large enough). Costs n_quad^m evaluations: refused beyond ``max_count``.
     """
     m = _check_m(m)
+    if isinstance(n_quad, bool) or not isinstance(n_quad, (int, np.integer)) or n_quad < 1:
+        raise ValueError(f"n_quad must be a positive integer, got {n_quad!r}")
+    if n_quad**m > max_count:
+        raise ValueError(f"n_quad^m = {n_quad}^{m} quadrature nodes exceed max_count = {max_count}; pass a larger one")
     t, wq = _gauss_legendre(n_quad)
     c = best_coefficients(f, m)
     g = f(t) - legendre_features(t, m) @ c  # g = f - P f at the nodes
@@ -281,7 +298,7 @@ def least_squares_errors(
 
 def check_projection_kernel(K: np.ndarray, atol: float = 1e-10) -> int:
     """Raise unless K (N, N) is a symmetric projection (K = K^T, K^2 = K); return its rank m = trace K."""
-    K = np.asarray(K, dtype=np.float64)
+    K = as_real_array(K, "K")
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"K must be a square matrix, got shape {K.shape}")
     if not np.allclose(K, K.T, atol=atol, rtol=0):
@@ -306,6 +323,8 @@ def sample_projection_dpp_discrete(
     if k is not None and k != m:
         raise ValueError(f"a projection DPP of rank {m} has exactly {m} points; {k} were requested")
     K = np.asarray(K, dtype=np.float64)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     N = K.shape[0]
     d = np.tile(np.diag(K).copy(), (n_samples, 1))  # (B, N) conditional inclusion probabilities
     C = np.zeros((n_samples, m, N))
@@ -324,14 +343,27 @@ def sample_projection_dpp_discrete(
     return np.sort(out, axis=1)
 
 
-def projection_dpp_subset_law(K: np.ndarray) -> dict[tuple[int, ...], float]:
-    """P(S) = det(K_S) for every subset S of size rank(K): the exact law of the projection DPP."""
+def projection_dpp_subset_law(K: np.ndarray, max_count: int = MAX_SUBSETS) -> dict[tuple[int, ...], float]:
+    """P(S) = det(K_S) for every subset S of size rank(K): the exact law of the projection DPP.
+
+    Enumerates binom(N, m) subsets: refused beyond ``max_count`` (raise it knowingly: each costs a determinant)."""
     m = check_projection_kernel(K)
     K = np.asarray(K, dtype=np.float64)
+    if math.comb(K.shape[0], m) > max_count:
+        raise ValueError(
+            f"binom({K.shape[0]}, {m}) = {math.comb(K.shape[0], m)} subsets exceed max_count = {max_count}; "
+            "pass a larger max_count to enumerate them anyway"
+        )
     return {S: float(np.linalg.det(K[np.ix_(S, S)])) for S in itertools.combinations(range(K.shape[0]), m)}
 
 
 def inclusion_covariance(K: np.ndarray) -> np.ndarray:
     """Cov(1[i in X], 1[j in X]) = diag(K_ii) - K_ij^2 for a DPP with Hermitian kernel K."""
-    K = np.asarray(K, dtype=np.float64)
+    K = as_real_array(K, "K")
+    if (
+        K.ndim != 2
+        or K.shape[0] != K.shape[1]
+        or not np.allclose(K, K.T, rtol=0, atol=1e-10 * max(1.0, np.abs(K).max()))
+    ):
+        raise ValueError(f"K must be a symmetric square matrix, got shape {K.shape}")
     return np.diag(np.diag(K)) - K**2
