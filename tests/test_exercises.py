@@ -101,3 +101,18 @@ def test_a_wrong_answer_gets_a_helpful_message() -> None:
         check("ex-lab-cfg", 3.0)
     with pytest.raises(ValueError, match="known"):
         check("ex-no-such-exercise", 1.0)
+
+
+def test_student_edition_replaces_every_solution() -> None:
+    """scripts/make_student.py leaves no solution in a chapter: each becomes a stub, and a check if registered."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_student", ROOT / "scripts" / "make_student.py")
+    make_student = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_student)
+    for chapter in CHAPTERS:
+        text, labels = make_student.student_source((ROOT / "notebooks" / f"{chapter}.md").read_text())
+        assert sorted(labels) == sorted(ex.label for ex in exercises(chapter))
+        for ex in exercises(chapter):
+            assert f'check("{ex.label}", answer)' in text and ex.stub in text
+        assert "solution-start" not in text and "solution-end" not in text
