@@ -100,4 +100,4 @@ def check(label: str, answer: Any) -> str:
 
 
 # the chapters' exercises register themselves on import
-from refimpl.exercises import analytic_lab, exponential, inversion, multistep  # noqa: E402, F401
+from refimpl.exercises import analytic_lab, editing, exponential, inversion, multistep  # noqa: E402, F401
