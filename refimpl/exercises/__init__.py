@@ -84,8 +84,8 @@ def marks(ex: Exercise) -> str:
     return f"*{ex.kind} · {stars} · about {ex.minutes} min · goal: {ex.goal}*"
 
 
-def check(label: str, answer: Any) -> str:
-    """Check ``answer`` to exercise ``label``; print and return the confirmation, raise ExerciseFailed if wrong."""
+def check(label: str, answer: Any) -> None:
+    """Check ``answer`` to exercise ``label``: print a confirmation, or raise ExerciseFailed saying what is wrong."""
     ex = get(label)
     if answer is None or answer is Ellipsis:
         raise ExerciseFailed(f"{label}: no answer yet; the exercise asks for: {ex.stub.splitlines()[0].lstrip('# ')}")
@@ -96,7 +96,6 @@ def check(label: str, answer: Any) -> str:
     except NotImplementedError:
         raise ExerciseFailed(f"{label}: your function still raises NotImplementedError: fill it in") from None
     print(f"{label}: correct. {message}")
-    return message
 
 
 # the chapters' exercises register themselves on import
