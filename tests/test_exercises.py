@@ -116,3 +116,15 @@ def test_student_edition_replaces_every_solution() -> None:
         for ex in exercises(chapter):
             assert f'check("{ex.label}", answer)' in text and ex.stub in text
         assert "solution-start" not in text and "solution-end" not in text
+
+
+def test_registration_refuses_bad_metadata() -> None:
+    """A checker with an unknown kind or a difficulty outside 1..3 is refused, naming the field."""
+    from refimpl.exercises import exercise
+
+    with pytest.raises(ValueError, match="kind"):
+        exercise("ex-x", chapter="c", goal="g", kind="essay", difficulty=1, minutes=5, stub="answer = None")
+    with pytest.raises(ValueError, match="difficulty"):
+        exercise("ex-x", chapter="c", goal="g", kind="measure", difficulty=4, minutes=5, stub="answer = None")
+    with pytest.raises(ExerciseFailed, match="numbers"):
+        check("ex-lab-dirac", "three small numbers")
