@@ -292,7 +292,7 @@ def check_dom(page: str, source_html: str, rendered_dom: str, strict_layout: boo
     return (
         f"{page}: {len(rendered)} equations rendered by MathJax "
         f"({len(display)} display, {len(rendered) - len(display)} inline), no raw TeX, no MathJax errors, "
-        "no over-wide maths or code, no noise in outputs"
+        "no over-wide maths, no stray TeX, no noise in outputs"
     )
 
 
