@@ -73,3 +73,64 @@ answer = None
 )
 def _counterfactual(answer: Any) -> str:
     return _falls_like(answer, (8.0, 8.0), "the gaps")
+
+
+@exercise(
+    "ex-edit-lowband",
+    chapter=CHAPTER,
+    goal="frequency-filtered start points",
+    kind="implement",
+    difficulty=1,
+    minutes=10,
+    stub="""
+# answer: a function reduce_low(z, P, keep) scaling the band of the projector P in the rows of z (B, d) by keep
+def reduce_low(z, P, keep):
+    raise NotImplementedError
+
+
+answer = reduce_low
+""",
+)
+def _lowband(answer: Any) -> str:
+    import torch
+
+    from refimpl.editing import reduce_low_frequencies
+    from refimpl.exercises._compare import U64, call, callable_answer, close
+
+    reduce_low = callable_answer(answer, "reduce_low")
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=gen, dtype=torch.float64))
+    projector = q[:, :5] @ q[:, :5].T  # an orthogonal projector of rank 5
+    z = torch.randn(4, 16, generator=gen, dtype=torch.float64)
+    for keep in (1.0, 0.5, 0.0):
+        tol = 16 * 16 * U64 * float(z.abs().max())  # a matrix product of length 16, a few roundings each
+        close(
+            call(reduce_low, z, projector, keep, what="reduce_low"),
+            reduce_low_frequencies(z, projector, keep),
+            tol,
+            f"reduce_low at keep = {keep:g}",
+            "z - (1 - keep) P z, with P applied to each row",
+        )
+    return "reduce_low scales the low band by keep and leaves the rest alone."
+
+
+@exercise(
+    "ex-edit-cons",
+    chapter=CHAPTER,
+    goal="InfEdit",
+    kind="derive",
+    difficulty=1,
+    minutes=10,
+    stub="""
+# answer: eps_cons, the noise prediction making x0_hat = x_0, a sympy expression in x_t, x_0, alpha_t, sigma_t
+answer = None
+""",
+)
+def _cons(answer: Any) -> str:
+    import sympy as sp
+
+    from refimpl.exercises._compare import sympy_equal
+
+    names = {n: sp.Symbol(n) for n in ("x_t", "x_0", "alpha_t", "sigma_t")}
+    expected = (names["x_t"] - names["alpha_t"] * names["x_0"]) / names["sigma_t"]
+    return sympy_equal(answer, expected, "eps_cons", names)
