@@ -19,7 +19,7 @@ export MKL_NUM_THREADS := 1
 BOOK_ARGS := --all --warningiserror --keep-going
 QUICK_BOOK := book/_build/quick
 
-.PHONY: help setup lint format test test-fast test-notebooks book book-check book-check-staged lab bench oracle mutants fuzz train clean
+.PHONY: help setup lint format test test-fast test-notebooks book book-check book-check-staged student lab bench oracle mutants fuzz train clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/' | expand -t 18
@@ -79,6 +79,13 @@ book-check-staged: setup
 	@# every chapter page: the first one's screenshot is kept as book/_build/quick/_build/math-check.png
 	$(PY) scripts/check_book.py --html-dir $(QUICK_BOOK)/_build/html notebooks/01_analytic_lab \
 	  $$(cd $(QUICK_BOOK)/_build/html && ls notebooks/*.html | grep -v 01_analytic_lab)
+
+STUDENT := book/_build/student
+student: setup  ## the student edition: notebooks with stubs and checks, and the book without its solutions
+	rm -rf $(STUDENT)
+	$(PY) scripts/make_student.py --out $(STUDENT)
+	env -u REFIMPL_QUICK $(VENV)/bin/jupyter-book build $(STUDENT)/src $(BOOK_ARGS) --path-output $(STUDENT)
+	@echo "Student notebooks in $(STUDENT)/notebooks; the book without solutions at $(STUDENT)/_build/html/index.html"
 
 lab: setup  ## JupyterLab on the notebooks (MyST .md files open as notebooks)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

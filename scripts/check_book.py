@@ -1,11 +1,22 @@
-"""Check in a real headless browser that a page of the built book renders its maths offline.
+"""Check in a real headless browser that a page of the built book renders its maths offline and reads cleanly.
 
 Opens ``<html-dir>/<page>`` from disk in headless Chromium (network name resolution blocked, so nothing can
 come from a CDN), lets MathJax run, and reads the rendered DOM back. The check fails unless every maths
 element Sphinx wrote (``span.math`` / ``div.math``) now holds a MathJax 3 ``mjx-container`` with rendered
 glyphs, no MathJax error box (``mjx-merror``) is present, and no raw TeX delimiter (``\\(``, ``\\[``, ``$$``,
-``\\begin{``) is left in the page's visible text outside code. It then saves a screenshot of the page for a
-person to look at (default ``book/_build/math-check.png``).
+``\\begin{``) is left in the page's visible text outside code. The page checks that follow are stricter:
+
+- no ``$`` and no TeX command (``\\alpha``, ``\\mathrm``...) in the visible text outside code and maths (a line of
+  Markdown that broke an inline equation);
+- no display equation and no code line wider than its column (the element's scroll width, measured in the
+  page at a 1200x900 window by a probe script added to a temporary copy of the page);
+- no figure shrunk by more than ``MAX_IMAGE_SHRINK`` (its legends and tick labels become unreadable);
+  over-wide code and shrunk figures fail only with ``--strict-layout`` (the book's column is about 610 pixels at
+  this window, narrower than the package's 120-character lines; without the flag they are printed as warnings);
+- no standard-error output, warning or traceback text in the cells' outputs;
+- no path of the build machine (the repository's folder, a home folder, ``site-packages``) anywhere in the text.
+
+It then saves a screenshot of the page for a person to look at (default ``book/_build/math-check.png``).
 
 Installs Debian's ``chromium`` with apt-get (as root) when ``chromium`` is not on PATH.
 
@@ -21,6 +32,7 @@ summary per page on success, 1 with a message naming the problem otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -54,6 +66,53 @@ CHROMIUM_FLAGS = (
 
 # Raw TeX left in visible text means MathJax did not typeset it.
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{")
+# A lone dollar or a TeX command in prose: an inline equation that Markdown broke (e.g. a line starting with "+").
+STRAY_TEX = re.compile(r"\$|\\[A-Za-z]+")
+# Warnings and tracebacks printed into an output.
+OUTPUT_NOISE = re.compile(r"Traceback \(most recent call last\)|\b[A-Z][A-Za-z]*Warning\b|\bwarnings\.warn")
+# Paths of the build machine: its repository folder is added at run time.
+MACHINE_PATHS = [r"/home/[^/\s]+/", r"/root/", r"/Users/[^/\s]+/", r"site-packages", r"/tmp/", r"\.venv/"]
+# A figure displayed at less than 1 / MAX_IMAGE_SHRINK of its pixel width: at the book's 100 dpi, fontsize-8
+# legend text then shows below about 5 pixels.
+MAX_IMAGE_SHRINK = 1.8
+WINDOW = "--window-size=1200,900"
+LAYOUT_ID = "check-book-layout"
+# Measures, after MathJax has typeset the page, every display equation, code block and figure; writes the result
+# as JSON into a <pre id=LAYOUT_ID> that --dump-dom returns.
+LAYOUT_PROBE = """<script>
+(function () {
+  function measure() {
+    const out = {wide_math: [], wide_code: [], shrunk_images: []};
+    document.querySelectorAll("div.math").forEach(function (el) {
+      const c = el.querySelector("mjx-container");
+      const inner = c ? c.scrollWidth : el.scrollWidth;
+      if (el.scrollWidth > el.clientWidth + 1 || inner > el.clientWidth + 1) {
+        out.wide_math.push([el.id || (el.closest("[id]") || {}).id || "?", inner - el.clientWidth,
+                            el.textContent.trim().slice(0, 60)]);
+      }
+    });
+    document.querySelectorAll("pre").forEach(function (el) {
+      if (el.id === "@ID@" || el.scrollWidth <= el.clientWidth + 1) return;
+      const lines = el.textContent.split("\\n");
+      const longest = lines.reduce(function (a, b) { return b.length > a.length ? b : a; }, "");
+      out.wide_code.push([el.scrollWidth - el.clientWidth, longest.slice(0, 100)]);
+    });
+    document.querySelectorAll("img").forEach(function (img) {
+      if (img.naturalWidth && img.clientWidth && img.naturalWidth / img.clientWidth > @SHRINK@) {
+        out.shrunk_images.push([img.naturalWidth, img.clientWidth, (img.closest("[id]") || {}).id || "?"]);
+      }
+    });
+    const pre = document.createElement("pre");
+    pre.id = "@ID@";
+    pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  }
+  window.addEventListener("load", function () {
+    const mj = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
+    (mj || Promise.resolve()).then(function () { setTimeout(measure, 200); });
+  });
+})();
+</script>""".replace("@ID@", LAYOUT_ID).replace("@SHRINK@", str(MAX_IMAGE_SHRINK))
 # MathJax CHTML draws each character as <mjx-c class="mjx-c<hex code point>">.
 MJX_GLYPH = re.compile(r"mjx-c([0-9A-F]+)")
 # Text inside these elements is not checked for raw TeX (code may legitimately contain it).
@@ -196,7 +255,7 @@ def run_chromium(chromium: str, url: str, extra: list[str]) -> str:
     return proc.stdout
 
 
-def check_dom(page: str, source_html: str, rendered_dom: str) -> str:
+def check_dom(page: str, source_html: str, rendered_dom: str, strict_layout: bool = True) -> str:
     """Check the rendered DOM of one page against its built HTML; return a one-line summary."""
     expected = math_elements(parse_html(source_html))
     if not expected:
@@ -227,12 +286,79 @@ def check_dom(page: str, source_html: str, rendered_dom: str) -> str:
         problems.append(f"raw TeX delimiters left in the page text: {' '.join(raw)}")
     if not rendered:
         problems.append("no rendered MathJax output (mjx-container) in the DOM: MathJax did not run")
+    problems.extend(page_problems(root, strict_layout))
     if problems:
         raise CheckError(f"{page}: maths not rendered:\n  - " + "\n  - ".join(problems))
     return (
         f"{page}: {len(rendered)} equations rendered by MathJax "
-        f"({len(display)} display, {len(rendered) - len(display)} inline), no raw TeX, no MathJax errors"
+        f"({len(display)} display, {len(rendered) - len(display)} inline), no raw TeX, no MathJax errors, "
+        "no over-wide maths, no stray TeX, no noise in outputs"
     )
+
+
+def _sample(items: list[str], n: int = 3) -> str:
+    return " | ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def page_problems(root: Node, strict_layout: bool = True) -> list[str]:
+    """The stricter page checks on a rendered DOM: stray TeX in prose, over-wide maths and code, shrunk figures,
+    noise in outputs and machine paths (see the module docstring). With ``strict_layout`` false, over-wide code
+    and shrunk figures are printed as warnings instead of failing the page."""
+    problems: list[str] = []
+    layout_problems = problems if strict_layout else []
+    body = next((node for node in root.iter() if node.tag == "body"), root)
+    main = next((node for node in body.iter() if node.tag == "main"), body)
+    stray = [line.strip() for line in visible_text(main).splitlines() if STRAY_TEX.search(line)]
+    if stray:
+        problems.append(f"{len(stray)} text fragment(s) with a $ or a TeX command outside maths: {_sample(stray)}")
+    outputs = [node for node in main.iter() if "cell_output" in node.classes]
+    stderr = [node for node in main.iter() if "stderr" in node.classes]
+    if stderr:
+        problems.append(f"{len(stderr)} standard-error output(s): {_sample([all_text(n)[:100] for n in stderr])}")
+    noisy = [m.group(0) for node in outputs for m in OUTPUT_NOISE.finditer(all_text(node))]
+    if noisy:
+        problems.append(f"warning or traceback text in the outputs: {_sample(sorted(set(noisy)))}")
+    paths = re.compile("|".join([re.escape(str(Path(__file__).resolve().parent.parent)), *MACHINE_PATHS]))
+    found = sorted({m.group(0) for m in paths.finditer(all_text(body))})
+    if found:
+        problems.append(f"path(s) of the build machine in the page: {_sample(found)}")
+    layout = next((node for node in root.iter() if node.attrs.get("id") == LAYOUT_ID), None)
+    if layout is None:
+        problems.append("the layout probe did not run (no measurement of widths)")
+        return problems
+    measured = json.loads(all_text(layout))
+    if measured["wide_math"]:
+        items = [f"{label}: {over}px too wide ({text})" for label, over, text in measured["wide_math"]]
+        problems.append(f"{len(items)} display equation(s) wider than the column: {_sample(items)}")
+    if measured["wide_code"]:
+        items = [f"{over}px: {line!r}" for over, line in measured["wide_code"]]
+        layout_problems.append(f"{len(items)} code block(s) with a line wider than the column: {_sample(items)}")
+    if measured["shrunk_images"]:
+        items = [f"{natural}px shown at {shown}px near #{where}" for natural, shown, where in measured["shrunk_images"]]
+        layout_problems.append(
+            f"{len(items)} figure(s) shrunk more than {MAX_IMAGE_SHRINK}x (unreadable labels): {_sample(items)}"
+        )
+    if not strict_layout:
+        for problem in layout_problems:
+            print(f"check_book: warning: {problem}")
+    return problems
+
+
+def all_text(node: Node) -> str:
+    """All text under ``node`` (code and outputs included; scripts and styles left out)."""
+    if node.tag in {"script", "style"}:
+        return ""
+    return "".join([*node.text, *(all_text(child) for child in node.children)])
+
+
+def probed_copy(path: Path) -> Path:
+    """A copy of the page beside it (so its relative links resolve) with the layout probe before ``</body>``."""
+    html = path.read_text(encoding="utf-8")
+    if "</body>" not in html:
+        raise CheckError(f"{path}: no </body> to add the layout probe to")
+    copy = path.with_name(path.stem + ".check-layout.html")
+    copy.write_text(html.replace("</body>", LAYOUT_PROBE + "</body>", 1), encoding="utf-8")
+    return copy
 
 
 def resolve_page(html_dir: Path, page: str) -> Path:
@@ -251,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pages", nargs="*", default=[DEFAULT_PAGE], help=f"default: {DEFAULT_PAGE}")
     parser.add_argument("--html-dir", type=Path, default=DEFAULT_HTML_DIR, help="built HTML folder")
     parser.add_argument(
+        "--strict-layout",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fail (instead of warn) on code lines wider than the column and on shrunk figures",
+    )
+    parser.add_argument(
         "--screenshot",
         type=Path,
         default=None,
@@ -263,16 +395,25 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckError(f"{args.html_dir} is not a folder: build the book first (make book)")
         paths = [resolve_page(args.html_dir, page) for page in args.pages]
         chromium = find_chromium()
-        summaries = []
+        summaries, failures = [], []
         for page, path in zip(args.pages, paths, strict=True):
-            dom = run_chromium(chromium, path.as_uri(), ["--dump-dom"])
-            summaries.append(check_dom(page, path.read_text(encoding="utf-8"), dom))
+            probed = probed_copy(path)
+            try:
+                dom = run_chromium(chromium, probed.as_uri(), ["--dump-dom", WINDOW])
+            finally:
+                probed.unlink(missing_ok=True)
+            try:
+                summaries.append(check_dom(page, path.read_text(encoding="utf-8"), dom, args.strict_layout))
+            except CheckError as err:  # check every page, then fail
+                failures.append(str(err))
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.unlink(missing_ok=True)
-        shot_flags = [f"--screenshot={screenshot.resolve()}", "--window-size=1200,900"]
+        shot_flags = [f"--screenshot={screenshot.resolve()}", WINDOW]
         run_chromium(chromium, paths[0].as_uri(), shot_flags)
         if not screenshot.is_file() or screenshot.stat().st_size == 0:
             raise CheckError(f"chromium wrote no screenshot to {screenshot}")
+        if failures:
+            raise CheckError(f"{len(failures)} of {len(paths)} page(s) failed:\n" + "\n".join(failures))
     except CheckError as err:
         print(f"check_book: FAIL: {err}", file=sys.stderr)
         return 1
