@@ -33,7 +33,8 @@ def test_stochastic_refimpl_passes_with_injected_noise() -> None:
 
 @pytest.mark.parametrize("n_steps", [1, 2, 8])
 def test_diffusers_ddim_and_ddpm_agree_where_conventions_coincide(n_steps: int) -> None:
-    """Trailing DDIM with n dividing N (a power of ten or not), and leading DDPM (its own noise replayed), within float32 round-off."""
+    """Trailing DDIM with n dividing N (a power of ten or not), and leading DDPM (its own noise replayed), within
+    float32 round-off."""
     ddim = check(DiffusersScheduler("DDIMScheduler"), Config("ddim", n_steps), exact=False)
     assert ddim.passed, ddim.table()
     ddpm = check(DiffusersScheduler("DDPMScheduler"), Config("ddpm", n_steps), exact=False)
@@ -224,8 +225,17 @@ def test_explore_shrinks_to_the_smallest_failing_configuration() -> None:
     from refimpl.oracle.explore import explore
 
     make = lambda **kw: DiffusersScheduler("DDIMScheduler", kw)  # noqa: E731
-    finding = explore(make, "ddim", {"timestep_spacing": st.just("linspace")}, max_examples=3, max_steps=4,
-                      predictions=("eps",), dtypes=("float64",), toys=("ring",), spacings=("uniform_lambda",))
+    finding = explore(
+        make,
+        "ddim",
+        {"timestep_spacing": st.just("linspace")},
+        max_examples=3,
+        max_steps=4,
+        predictions=("eps",),
+        dtypes=("float64",),
+        toys=("ring",),
+        spacings=("uniform_lambda",),
+    )
     assert finding.failure is not None and finding.failure.config.n_steps == 1, finding.failure
     assert "zero length" in finding.failure.problems[0]
 
