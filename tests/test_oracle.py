@@ -9,8 +9,8 @@ import torch
 
 from refimpl.oracle import Config, check
 from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler, RefimplCallable
-from refimpl.oracle.core import TOL_OPS
 from refimpl.oracle.methods import MODELS, get_method
+from refimpl.oracle.tolerance import TOL_OPS
 from refimpl.registry import samplers
 from refimpl.samplers import sample_ddim, sample_ddpm
 
@@ -31,9 +31,10 @@ def test_stochastic_refimpl_passes_with_injected_noise() -> None:
     assert report.passed, report.table()
 
 
-@pytest.mark.parametrize("n_steps", [1, 2, 10, 50])
+@pytest.mark.parametrize("n_steps", [1, 2, 8])
 def test_diffusers_ddim_and_ddpm_agree_where_conventions_coincide(n_steps: int) -> None:
-    """Trailing DDIM with n dividing N, and leading DDPM (its own noise replayed), within float32 round-off."""
+    """Trailing DDIM with n dividing N (a power of ten or not), and leading DDPM (its own noise replayed), within
+    float32 round-off."""
     ddim = check(DiffusersScheduler("DDIMScheduler"), Config("ddim", n_steps), exact=False)
     assert ddim.passed, ddim.table()
     ddpm = check(DiffusersScheduler("DDPMScheduler"), Config("ddpm", n_steps), exact=False)
@@ -90,11 +91,11 @@ def test_a_crashing_sampler_is_reported_not_raised() -> None:
 def test_report_measures_distance_to_the_exact_ode() -> None:
     """On one Gaussian, the report's distance to the exact ODE equals DDIM's error against the closed form."""
     from refimpl import grids
-    from refimpl.oracle.core import _setup
+    from refimpl.oracle.running import setup
 
     config = Config("ddim", 6, "vp_linear", toy="gaussian")
     report = check(RefimplCallable(sample_ddim), config, exact=True)
-    model, x_T, _ = _setup(config)
+    model, x_T, _ = setup(config)
     ts = grids.uniform_lambda(model.schedule, 6)
     error = float((sample_ddim(model, x_T, ts) - model.pf_ode_map(x_T, ts[0], ts[-1])).abs().max())
     assert report.passed
@@ -224,7 +225,17 @@ def test_explore_shrinks_to_the_smallest_failing_configuration() -> None:
     from refimpl.oracle.explore import explore
 
     make = lambda **kw: DiffusersScheduler("DDIMScheduler", kw)  # noqa: E731
-    finding = explore(make, "ddim", {"timestep_spacing": st.just("linspace")}, max_examples=6, predictions=("eps",))
+    finding = explore(
+        make,
+        "ddim",
+        {"timestep_spacing": st.just("linspace")},
+        max_examples=3,
+        max_steps=4,
+        predictions=("eps",),
+        dtypes=("float64",),
+        toys=("ring",),
+        spacings=("uniform_lambda",),
+    )
     assert finding.failure is not None and finding.failure.config.n_steps == 1, finding.failure
     assert "zero length" in finding.failure.problems[0]
 
@@ -263,12 +274,12 @@ def test_lower_order_final_applies_below_15_steps_only_and_is_modelled() -> None
 def test_the_same_exact_model_written_three_ways_gives_the_same_trajectory(method: str) -> None:
     """eps, x0 and v parameterisations of one exact model: the states of a refimpl run agree to round-off."""
     from refimpl import grids
-    from refimpl.oracle.core import _setup
+    from refimpl.oracle.running import setup
 
     spec = get_method(method)
     finals = []
     for prediction in ["eps", "x0", "v"]:
-        model, x_T, _ = _setup(Config(method, 8, "vp_cosine", prediction=prediction))
+        model, x_T, _ = setup(Config(method, 8, "vp_cosine", prediction=prediction))
         finals.append(spec.sample(model, x_T, grids.uniform_lambda(model.schedule, 8), **dict(spec.options)))
     tol = TOL_OPS * 9 * torch.finfo(torch.float64).eps * max(1.0, float(finals[0].abs().max()))
     assert float((finals[1] - finals[0]).abs().max()) <= tol and float((finals[2] - finals[0]).abs().max()) <= tol
@@ -310,12 +321,12 @@ def test_kdiffusion_heun_one_step_deviation_is_round_off_at_its_euler_point() ->
     size of one rounding of the Euler point (computed at the scale |x_T| ~ 140) carried through the second model
     call: refimpl's own Heun moves by as much when that point is perturbed by u |x_T|."""
     from refimpl import grids
-    from refimpl.oracle.core import _setup
+    from refimpl.oracle.running import setup
     from refimpl.samplers import sample_edm_heun
 
     config = Config("edm_heun", 1, "edm")
     report = check(KDiffusionSampler("sample_heun"), config, exact=False)
-    model, x_T, _ = _setup(config)
+    model, x_T, _ = setup(config)
     ts = grids.uniform_lambda(model.schedule, 1)
     kick = torch.finfo(torch.float64).eps / 2 * float(x_T.abs().max())
     sign = torch.sign(torch.randn(x_T.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64))

@@ -8,8 +8,8 @@ import math
 import pytest
 from scipy.integrate import quad
 
-from refimpl.oracle.core import TOL_OPS
 from refimpl.oracle.official import COMMIT, quadratic_step
+from refimpl.oracle.tolerance import TOL_OPS
 
 U = 2.0**-53
 

@@ -96,7 +96,7 @@ def test_the_defaults_cover_every_grid_family_precision_and_sigma_zero() -> None
 
 
 def test_the_random_grid_has_varying_step_ratios() -> None:
-    from refimpl.oracle.core import config_grid
+    from refimpl.oracle.config import config_grid
     from refimpl.schedules import get_schedule
 
     s = get_schedule("vp_linear")
@@ -232,10 +232,10 @@ def test_kdiffusion_query_times_are_not_a_false_positive_of_the_sigma_to_t_conve
 
 def test_singlestep_data_prediction_is_a_deprecated_alias_of_prediction() -> None:
     from refimpl import grids
-    from refimpl.oracle.core import _setup
     from refimpl.oracle.methods import sample_dpm_solver_singlestep
+    from refimpl.oracle.running import setup
 
-    model, x, _ = _setup(Config("ddim", 2, "vp_linear"))
+    model, x, _ = setup(Config("ddim", 2, "vp_linear"))
     ts = grids.uniform_lambda(model.schedule, 2)
     kw = dict(orders=[2, 2], stages=[[float(ts[:2].mean())], [float(ts[1:].mean())]])
     new = sample_dpm_solver_singlestep(model, x, ts, prediction="x0", **kw)

@@ -8,8 +8,10 @@ from refimpl.oracle.adapters import DiffusersScheduler
 print(check(DiffusersScheduler("DDIMScheduler"), Config("ddim", n_steps=10)).table())
 """
 
-from refimpl.oracle.core import Config, Implementation, Report, Run, smallest_failure
+from refimpl.oracle.config import Config
 from refimpl.oracle.own import Verdict, assert_agrees, check, default_configs
+from refimpl.oracle.report import Report, smallest_failure
+from refimpl.oracle.running import Implementation, Run
 
 __all__ = [
     "Config",

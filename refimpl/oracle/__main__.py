@@ -17,8 +17,9 @@ import sys
 from typing import Any
 
 from refimpl.oracle.adapters import DIFFUSERS, KDIFFUSION, DiffusersScheduler, KDiffusionSampler
-from refimpl.oracle.core import DTYPES, PREDICTIONS, SPACINGS, TOYS, Config, smallest_failure
+from refimpl.oracle.config import DTYPES, PREDICTIONS, SPACINGS, TOYS, Config
 from refimpl.oracle.own import check, default_configs
+from refimpl.oracle.report import smallest_failure
 
 EPILOG = """Flags the oracle does not know are passed on: to the scheduler's constructor (diffusers), to the
 sampler function (k-diffusion), or as the method's options to both sides (--callable). Their values are read as

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from refimpl.oracle.core import Config, Convention, Run
+from refimpl.oracle.config import Config
 from refimpl.oracle.own import RefimplCallable
+from refimpl.oracle.running import Convention, Run
 
 __all__ = [
     "DIFFUSERS",

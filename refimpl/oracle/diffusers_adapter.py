@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refimpl.oracle.core import Config, Convention, Run
+from refimpl.oracle.config import Config
+from refimpl.oracle.running import Convention, Run
 from refimpl.schedules import DiscreteVP
 
 __all__ = ["DIFFUSERS", "PINNED_VERSION", "DiffusersScheduler", "Profile"]

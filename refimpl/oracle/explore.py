@@ -12,7 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from refimpl.oracle.core import SPACINGS, Config, Implementation, Report, check
+from refimpl.oracle.config import SPACINGS, Config
+from refimpl.oracle.core import check
+from refimpl.oracle.report import Report
+from refimpl.oracle.running import Implementation
 
 __all__ = ["Finding", "config_strategy", "explore"]
 

@@ -17,9 +17,10 @@ from typing import Any
 from tqdm import tqdm
 
 from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler
-from refimpl.oracle.core import Config, Implementation
+from refimpl.oracle.config import Config
 from refimpl.oracle.explore import Finding, explore
 from refimpl.oracle.order import OrderReport, order_check
+from refimpl.oracle.running import Implementation
 
 __all__ = ["ORDER_STEPS", "Entry", "matrix", "order_entries", "render", "run_matrix", "run_orders"]
 

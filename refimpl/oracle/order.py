@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from refimpl.oracle.core import Config, Implementation, _nonzero_steps, _run_checked, _setup, _tolerance, reference_run
+from refimpl.oracle.config import Config
 from refimpl.oracle.methods import get_method
+from refimpl.oracle.running import Implementation, Unusable, nonzero_steps, reference_run, run_checked, setup
+from refimpl.oracle.tolerance import tolerance
 from refimpl.reference import ORDER_TOL, OrderResult, convergence_order, solve_pf_ode
 
 __all__ = ["ORDER_FLOOR", "ORDER_TOL", "OrderReport", "order_check"]
@@ -66,22 +68,22 @@ def order_check(
     errors, ref_errors = [], []
     for n in steps:
         cfg = replace(config, n_steps=n)
-        model, x_T, noise = _setup(cfg)
-        run = _run_checked(impl, cfg, model, x_T, noise)
-        if isinstance(run, str):
-            out.problem = f"at {n} steps: {run}"
+        model, x_T, noise = setup(cfg)
+        run = run_checked(impl, cfg, model, x_T, noise)
+        if isinstance(run, Unusable):
+            out.problem = f"at {n} steps: {run.reason or run.skipped}"
             return out
         if run.final != "grid" or not math.isfinite(float(run.times[-1])):
             out.problem = "the run ends with a step to sigma = 0, where the ODE has no solution to compare with"
             return out
         exact_end = solve_pf_ode(model, x_T, run.times[0], run.times[-1])
         err = float((run.states[-1].double() - exact_end).abs().max())
-        tol = _tolerance(cfg, run, max(1.0, float(x_T.abs().max())))[0]
+        tol = tolerance(cfg, run, max(1.0, float(x_T.abs().max())))[0]
         if not err > ORDER_FLOOR * tol:
             out.problem = f"the error at {n} steps ({err:.1e}) is within {ORDER_FLOOR:g} tolerances of round-off"
             return out
         errors.append(err)
-        times = run.times[_nonzero_steps(run.times)]  # a zero-length step cannot move the state (check reports it)
+        times = run.times[nonzero_steps(run.times)]  # a zero-length step cannot move the state (check reports it)
         ref, _ = reference_run(cfg, model, x_T, times, None, run.final, run.conventions, run.reference_options)
         ref_errors.append(float((ref.states[-1].double() - exact_end).abs().max()))
     out.errors, out.reference_errors = tuple(errors), tuple(ref_errors)

@@ -27,9 +27,11 @@ import torch
 from torch import Tensor
 
 from refimpl.models import CountingModel, ModelWrapper
-from refimpl.oracle.core import Config, Implementation, Report, Run, config_grid
+from refimpl.oracle.config import Config, config_grid
 from refimpl.oracle.core import check as check_one
 from refimpl.oracle.methods import get_method
+from refimpl.oracle.report import Report
+from refimpl.oracle.running import Implementation, Run
 from refimpl.samplers import Trajectory
 
 __all__ = ["DEFAULT_CONFIGS", "RefimplCallable", "Verdict", "assert_agrees", "check", "default_configs"]
