@@ -98,6 +98,10 @@ def test_tab_weights_equal_adaptive_quadrature(name: str) -> None:
     def rho(t: float) -> float:
         return float(torch.exp(-s.lambda_t(torch.tensor(t))))
 
+    @cache
+    def t_of_rho(r: float) -> float:  # quad meets the same nodes for every j: one t(rho) each
+        return float(s.t_of_lambda(torch.tensor(-np.log(r)).clamp(s.lambda_min, s.lambda_max)))
+
     for i in [0, 1, 4, 7]:
         q = min(3, i + 1)
         nodes = [float(ts[i - k]) for k in range(q)]
@@ -107,8 +111,7 @@ def test_tab_weights_equal_adaptive_quadrature(name: str) -> None:
         for j in range(q):
 
             def f(r: float, j: int = j, q: int = q, nodes: list = nodes) -> float:
-                lam = torch.tensor(-np.log(r)).clamp(s.lambda_min, s.lambda_max)
-                tau = float(s.t_of_lambda(lam))
+                tau = t_of_rho(r)
                 return float(np.prod([(tau - nodes[k]) / (nodes[j] - nodes[k]) for k in range(q) if k != j]))
 
             with warnings.catch_warnings():
