@@ -90,8 +90,9 @@ student: setup  ## the student edition: notebooks with stubs and checks, and the
 lab: setup  ## JupyterLab on the notebooks (MyST .md files open as notebooks)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-bench: setup  ## speed and accuracy tables (printed; nothing is asserted)
+bench: setup  ## speed and accuracy tables, and each chapter's full-size time (printed; nothing is asserted)
 	$(PY) -m refimpl.bench
+	$(PY) scripts/bench_chapters.py --no-fail
 
 train: setup  ## retrain the MLP, UNet and digits classifier into toy_models/checkpoints/ (CPU: minutes)
 	$(PY) -m toy_models.train all
