@@ -156,21 +156,40 @@ def lagrange_integrals(nodes: Tensor, a: Tensor, b: Tensor, z: Tensor | float = 
     int_0^1 theta^m e^{(1 - theta) z} dtheta = m! phi_{m+1}(z) integrates it exactly. Shifting to [0, 1] keeps
     the coefficients of order one, so nothing cancels when the nodes are far from zero. Returns (..., q).
     """
+    q = nodes.shape[-1]
+    z = torch.as_tensor(z, dtype=nodes.dtype)
+    if nodes.ndim == 1 and a.ndim == 0 and b.ndim == 0 and z.ndim == 0 and not _needs_grad(nodes, a, b, z):
+        # One step (every call a sampler makes): the same arithmetic on Python floats, where a 0-d tensor per
+        # operation would cost far more than the operation.
+        length = float(b) - float(a)
+        theta = [(float(u) - float(a)) / length for u in nodes]
+        moments = [math.factorial(m) * float(phi(m + 1, z)) for m in range(q)]
+        return torch.tensor(_basis_integrals(theta, moments, 1.0), dtype=nodes.dtype) * length
     length = (b - a)[..., None]
     theta = (nodes - a[..., None]) / length
-    q = nodes.shape[-1]
-    z = torch.as_tensor(z, dtype=theta.dtype)
     moments = [math.factorial(m) * phi(m + 1, z) for m in range(q)]  # int_0^1 theta^m e^{(1 - theta) z}
+    thetas = [theta[..., k] for k in range(q)]
+    return torch.stack(_basis_integrals(thetas, moments, torch.ones_like(thetas[0])), -1) * length
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return any(t.requires_grad for t in tensors)
+
+
+def _basis_integrals(theta: list, moments: list, one: Tensor | float) -> list:
+    """int_0^1 e^{(1 - theta) z} l_j(theta) dtheta for each j, given the nodes ``theta`` in [0, 1] coordinates and
+    the ``moments`` int_0^1 theta^m e^{(1 - theta) z}; numbers or tensors alike (``one`` is 1 of their kind)."""
+    q = len(theta)
     out = []
     for j in range(q):
-        others = [theta[..., k] for k in range(q) if k != j]
-        coef = [torch.ones_like(theta[..., 0])]  # coefficients of prod_k (theta - theta_k), lowest power first
+        others = [theta[k] for k in range(q) if k != j]
+        coef = [one]  # coefficients of prod_k (theta - theta_k), lowest power first
         for root in others:
             coef = [-root * coef[0]] + [coef[m - 1] - root * coef[m] for m in range(1, len(coef))] + [coef[-1]]
         numerator = sum(c * moments[m] for m, c in enumerate(coef))
-        denominator = math.prod([theta[..., j] - root for root in others]) if others else 1.0
+        denominator = math.prod([theta[j] - root for root in others]) if others else 1.0
         out.append(numerator / denominator)
-    return torch.stack(out, -1) * length
+    return out
 
 
 def _quadrature_in_rho(schedule: NoiseSchedule, t_nodes: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
