@@ -4,7 +4,6 @@ default, it is DDPM's Algorithm 2 (Pandey et al. 2022, arXiv:2201.00308v3)."""
 import torch
 from torch import Tensor
 
-from refimpl.forward import diffusevae
 from refimpl.models import DiffusionModel
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback
@@ -22,6 +21,8 @@ def sample_diffusevae(
     callback: Callback | None = None,
 ) -> Tensor:
     """``refimpl.forward.diffusevae.sample_diffusevae`` (this module's own name for it, so a copy registers its own)."""
+    from refimpl.forward import diffusevae  # on first call: importing the samplers loads no chapter package
+
     return diffusevae.sample_diffusevae(
         model, x, timesteps, x_hat=x_hat, form=form, noise=noise, generator=generator, callback=callback
     )

@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from refimpl import grids
-from refimpl.distillation.progressive import ModelTeacher, ddim_x0_step, progressive_target
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
@@ -38,15 +37,17 @@ def sample_progressive_student(
     """The ideal student of ``model`` after ``rounds`` halvings: one DDIM step (1) per step of ``timesteps`` with
     x0 = target (2) of k = 2^rounds teacher DDIM steps, uniform in lambda inside the step (Salimans & Ho 2022,
     Algorithm 2)."""
+    from refimpl.distillation import progressive  # on first call: the samplers load no chapter package
+
     ts = check_sampler_inputs(model, x, timesteps)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"rounds must be a non-negative integer, got {rounds!r}")
     k, schedule = 2**rounds, model.schedule
     values = schedule(ts)
     for i in range(len(ts) - 1):
-        teacher = ModelTeacher(model, grids.uniform_lambda(schedule, k, float(ts[i]), float(ts[i + 1])))
-        x0 = progressive_target(teacher, x, 0, k)
-        x_next = ddim_x0_step(x, x0, values[i], values[i + 1])
+        teacher = progressive.ModelTeacher(model, grids.uniform_lambda(schedule, k, float(ts[i]), float(ts[i + 1])))
+        x0 = progressive.progressive_target(teacher, x, 0, k)
+        x_next = progressive.ddim_x0_step(x, x0, values[i], values[i + 1])
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from refimpl.forward import rddm
 from refimpl.models import DiffusionModel
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback
@@ -25,6 +24,8 @@ def sample_rddm(
     callback: Callback | None = None,
 ) -> Tensor:
     """``refimpl.forward.rddm.sample_rddm`` (this module's own name for it, so a private copy registers its own)."""
+    from refimpl.forward import rddm  # on first call: importing the samplers loads no chapter package
+
     return rddm.sample_rddm(
         model, x, timesteps, I_in=I_in, eta=eta, noise=noise, generator=generator, callback=callback
     )
