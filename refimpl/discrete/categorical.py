@@ -160,7 +160,8 @@ def gumbel_lattice_law(p: Tensor | np.ndarray, delta: float) -> np.ndarray:
     out = np.zeros_like(p)
     pos = p > 0
     c = delta * (1.0 - p[pos]) / p[pos]
-    r = np.where(c > 0, c / np.expm1(np.maximum(c, 1e-300)), 1.0)  # r(0) = 1: a token of probability 1
+    with np.errstate(over="ignore"):  # expm1(c) overflows to inf for c > ~709: r(c) = c / inf = 0, as it should
+        r = np.where(c > 0, c / np.expm1(np.maximum(c, 1e-300)), 1.0)  # r(0) = 1: a token of probability 1
     odds = np.where(p < 1, p / np.where(p < 1, 1 - p, 1.0), 0.0)  # p_j / (1 - p_j)
     out[pos] = p[pos] * (r + delta * (odds.sum() - odds[pos]))
     return out / out.sum()
