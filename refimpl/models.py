@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from refimpl._validation import all_finite
 from refimpl.parameterization import PREDICTIONS, from_x0_eps, to_x0_eps
 from refimpl.schedules import NoiseSchedule, ScheduleValues
 
@@ -61,7 +62,7 @@ def _checked_output(model: DiffusionModel, x: Tensor, t: Tensor) -> Tensor:
         raise TypeError(f"the model returned {type(out).__name__}, not a tensor")
     if out.shape != x.shape:
         raise ValueError(f"the model returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(out).all()):
+    if not all_finite(out):
         raise ValueError(f"the model returned non-finite values at t = {t.tolist()}")
     return out
 

@@ -209,13 +209,31 @@ class VPSchedule(NoiseSchedule):
     @abstractmethod
     def _t_of_log_alpha(self, log_alpha: Tensor) -> Tensor: ...
 
-    def _log_sigma(self, t: Tensor) -> Tensor:
+    @staticmethod
+    def _log_sigma_of(log_alpha: Tensor) -> Tensor:
         # sigma^2 = 1 - alpha^2, written stably for alpha near 1.
-        return 0.5 * torch.log(-torch.expm1(2.0 * self._log_alpha(t)))
+        return 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
+
+    @staticmethod
+    def _d_log_sigma_of(log_alpha: Tensor, log_sigma: Tensor, d_log_alpha: Tensor) -> Tensor:
+        # d log sigma = -(alpha^2 / sigma^2) d log alpha, from sigma^2 = 1 - alpha^2.
+        return -torch.exp(2.0 * (log_alpha - log_sigma)) * d_log_alpha
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return self._log_sigma_of(self._log_alpha(t))
 
     def _d_log_sigma(self, t: Tensor) -> Tensor:
-        # d log sigma = -(alpha^2 / sigma^2) d log alpha, from sigma^2 = 1 - alpha^2.
-        return -torch.exp(2.0 * (self._log_alpha(t) - self._log_sigma(t))) * self._d_log_alpha(t)
+        log_alpha = self._log_alpha(t)
+        return self._d_log_sigma_of(log_alpha, self._log_sigma_of(log_alpha), self._d_log_alpha(t))
+
+    def __call__(self, t: object) -> ScheduleValues:
+        """All values at t in one typed record: ``NoiseSchedule.__call__`` with log alpha_t computed once (sigma_t
+        and both derivatives follow from it), the same numbers in a third of the operations."""
+        t = self.check_t(t)
+        log_a, d_log_a = self._log_alpha(t), self._d_log_alpha(t)
+        log_s = self._log_sigma_of(log_a)
+        a, s = torch.exp(log_a), torch.exp(log_s)
+        return ScheduleValues(t, a, s, a * d_log_a, s * self._d_log_sigma_of(log_a, log_s, d_log_a), log_a - log_s)
 
     def _t_of_lambda(self, lambda_: Tensor) -> Tensor:
         # alpha^2 = sigmoid(2 lambda), so log alpha = -softplus(-2 lambda) / 2

@@ -50,8 +50,15 @@ def _noise_level(
 ) -> tuple[Tensor, Tensor]:
     """(alpha, sigma) as tensors of shape (B or 1, 1, 1) for (B, K, d) arithmetic, checked: real, finite,
     non-negative, not both zero (x_t would carry no information and no noise), one value or one per row of x."""
-    a = check_finite(as_float_tensor(alpha, names[0]), names[0]).to(dtype).reshape(-1, 1, 1)
-    s = check_finite(as_float_tensor(sigma, names[1]), names[1]).to(dtype).reshape(-1, 1, 1)
+    a, s = as_float_tensor(alpha, names[0]), as_float_tensor(sigma, names[1])
+    if a.numel() == 1 and s.numel() == 1:
+        # one noise level for the whole batch (every sampler step): the same checks on two Python floats; a value
+        # that fails any of them (NaN fails every comparison) takes the general path below, which names the error
+        fa, fs = float(a.detach()), float(s.detach())
+        if 0 <= fa < math.inf and 0 <= fs < math.inf and fa + fs > 0:
+            return a.to(dtype).reshape(1, 1, 1), s.to(dtype).reshape(1, 1, 1)
+    a = check_finite(a, names[0]).to(dtype).reshape(-1, 1, 1)
+    s = check_finite(s, names[1]).to(dtype).reshape(-1, 1, 1)
     for name, v in zip(names, (a, s), strict=True):
         if bool((v < 0).any()):
             raise ValueError(f"{name} must be non-negative, got {float(v.min()):g}")
@@ -75,13 +82,14 @@ def _scalar_noise_level(
 
 
 def _rotate(diff: Tensor, eigvecs: Tensor) -> Tensor:
-    """U_k^T diff_k: (B, K, d) -> (B, K, d), in each component's eigenbasis."""
-    return torch.einsum("kji,bkj->bki", eigvecs, diff)
+    """U_k^T diff_k: (B, K, d) -> (B, K, d), in each component's eigenbasis (row vector times U_k: one batched
+    matmul, where an einsum dispatches a dozen small operations)."""
+    return (diff.unsqueeze(-2) @ eigvecs).squeeze(-2)
 
 
 def _unrotate(y: Tensor, eigvecs: Tensor) -> Tensor:
     """U_k y_k: (B, K, d) -> (B, K, d)."""
-    return torch.einsum("kij,bkj->bki", eigvecs, y)
+    return (eigvecs @ y.unsqueeze(-1)).squeeze(-1)
 
 
 def _log_gauss(y: Tensor, var: Tensor) -> Tensor:
@@ -95,16 +103,21 @@ def _log_gauss_shifted(y: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
 
     Far from every mean (|y| above ~1e154) q overflows; the differences q_k - q_min that the responsibilities
     need do not: q_k = m^2 u_k with m = max |y| / sqrt(var) per row, so q_k - q_min = m^2 (u_k - u_min) is
-    exactly 0 for the nearest component and at most +inf (weight 0) for the others, never inf - inf.
+    exactly 0 for the nearest component and at most +inf (weight 0) for the others, never inf - inf. That
+    rescaled form is taken only for a batch where some q_min overflowed; elsewhere q is used as it is.
     """
+    log_det = torch.log(var).sum(-1) + y.shape[-1] * _LOG_2PI
+    q = (y**2 / var).sum(-1)
+    q_min = q.amin(-1)
+    if math.isfinite(float(q_min.detach().sum())):
+        return -0.5 * ((q - q_min[:, None]) + log_det), q_min
     z = y / torch.sqrt(var)
     m = z.abs().amax(dim=(-2, -1))
     m = torch.where(m > 0, m, torch.ones_like(m))
     u = ((z / m[:, None, None]) ** 2).sum(-1)  # (B, K), each <= d
     gap = u - u.amin(-1, keepdim=True)
     excess = torch.where(gap > 0, m[:, None] ** 2 * gap, torch.zeros_like(gap))
-    terms = -0.5 * (excess + torch.log(var).sum(-1) + y.shape[-1] * _LOG_2PI)
-    return terms, m**2 * u.amin(-1)
+    return -0.5 * (excess + log_det), m**2 * u.amin(-1)
 
 
 def _check_points(x: Tensor, d: int, name: str = "x") -> Tensor:
@@ -271,9 +284,9 @@ class GaussianMixture:
         return self.means[k] + torch.einsum("nij,nj->ni", self.eigvecs[k], torch.sqrt(self.eigvals[k]) * z)
 
     # --- the noised law at (alpha, sigma) ----------------------------------------------------
-    def _terms(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _terms(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """y = U^T (x - alpha mu) (B, K, d), c = alpha^2 l + sigma^2, log w_k N_k + q_min / 2 (B, K), the shift
-        q_min (B,) (see ``_log_gauss_shifted``) and alpha (B|1, 1, 1)."""
+        q_min (B,) (see ``_log_gauss_shifted``), and alpha and sigma, each (B|1, 1, 1)."""
         x = _check_points(x, self.d)
         dt = x.dtype
         a, s = _noise_level(alpha, sigma, dt, x.shape[0])
@@ -281,12 +294,12 @@ class GaussianMixture:
         y = _rotate(x[:, None, :] - a * self.means.to(dt), eigvecs)
         c = a**2 * self.eigvals.to(dt) + s**2
         terms, shift = _log_gauss_shifted(y, c)
-        return y, c, terms + torch.log(self.weights.to(dt)), shift, a
+        return y, c, terms + torch.log(self.weights.to(dt)), shift, a, s
 
     def log_prob_t(self, x: Tensor, alpha: object = 1.0, sigma: object = 0.0) -> Tensor:
         """log p_t(x) at noise (alpha, sigma); the defaults give the data law. Returns (B,); -inf only where the
         log density lies below the dtype's most negative number (|x| beyond ~1e154 times the data's scale)."""
-        _, _, log_n, shift, _ = self._terms(x, alpha, sigma)
+        _, _, log_n, shift, _, _ = self._terms(x, alpha, sigma)
         return torch.logsumexp(log_n, -1) - 0.5 * shift
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -299,14 +312,13 @@ class GaussianMixture:
 
     def score(self, x: Tensor, alpha: object, sigma: object) -> Tensor:
         """grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha mu_k): (B, d)."""
-        y, c, log_n, _, _ = self._terms(x, alpha, sigma)
+        y, c, log_n, _, _, _ = self._terms(x, alpha, sigma)
         r = torch.softmax(log_n, -1)[..., None]
         return -(r * _unrotate(y / c, self.eigvecs.to(x.dtype))).sum(1)
 
     def x0_eps(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor]:
         """Tweedie's E[x_0 | x_t] and E[eps | x_t], each (B, d), computed without cancellation."""
-        y, c, log_n, _, a = self._terms(x, alpha, sigma)
-        s = _noise_level(alpha, sigma, x.dtype, x.shape[0])[1]
+        y, c, log_n, _, a, s = self._terms(x, alpha, sigma)
         r = torch.softmax(log_n, -1)[..., None]
         eigvecs, eigvals = self.eigvecs.to(x.dtype), self.eigvals.to(x.dtype)
         x0 = (r * (self.means.to(x.dtype) + _unrotate(a * eigvals / c * y, eigvecs))).sum(1)
@@ -328,7 +340,7 @@ class GaussianMixture:
         a_s, s_s = _scalar_noise_level(alpha_s, sigma_s, ("alpha_s", "sigma_s"))
         if not a_s * s_t > a_t * s_s:
             raise ValueError("reverse_kernel needs s earlier than t: alpha_s / sigma_s > alpha_t / sigma_t")
-        y_t, c_t, log_n, _, _ = self._terms(x_t, a_t, s_t)
+        y_t, c_t, log_n, _, _, _ = self._terms(x_t, a_t, s_t)
         dt = x_t.dtype
         a = a_t / a_s
         var_t_given_s = s_t**2 - a**2 * s_s**2
@@ -360,7 +372,7 @@ class GaussianMixture:
         """
         if self.K != 1:
             raise ValueError(f"the closed-form ODE map needs a single Gaussian (K = 1), this mixture has K = {self.K}")
-        y, c_from, _, _, _ = self._terms(x, alpha_from, sigma_from)
+        y, c_from, _, _, _, _ = self._terms(x, alpha_from, sigma_from)
         a_to, s_to = _noise_level(alpha_to, sigma_to, x.dtype, x.shape[0], ("alpha_to", "sigma_to"))
         c_to = a_to**2 * self.eigvals.to(x.dtype) + s_to**2
         return (a_to * self.means.to(x.dtype) + _unrotate(torch.sqrt(c_to / c_from) * y, self.eigvecs.to(x.dtype)))[
