@@ -23,6 +23,7 @@ Times and results are float64 tensors unless the input is a tensor of another fl
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -152,12 +153,13 @@ class NoiseSchedule(ABC):
         t = self.check_t(t)
         return self._d_log_alpha(t) - self._d_log_sigma(t)
 
-    @property
+    # The ends of the range, computed once: a schedule's parameters are fixed when it is built.
+    @functools.cached_property
     def lambda_min(self) -> float:
         """lambda at t_max (the noisiest end)."""
         return float(self.lambda_t(self.t_max))
 
-    @property
+    @functools.cached_property
     def lambda_max(self) -> float:
         """lambda at t_min (the cleanest end)."""
         return float(self.lambda_t(self.t_min))

@@ -80,6 +80,7 @@ WARMUPS = ("lower_order", "singlestep")
 #: UniPC's B(h) (arXiv:2302.04867v4 Sec. 3.3) for the simplified two-point coefficient.
 B_FUNCTIONS = ("bh1", "bh2")
 GAUSS_LEGENDRE_NODES = 24
+_GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(GAUSS_LEGENDRE_NODES)  # (nodes, weights) on [-1, 1]
 
 
 class MultistepSetting(NamedTuple):
@@ -201,7 +202,7 @@ def _quadrature_in_rho(schedule: NoiseSchedule, t_nodes: Tensor, v_s: ScheduleVa
     if knots is not None:
         inner = knots[(knots < v_s.t) & (knots > v_t.t)].to(cuts.dtype)
         cuts = torch.cat([cuts[:1], inner.flip(0), cuts[1:]])  # decreasing in t, increasing in rho
-    g, w = (torch.as_tensor(a, dtype=cuts.dtype) for a in np.polynomial.legendre.leggauss(GAUSS_LEGENDRE_NODES))
+    g, w = (torch.as_tensor(a, dtype=cuts.dtype) for a in _GAUSS_LEGENDRE)
     rho_cuts = schedule.rho_t(cuts)
     rho_cuts[0], rho_cuts[-1] = v_s.rho, v_t.rho
     half = 0.5 * (rho_cuts[1:] - rho_cuts[:-1])[:, None]
