@@ -12,10 +12,10 @@ import math
 
 import pytest
 import torch
+from tolerances import QUANT_TWO_BITS_BAND, roundoff
 
 from refimpl import grids
 from refimpl.samplers import sample_ddim
-from tolerances import QUANT_TWO_BITS_BAND, roundoff
 from toy_models import ExactModel, ring
 from toy_models.caching import CachedUNet, cached_model
 from toy_models.quantize import (
@@ -72,7 +72,8 @@ def test_two_more_bits_divide_the_quantisation_error_by_about_four(mlp):
     x = ExactModel(ring(), mlp.schedule).sample_xt(512, 0.3, torch.Generator().manual_seed(2))[1]
     t = torch.full((512,), 0.3, dtype=torch.float64)
     ref = mlp(x, t)
-    errs = [float((quantize_model(mlp, x, t, n_bits_w=b, n_bits_a=b)(x, t) - ref).pow(2).mean().sqrt()) for b in (8, 10)]
+    quantised = [quantize_model(mlp, x, t, n_bits_w=b, n_bits_a=b) for b in (8, 10)]
+    errs = [float((q(x, t) - ref).pow(2).mean().sqrt()) for q in quantised]
     lo, hi = QUANT_TWO_BITS_BAND
     assert lo < errs[0] / errs[1] < hi, errs
 

@@ -1,8 +1,8 @@
 """Post-training quantisation of a trained denoiser with a time-aware calibration set (PTQ4DM).
 
-PTQ4DM (Shang et al. 2023, arXiv:2211.15736v3, Sec. 4 [unverified section numbers]) quantises a trained diffusion model's weights and
-activations to b bits after training. Its two findings for diffusion models are about the *calibration set*, the
-few inputs whose activations fix the quantisers' ranges:
+PTQ4DM (Shang et al. 2023, arXiv:2211.15736v3, Sec. 4 [unverified section numbers]) quantises a trained diffusion
+model's weights and activations to b bits after training. Its two findings for diffusion models are about the
+*calibration set*, the few inputs whose activations fix the quantisers' ranges:
 
 - the inputs should be the model's own denoising states x_t (Sec. 4.2, "generated from the full-precision
   model's denoising process"), not noised training images;
@@ -77,8 +77,16 @@ def uniform_quantize(x: Tensor, lo: Tensor, hi: Tensor, n_bits: int) -> Tensor:
     return (q + zero) * delta
 
 
-def calibration_steps(n: int, K: int, mode: str, generator: torch.Generator, *, mean: float = 0.4,
-                      std: float = 0.4, single: int | None = None) -> Tensor:
+def calibration_steps(
+    n: int,
+    K: int,
+    mode: str,
+    generator: torch.Generator,
+    *,
+    mean: float = 0.4,
+    std: float = 0.4,
+    single: int | None = None,
+) -> Tensor:
     """Step indices k in [0, K - 1] (0 = the noisiest step) of n calibration inputs, (n,) int64.
 
     ``normal``: PTQ4DM's NDTC, k = floor(N(mean, std) K) clipped (arXiv:2211.15736v3, Sec. 4.3 [unverified eq.
@@ -156,7 +164,8 @@ def quantize_model(
     calib_t = check_finite(as_float_tensor(calib_t, "calib_t"), "calib_t")
     if calib_x.ndim != 2 or calib_x.shape[0] == 0 or calib_t.shape != (calib_x.shape[0],):
         raise ValueError(
-            f"calib_x must be (n, d) with n >= 1 and calib_t (n,), got {tuple(calib_x.shape)} and {tuple(calib_t.shape)}"
+            f"calib_x must be (n, d) with n >= 1 and calib_t (n,), "
+            f"got {tuple(calib_x.shape)} and {tuple(calib_t.shape)}"
         )
     net = copy.deepcopy(model.net)
     ranges = _layer_ranges(model.net, model, calib_x, calib_t)
