@@ -31,7 +31,7 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite
+from refimpl._validation import as_float_tensor, check_finite, check_symmetric_positive_definite
 from refimpl.grids import timesteps as make_grid
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 
@@ -42,6 +42,7 @@ __all__ = [
     "OrderResult",
     "affine_output_law",
     "convergence_order",
+    "gaussian_kl",
     "gaussian_law_error",
     "measure_order",
     "measure_settled_order",
@@ -269,6 +270,28 @@ def affine_output_law(
     M = (out[1 : 1 + d] - c).T  # column j = response to e_j
     N = (out[1 + d :] - c).reshape(n, d, d).transpose(1, 2) if stochastic else out.new_zeros(0, d, d)
     return c + M @ mean, M @ cov @ M.T + torch.einsum("nij,nkj->ik", N, N)
+
+
+def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
+    """KL(N(m1, S1) || N(m2, S2)) = (tr(S2^-1 S1) + (m2 - m1)^T S2^-1 (m2 - m1) - d + log det S2 / det S1) / 2.
+
+    m1, m2: (d,) means; S1, S2: (d, d) symmetric positive definite covariances (checked). Differentiable.
+    """
+    m1, m2 = check_finite(as_float_tensor(m1, "m1"), "m1"), check_finite(as_float_tensor(m2, "m2"), "m2")
+    S1 = check_symmetric_positive_definite(as_float_tensor(S1, "S1"), "S1")
+    S2 = check_symmetric_positive_definite(as_float_tensor(S2, "S2"), "S2")
+    d = m1.shape[-1] if m1.ndim == 1 else -1
+    if d < 1 or m2.shape != m1.shape or S1.shape != (d, d) or S2.shape != (d, d):
+        raise ValueError(
+            f"m1, m2 must be (d,) and S1, S2 (d, d), got m1 {tuple(m1.shape)}, m2 {tuple(m2.shape)}, "
+            f"S1 {tuple(S1.shape)}, S2 {tuple(S2.shape)}"
+        )
+    L2 = torch.linalg.cholesky(S2)
+    S2_inv_S1 = torch.cholesky_solve(S1, L2)
+    diff = (m2 - m1)[:, None]
+    maha = (diff * torch.cholesky_solve(diff, L2)).sum()
+    logdet = 2 * torch.log(torch.diagonal(L2)).sum() - torch.logdet(S1)
+    return 0.5 * (torch.trace(S2_inv_S1) + maha - d + logdet)
 
 
 def gaussian_law_error(mean: Tensor, cov: Tensor, target_mean: Tensor, target_cov: Tensor) -> float:

@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 import torch
-from tolerances import VANDERMONDE_RTOL, Z, clt_bound, same_sampler_bound
+from tolerances import VANDERMONDE_RTOL, Z, clt_bound, roundoff, same_sampler_bound
 
 from refimpl import grids
 from refimpl.models import CountingModel
@@ -189,3 +189,20 @@ def test_keyword_options_are_one_choice_for_every_step() -> None:
     ts = grids.uniform_lambda(model.schedule, 5)
     got = sample_usf(model, x, ts, prediction="eps", taylor_order=3, derivative_order=2, corrector=True)
     assert torch.equal(got, sample_usf(model, x, ts, steps=StepChoice("eps", 3, 2, True)))
+
+
+def test_gaussian_kl_is_the_closed_form_per_coordinate_and_the_old_dmd_name_warns() -> None:
+    """Diagonal covariances: the KL is the sum of the 1-D ones, log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2."""
+    from refimpl.distillation import dmd
+    from refimpl.reference import gaussian_kl
+
+    f64 = {"dtype": torch.float64}
+    m1, m2 = torch.tensor([0.0, 1.0, -2.0], **f64), torch.tensor([0.5, 1.0, 1.0], **f64)
+    s1, s2 = torch.tensor([1.0, 0.3, 2.0], **f64), torch.tensor([2.0, 0.3, 1.5], **f64)
+    expected = float((torch.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5).sum())
+    got = float(gaussian_kl(m1, torch.diag(s1**2), m2, torch.diag(s2**2)))
+    assert abs(got - expected) < roundoff(64, scale=max(1.0, abs(expected)))  # a Cholesky of 3 x 3 and 3 sums
+    with pytest.warns(DeprecationWarning, match="refimpl.reference.gaussian_kl"):
+        assert float(dmd.gaussian_kl(m1, torch.diag(s1**2), m2, torch.diag(s2**2))) == got
+    with pytest.raises(ValueError, match="S2"):
+        gaussian_kl(m1, torch.diag(s1**2), m2, -torch.eye(3, dtype=torch.float64))

@@ -364,3 +364,8 @@ def same_sampler_bound(n_steps: int, scale: float) -> float:
 #: about 1e3 (cond of V computed for the worst grids of the tests), so q^2 operations of unit size lose at most
 #: 16 x 1e3 units: 2e-12 with margin.
 VANDERMONDE_RTOL = roundoff(16, condition=1e3)
+# --- chapter 4: quantisation (PTQ4DM) and feature caching (issue 13, item 9) ------------------------------------
+
+#: Two more bits at fixed ranges divide every rounding error by 4, and the first-order output error with them; a
+#: policy band of a factor 2 either side allows for the second-order terms and for clipped activations.
+QUANT_TWO_BITS_BAND = (2.0, 8.0)

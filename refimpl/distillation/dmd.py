@@ -21,11 +21,13 @@ The data law is one Gaussian N(mu, Sigma); KL(N(b, A A^T) || N(mu, Sigma)) is ex
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from refimpl import reference
 from refimpl.differentiable._optim import Adam
 from refimpl.schedules import NoiseSchedule
 from toy_models.gmm import GaussianMixture
@@ -42,14 +44,11 @@ __all__ = [
 
 
 def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
-    """KL(N(m1, S1) || N(m2, S2)) = (tr(S2^-1 S1) + (m2 - m1)^T S2^-1 (m2 - m1) - d + log det S2 / det S1) / 2."""
-    d = m1.shape[-1]
-    L2 = torch.linalg.cholesky(S2)
-    S2_inv_S1 = torch.cholesky_solve(S1, L2)
-    diff = (m2 - m1)[:, None]
-    maha = (diff * torch.cholesky_solve(diff, L2)).sum()
-    logdet = 2 * torch.log(torch.diagonal(L2)).sum() - torch.logdet(S1)
-    return 0.5 * (torch.trace(S2_inv_S1) + maha - d + logdet)
+    """Deprecated alias of ``refimpl.reference.gaussian_kl`` (moved to the spine; emits ``DeprecationWarning``)."""
+    warnings.warn(
+        "refimpl.distillation.dmd.gaussian_kl moved to refimpl.reference.gaussian_kl", DeprecationWarning, stacklevel=2
+    )
+    return reference.gaussian_kl(m1, S1, m2, S2)
 
 
 def gaussian_denoiser(mean: Tensor, cov: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
@@ -158,7 +157,7 @@ def train_dmd2(
         loss.backward()
         opt.step()
         with torch.no_grad():
-            history.kl.append(float(gaussian_kl(b, A @ A.T, mu, Sigma)))
+            history.kl.append(float(reference.gaussian_kl(b, A @ A.T, mu, Sigma)))
     history.A, history.b = A.detach(), b.detach()
     return history
 

@@ -28,10 +28,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from refimpl._validation import as_float_tensor, check_finite
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.samplers._common import Callback, StepInfo, Trajectory, check_sampler_inputs
 from refimpl.samplers.multistep import lagrange_basis, step_orders
 from refimpl.samplers.unipc import unipc_corrector_step, unipc_predictor_step
+from refimpl.search._checks import integer, scalar
 
 __all__ = ["cpr_features", "cpr_predict", "dynamic_compensation", "fit_cpr", "fit_dc_ratios", "sample_dc_solver"]
 
@@ -43,6 +45,18 @@ def dynamic_compensation(outputs: Sequence[Tensor], times: Tensor, ratio: float 
     """sum_j l_j(t~) m_j with t~ = times[1] + ratio (times[0] - times[1]): the Lagrange interpolant in t of
     ``outputs`` (newest first, at ``times`` (q,), q >= 2) at the compensated time. Exact on polynomials of degree
     q - 1 in t (tested). ``ratio`` may be a tensor that requires grad."""
+    if isinstance(outputs, Tensor | str) or not isinstance(outputs, Sequence):
+        raise TypeError(f"outputs must be a sequence of tensors, got {type(outputs).__name__}")
+    outputs = [check_finite(as_float_tensor(m, "outputs"), "outputs") for m in outputs]
+    times = check_finite(as_float_tensor(times, "times"), "times")
+    if times.ndim != 1:
+        raise ValueError(f"times must be 1-D, got shape {tuple(times.shape)}")
+    if len(set(times.tolist())) != len(times):
+        raise ValueError("times must be distinct")
+    if any(m.shape != outputs[0].shape for m in outputs):
+        raise ValueError("outputs must all have one shape")
+    if not (isinstance(ratio, Tensor) and ratio.requires_grad):
+        ratio = scalar(ratio, "ratio")
     if len(outputs) != len(times) or len(times) < 2:
         raise ValueError(f"need one time per output and at least two outputs, got {len(outputs)} and {len(times)}")
     t_tilde = times[1] + torch.as_tensor(ratio, dtype=times.dtype) * (times[0] - times[1])
@@ -153,6 +167,9 @@ def _state_after(model, x, ts, ratios, i, options) -> Tensor:
 
 def cpr_features(cfg: float, nfe: int, step: int, degree: int = CPR_DEGREE) -> Tensor:
     """The monomials x^i W^(degree - j) N^(degree - k) of the cascade, (degree + 1)^3 of them, index (i, j, k)."""
+    cfg, nfe, degree = scalar(cfg, "cfg"), integer(nfe, "nfe"), integer(degree, "degree", 0)
+    if integer(step, "step", 0) > nfe:
+        raise ValueError(f"step must lie in [0, nfe = {nfe}], got {step}")
     w, nn, xx = cfg / CPR_CFG_SCALE, nfe / CPR_NFE_SCALE, step / nfe
     r = range(degree + 1)
     return torch.tensor(
@@ -163,6 +180,10 @@ def cpr_features(cfg: float, nfe: int, step: int, degree: int = CPR_DEGREE) -> T
 def cpr_predict(coefficients: Tensor, cfg: float, nfe: int) -> list[float]:
     """The ratios of all NFE steps predicted by the cascade (``coefficients`` of shape ((degree + 1)^3,)); rho = 1
     for steps 1 and 2, as the official code."""
+    coefficients = check_finite(as_float_tensor(coefficients, "coefficients"), "coefficients")
+    if coefficients.ndim != 1 or len(coefficients) == 0:
+        raise ValueError(f"coefficients must be a non-empty 1-D tensor, got shape {tuple(coefficients.shape)}")
+    integer(nfe, "nfe")
     degree = round(len(coefficients) ** (1 / 3)) - 1
     if (degree + 1) ** 3 != len(coefficients):
         raise ValueError(f"coefficients must number (degree + 1)^3, got {len(coefficients)}")
@@ -174,7 +195,13 @@ def cpr_predict(coefficients: Tensor, cfg: float, nfe: int) -> list[float]:
 def fit_cpr(samples: Sequence[tuple[float, int, int, float]], degree: int = CPR_DEGREE) -> Tensor:
     """Least-squares cascade coefficients from (cfg, nfe, step, rho) samples (steps >= 3); minimum-norm where the
     samples do not determine them (e.g. a single CFG scale)."""
-    rows = [(cfg, nfe, step, rho) for cfg, nfe, step, rho in samples if step >= 3]
+    if isinstance(samples, Tensor | str) or not isinstance(samples, Sequence):
+        raise TypeError(f"samples must be a sequence of (cfg, nfe, step, rho) tuples, got {type(samples).__name__}")
+    if any(not isinstance(r, Sequence) or isinstance(r, str) or len(r) != 4 for r in samples):
+        raise ValueError("samples must hold (cfg, nfe, step, rho) tuples of 4 numbers")
+    integer(degree, "degree", 0)
+    checked = [(scalar(c, "samples"), n, integer(s, "samples", 0), scalar(r, "samples")) for c, n, s, r in samples]
+    rows = [row for row in checked if row[2] >= 3]
     if not rows or any(not math.isfinite(r[3]) for r in rows):
         raise ValueError("fit_cpr needs finite (cfg, nfe, step, rho) samples with step >= 3")
     X = torch.stack([cpr_features(c, n, s, degree) for c, n, s, _ in rows])

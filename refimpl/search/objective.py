@@ -18,8 +18,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from refimpl.distillation.dmd import gaussian_kl
-from refimpl.reference import affine_output_law
+from refimpl.reference import affine_output_law, gaussian_kl
 from refimpl.samplers._common import check_sampler_inputs
 from toy_models.gmm import ExactModel
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from refimpl.models import DiffusionModel, check_model, predict
+from refimpl._validation import as_float_tensor, check_finite, check_instance
+from refimpl.models import DiffusionModel, predict
 from refimpl.schedules import NoiseSchedule
+from refimpl.search._checks import generator_argument, integer, model_argument, scalar
 from toy_models.gmm import ExactModel, GaussianMixture
 
 __all__ = ["StitchedModel", "moment_matched_model", "noised_kl", "stitch_time"]
@@ -24,7 +26,11 @@ __all__ = ["StitchedModel", "moment_matched_model", "noised_kl", "stitch_time"]
 
 def stitch_time(timesteps: Tensor, fraction: float) -> Tensor:
     """The switch time t_k, k = round(fraction n): steps 0..k-1 start above it and use the small model."""
-    if not 0.0 <= float(fraction) <= 1.0:
+    timesteps = check_finite(as_float_tensor(timesteps, "timesteps"), "timesteps")
+    if timesteps.ndim != 1 or len(timesteps) < 2:
+        raise ValueError(f"timesteps must be a 1-D grid of at least 2 times, got shape {tuple(timesteps.shape)}")
+    fraction = scalar(fraction, "fraction")
+    if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}")
     n = len(timesteps) - 1
     return timesteps[round(float(fraction) * n)]
@@ -35,11 +41,11 @@ class StitchedModel:
     schedule and prediction (the small model's output is converted when it predicts something else)."""
 
     def __init__(self, small: DiffusionModel, large: DiffusionModel, t_switch: Tensor | float):
-        check_model(small)
-        check_model(large)
+        model_argument(small, "small")
+        model_argument(large, "large")
         if small.schedule is not large.schedule:
             raise ValueError("the small and large models must share one schedule")
-        self.small, self.large, self.t_switch = small, large, float(t_switch)
+        self.small, self.large, self.t_switch = small, large, scalar(t_switch, "t_switch")
         self.schedule: NoiseSchedule = large.schedule
         self.prediction: str = large.prediction
 
@@ -51,6 +57,7 @@ class StitchedModel:
 
 def moment_matched_model(model: ExactModel) -> ExactModel:
     """The exact model of the single Gaussian with the data law's mean and covariance (the "small" model)."""
+    check_instance(model, ExactModel, "model")
     mean, cov = model.mixture.moments()
     gaussian = GaussianMixture(torch.ones(1, dtype=mean.dtype), mean[None], cov[None])
     return ExactModel(gaussian, model.schedule, model.prediction)
@@ -60,6 +67,7 @@ def noised_kl(model: ExactModel, t: float | Tensor, n: int, generator: torch.Gen
     """KL(p_t || q_t) of the noised data law p_t and the noised moment-matched Gaussian q_t, as E_p[log p_t - log
     q_t] over n exact draws of x_t: (estimate, its standard error). Both densities are exact."""
     small = moment_matched_model(model)
-    x_t = model.sample_xt(n, t, generator)[1]
+    t = model.schedule.check_t(scalar(t, "t"), "t")
+    x_t = model.sample_xt(integer(n, "n", 2), t, generator_argument(generator))[1]
     terms = model.log_prob(x_t, t) - small.log_prob(x_t, t)
     return float(terms.mean()), float(terms.std() / n**0.5)

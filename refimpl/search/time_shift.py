@@ -27,6 +27,7 @@ from refimpl.parameterization import from_x0_eps
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_step
 from refimpl.schedules import NoiseSchedule
+from refimpl.search._checks import model_argument, scalar
 
 __all__ = ["ScaledDataModel", "sample_time_shift", "time_shift", "time_shift_target"]
 
@@ -92,8 +93,8 @@ class ScaledDataModel(ModelWrapper):
     delta > 0 overshoots the signal at every step, an injected variance error of the model."""
 
     def __init__(self, model: DiffusionModel, delta: float):
-        super().__init__(model)
-        self.delta = float(delta)
+        super().__init__(model_argument(model, "model"))
+        self.delta = scalar(delta, "delta")
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         values = self.schedule(t)
