@@ -93,6 +93,7 @@ lab: setup  ## JupyterLab on the notebooks (MyST .md files open as notebooks)
 bench: setup  ## speed and accuracy tables, and each chapter's full-size time (printed; nothing is asserted)
 	$(PY) -m refimpl.bench
 	$(PY) scripts/bench_chapters.py --no-fail
+	$(PY) scripts/bench_search.py
 
 train: setup  ## retrain the MLP, UNet and digits classifier into toy_models/checkpoints/ (CPU: minutes)
 	$(PY) -m toy_models.train all
