@@ -103,7 +103,8 @@ def _check_probs(probs: Tensor, name: str = "probs") -> Tensor:
 def _check_uniforms(u: Tensor, name: str = "u") -> Tensor:
     """Raise unless ``u`` is a floating tensor of values in [0, 1) (NaN fails the test too)."""
     if not isinstance(u, Tensor) or not u.is_floating_point():
-        raise TypeError(f"{name} must be a floating torch.Tensor of uniforms, got {getattr(u, 'dtype', type(u).__name__)}")
+        got = getattr(u, "dtype", type(u).__name__)
+        raise TypeError(f"{name} must be a floating torch.Tensor of uniforms, got {got}")
     if u.numel() and not bool(((u >= 0) & (u < 1)).all()):
         raise ValueError(f"{name} must hold uniforms in [0, 1); got values outside (or NaN)")
     return u
@@ -121,7 +122,8 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
     Returns the indices (...,). Ties go to the first index (torch.argmax).
     """
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating torch.Tensor, got {getattr(logits, 'dtype', type(logits).__name__)}")
+        got = getattr(logits, "dtype", type(logits).__name__)
+        raise TypeError(f"logits must be a floating torch.Tensor, got {got}")
     if logits.ndim < 1 or logits.shape[-1] < 1 or bool((torch.isnan(logits) | (logits == math.inf)).any()):
         raise ValueError(f"logits must be (..., V) with V >= 1, no NaN and no +inf; got shape {tuple(logits.shape)}")
     _check_uniforms(u)

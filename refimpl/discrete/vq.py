@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 from refimpl._validation import as_float_tensor, check_finite, check_instance
-from refimpl.selection._checks import check_integer, check_number
 from refimpl.discrete.masked import SequenceLaw
+from refimpl.selection._checks import check_integer, check_number
 
 __all__ = [
     "DiscreteSchedule",
