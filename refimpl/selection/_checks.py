@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from torch import Tensor
 
-from refimpl._validation import as_real_array
+from refimpl._validation import as_float_tensor, as_real_array, check_finite
 
 
 def check_integer(value: object, name: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -48,3 +49,19 @@ def check_generator(rng: object, name: str = "rng") -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"{name} must be a numpy.random.Generator, got {type(rng).__name__}")
     return rng
+
+
+def check_tensor(value: object, name: str, ndim: int | None = None) -> Tensor:
+    """``value`` as a finite real floating tensor (numbers and arrays are converted, float64 unless floating)."""
+    if isinstance(value, str) or value is None:
+        raise TypeError(f"{name} must be a tensor of real numbers, got {type(value).__name__}")
+    x = check_finite(as_float_tensor(value, name), name)
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_callable(value: object, name: str) -> None:
+    """Raise ``TypeError`` unless ``value`` can be called (a function argument such as a score)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
