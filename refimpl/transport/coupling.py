@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_finite, check_probability_vector
+from refimpl._validation import as_float_tensor, check_finite, check_probability_vector
 from refimpl.selection._checks import check_integer, check_tensor
 
 __all__ = ["check_cost_matrix", "minibatch_ot_pairs", "ot_plan"]
@@ -31,7 +31,7 @@ def check_cost_matrix(cost: Tensor, n: int, m: int, name: str = "cost") -> Tenso
         raise TypeError(f"{name} must be a torch.Tensor of shape ({n}, {m}), got {type(cost).__name__}")
     if tuple(cost.shape) != (n, m):
         raise ValueError(f"{name} must have shape ({n}, {m}) to match the weights, got {tuple(cost.shape)}")
-    return check_finite(cost, name)
+    return check_finite(as_float_tensor(cost, name), name)
 
 
 def ot_plan(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> Tensor:
@@ -39,8 +39,6 @@ def ot_plan(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> T
 
     Weights must be non-negative and sum to one (to 1e-9); POT's ``ot.emd`` solves the linear program exactly.
     """
-    import ot
-
     if not isinstance(cost, Tensor) or cost.ndim != 2:
         raise ValueError(f"cost must be a 2-D tensor (n, m), got {getattr(cost, 'shape', type(cost).__name__)}")
     n, m = cost.shape
@@ -49,6 +47,8 @@ def ot_plan(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> T
     check_probability_vector(a, "a")
     check_probability_vector(b, "b")
     check_cost_matrix(cost, a.numel(), b.numel())
+    import ot  # after the checks: bad input fails fast, without the import (seconds)
+
     plan = ot.emd(a.numpy(), b.numpy(), np.ascontiguousarray(cost.detach().to(torch.float64).numpy()))
     return torch.from_numpy(plan)
 
