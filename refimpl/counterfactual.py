@@ -28,10 +28,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite
+from refimpl._validation import check_instance, check_symmetric_positive_definite
 from refimpl.parameterization import from_x0_eps
 from refimpl.registry import SamplerSpec
 from refimpl.schedules import NoiseSchedule
+from refimpl.selection._checks import check_integer, check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = ["ConditionalGaussianModel", "LinearGaussianSCM", "diffusion_counterfactual", "ode_counterfactual"]
@@ -52,9 +53,12 @@ class ConditionalGaussianModel:
     def __post_init__(self) -> None:
         from refimpl.models import check_model
 
-        self.means = check_finite(as_float_tensor(self.means, "means"), "means")
+        self.means = check_tensor(self.means, "means", 2)
         d = self.means.shape[-1]
-        cov = as_float_tensor(self.covariance, "covariance")
+        cov = check_tensor(self.covariance, "covariance", 2)
+        if cov.shape != (d, d):
+            raise ValueError(f"covariance must be ({d}, {d}) for means (B, {d}), got {tuple(cov.shape)}")
+        check_instance(self.schedule, NoiseSchedule, "schedule")
         self._centred = GaussianMixture(torch.ones(1, dtype=cov.dtype), torch.zeros(1, d, dtype=cov.dtype), cov[None])
         check_model(self)
 
@@ -81,15 +85,22 @@ class LinearGaussianSCM:
     covariance: Tensor
 
     def __post_init__(self) -> None:
-        A = as_float_tensor(self.weights, "weights")
+        A = check_tensor(self.weights, "weights", 2)
         k = A.shape[0]
         if A.shape != (k, k) or bool((torch.triu(A) != 0).any()):
             raise ValueError("weights must be a strictly lower-triangular (k, k) matrix (a DAG in topological order)")
-        if self.noise_std.shape != (k,) or bool((self.noise_std <= 0).any()):
+        noise_std = check_tensor(self.noise_std, "noise_std")
+        if noise_std.shape != (k,) or bool((noise_std <= 0).any()):
             raise ValueError(f"noise_std must be ({k},) and positive")
-        d = self.offset.shape[0]
-        if self.loading.shape != (d, k) or self.covariance.shape != (d, d):
+        offset = check_tensor(self.offset, "offset", 1)
+        d = offset.shape[0]
+        loading, covariance = check_tensor(self.loading, "loading"), check_tensor(self.covariance, "covariance")
+        if loading.shape != (d, k) or covariance.shape != (d, d):
             raise ValueError(f"loading must be ({d}, {k}) and covariance ({d}, {d})")
+        check_symmetric_positive_definite(covariance, "covariance")
+        for name, value in (("weights", A), ("noise_std", noise_std), ("loading", loading), ("offset", offset)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "covariance", covariance)
 
     @property
     def k(self) -> int:
@@ -116,13 +127,21 @@ class LinearGaussianSCM:
 
     def intervene(self, c: Tensor, index: int, value: float) -> Tensor:
         """do(c_index = value) on each row of c (N, k): abduct n = (I - A) c, set c_index, recompute the rest."""
-        if not 0 <= index < self.k:
+        c = self._check_causes(c, "c")
+        check_number(value, "value")
+        if not 0 <= check_integer(index, "index") < self.k:
             raise ValueError(f"index must be a causal variable in [0, {self.k}), got {index}")
         n = c - c @ self.weights.T  # abduction of the causal noise
         c_new = torch.zeros_like(c)
         for j in range(self.k):
             c_new[:, j] = value if j == index else c_new @ self.weights[j] + n[:, j]
         return c_new
+
+    def _check_causes(self, c: Tensor, name: str) -> Tensor:
+        c = check_tensor(c, name, 2)
+        if c.shape[1] != self.k:
+            raise ValueError(f"{name} must have shape (N, k = {self.k}), got {tuple(c.shape)}")
+        return c
 
     def counterfactual(self, x: Tensor, c: Tensor, c_new: Tensor, alpha: float = 1.0) -> Tensor:
         """Pearl's counterfactual x' = x + alpha B (c_new - c) (abduction of u, then prediction); alpha scales
@@ -146,6 +165,10 @@ def diffusion_counterfactual(
 ) -> tuple[Tensor, Tensor]:
     """Invert x (N, d) at timesteps[-1] under p(x | c), intervene do(c_index = value), regenerate under the new
     causes. Returns (x', c')."""
+    check_instance(spec, SamplerSpec, "spec")
+    check_instance(scm, LinearGaussianSCM, "scm")
+    check_instance(schedule, NoiseSchedule, "schedule")
+    c = scm._check_causes(c, "c")
     if spec.encode is None:
         raise ValueError(f"sampler {spec.name!r} has no encoder to invert with")
     c_new = scm.intervene(c, index, value)
@@ -165,8 +188,17 @@ def ode_counterfactual(
     """The exact result of ODE inversion under c from t_end to t_start and ODE generation under c_new back to
     t_end (defaults: t_max, t_min): x + alpha_end Delta - M^{-1}(alpha_start Delta), Delta = B (c_new - c),
     with M^{-1} the centred Gaussian's flow map from t_start to t_end (``GaussianMixture.pf_ode_map``)."""
-    t_start = schedule.t_max if t_start is None else t_start
-    t_end = schedule.t_min if t_end is None else t_end
+    check_instance(scm, LinearGaussianSCM, "scm")
+    check_instance(schedule, NoiseSchedule, "schedule")
+    x = check_tensor(x, "x", 2)
+    c, c_new = scm._check_causes(c, "c"), scm._check_causes(c_new, "c_new")
+    if x.shape != (c.shape[0], scm.offset.shape[0]) or c_new.shape != c.shape:
+        raise ValueError(
+            f"x must be (N, d = {scm.offset.shape[0]}) with c and c_new (N, k) for one N, got "
+            f"{tuple(x.shape)}, {tuple(c.shape)}, {tuple(c_new.shape)}"
+        )
+    t_start = schedule.t_max if t_start is None else check_number(t_start, "t_start")
+    t_end = schedule.t_min if t_end is None else check_number(t_end, "t_end")
     v_s, v_t = schedule(t_start), schedule(t_end)
     delta = (c_new - c) @ scm.loading.T
     d = delta.shape[-1]

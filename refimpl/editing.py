@@ -25,13 +25,14 @@ import math
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite
+from refimpl._validation import as_float_tensor, check_finite, check_instance
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.parameterization import eps_from_x0, x0_from_eps
 from refimpl.registry import SamplerSpec
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddpm import forward_sample
 from refimpl.schedules import NoiseSchedule
+from refimpl.selection._checks import check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = [
@@ -60,15 +61,19 @@ def edit_by_inversion(
 
     With an exact encoder and ``target = source`` this returns x up to round-off. The callback sees the decode.
     """
+    check_instance(spec, SamplerSpec, "spec")
+    check_instance(source, DiffusionModel, "source")
+    check_instance(target, DiffusionModel, "target")
     if spec.encode is None:
         raise ValueError(f"sampler {spec.name!r} has no encoder to invert with")
     return spec(target, spec.encode(source, x, timesteps), timesteps, callback=callback)
 
 
 # --- one dimension: the ODE flow is the quantile map --------------------------------------------------------
-def _check_1d(mixture: GaussianMixture, x: Tensor) -> Tensor:
-    if not isinstance(mixture, GaussianMixture) or mixture.d != 1:
-        raise ValueError("the one-dimensional maps need a GaussianMixture with d = 1")
+def _check_1d(mixture: GaussianMixture, x: Tensor, name: str = "mixture") -> Tensor:
+    check_instance(mixture, GaussianMixture, name)
+    if mixture.d != 1:
+        raise ValueError(f"the one-dimensional maps need a GaussianMixture with d = 1; {name} has d = {mixture.d}")
     x = as_float_tensor(x, "x")
     return check_finite(x, "x")
 
@@ -120,8 +125,10 @@ def exact_ode_edit_1d(
     """The exact result of ODE inversion under ``source`` from t_end to t_start, then ODE generation under
     ``target`` back to t_end (defaults: the schedule's t_max and t_min), for 1-D mixtures: the limit of every
     exact-inversion editor as its steps shrink."""
-    t_start = schedule.t_max if t_start is None else t_start
-    t_end = schedule.t_min if t_end is None else t_end
+    _check_1d(source, x, "source"), _check_1d(target, x, "target")
+    check_instance(schedule, NoiseSchedule, "schedule")
+    t_start = schedule.t_max if t_start is None else check_number(t_start, "t_start")
+    t_end = schedule.t_min if t_end is None else check_number(t_end, "t_end")
     v_start, v_end = schedule(t_start), schedule(t_end)
     a_s, s_s, a_e, s_e = (float(v) for v in (v_start.alpha, v_start.sigma, v_end.alpha, v_end.sigma))
     latent = ode_map_1d(source, a_e, s_e, a_s, s_s, x)
@@ -147,6 +154,10 @@ def infedit(
     the same fresh noise (Prop. 1). Returns the target's x0 prediction at t_n (as the official code does);
     with target = source it is x0 up to round-off. noise: (n + 1, B, ...) or drawn from ``generator``.
     """
+    check_instance(source, DiffusionModel, "source")
+    check_instance(target, DiffusionModel, "target")
+    if not isinstance(x0, Tensor) or not x0.is_floating_point():
+        raise TypeError(f"x0 must be a floating torch.Tensor, got {type(x0).__name__}")
     ts = check_sampler_inputs(source, x0, timesteps)
     check_model(target)
     if target.schedule is not source.schedule:
@@ -189,8 +200,8 @@ def reduce_low_frequencies(z: Tensor, projector: Tensor, keep: float) -> Tensor:
 
     keep = 1 leaves z unchanged, keep = 0 removes its low band entirely; the high band is never touched.
     """
-    if not 0.0 <= keep <= 1.0:
-        raise ValueError(f"keep must lie in [0, 1], got {keep}")
+    check_number(keep, "keep", 0.0, 1.0)
+    z, projector = check_tensor(z, "z"), check_tensor(projector, "projector")
     if z.ndim != 2 or projector.shape != (z.shape[1], z.shape[1]):
         raise ValueError(f"z must be (B, d) and the projector (d, d), got {tuple(z.shape)}, {tuple(projector.shape)}")
     return z - (1.0 - keep) * z @ projector.to(z.dtype)

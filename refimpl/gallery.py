@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor
 
+from refimpl._validation import check_instance
+from refimpl.selection._checks import check_integer, check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = [
@@ -38,21 +40,23 @@ __all__ = [
 ]
 
 
-def _check_abar(abar: float, K: int) -> None:
-    if not 0.0 < abar < 1.0:
+def _check_abar(abar: float, K: int | None = None) -> None:
+    if not 0.0 < check_number(abar, "abar") < 1.0:
         raise ValueError(f"abar must lie in (0, 1), got {abar}")
-    if not isinstance(K, int) or K < 1:
-        raise ValueError(f"K (number of views) must be a positive integer, got {K!r}")
+    if K is not None:
+        check_integer(K, "K (number of views)", 1)
 
 
 def averaged_latent_variance(abar: float, var_x0: float, K: int) -> float:
     """abar Var(x_0) + (1 - abar) / K: the variance of the average of K latents with independent noise."""
     _check_abar(abar, K)
+    check_number(var_x0, "var_x0", 0.0)
     return abar * var_x0 + (1.0 - abar) / K
 
 
 def average_latents(x0: Tensor, abar: float, K: int, generator: torch.Generator | None = None) -> Tensor:
     """(1/K) sum_k (sqrt(abar) x_0 + sqrt(1 - abar) eps_k) for each row of x0 (n, d): the averaged latent."""
+    x0 = check_tensor(x0, "x0")
     _check_abar(abar, K)
     eps = torch.randn((K, *x0.shape), generator=generator, dtype=x0.dtype)
     return math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * eps.mean(0)
@@ -60,6 +64,7 @@ def average_latents(x0: Tensor, abar: float, K: int, generator: torch.Generator 
 
 def renoise_average(xbar: Tensor, abar: float, K: int, generator: torch.Generator | None = None) -> Tensor:
     """Add independent noise of variance (1 - abar)(1 - 1/K): the noise part is then N(0, 1 - abar) again."""
+    xbar = check_tensor(xbar, "xbar")
     _check_abar(abar, K)
     xi = torch.randn(xbar.shape, generator=generator, dtype=xbar.dtype)
     return xbar + math.sqrt((1.0 - abar) * (1.0 - 1.0 / K)) * xi
@@ -68,18 +73,26 @@ def renoise_average(xbar: Tensor, abar: float, K: int, generator: torch.Generato
 def ode_output_variance(var_in: float, abar: float, var_x0: float) -> float:
     """Variance at t = 0 of the exact probability-flow (DDIM) map of 1-D Gaussian data N(m, var_x0) started at
     noise level abar from a point law of variance var_in: the map scales by sqrt(var_x0 / (abar var_x0 + 1 - abar))."""
-    if not 0.0 < abar < 1.0:
-        raise ValueError(f"abar must lie in (0, 1), got {abar}")
+    _check_abar(abar)
+    check_number(var_in, "var_in", 0.0), check_number(var_x0, "var_x0", 0.0)
     return var_in * var_x0 / (abar * var_x0 + 1.0 - abar)
 
 
 def similarity_distributions(z: Tensor, temperature: float = 1.0) -> Tensor:
     """(n, n - 1): row i is softmax_j (cos(z_i, z_j) / temperature) over j != i (DomainStudio's p_i)."""
+    return _similarity(z, temperature, "z")
+
+
+def _similarity(z: Tensor, temperature: float, name: str) -> Tensor:
+    z = check_tensor(z, name)
     if z.ndim != 2 or z.shape[0] < 3:
-        raise ValueError(f"z must have shape (n >= 3, d), got {tuple(z.shape)}")
-    if temperature <= 0:
+        raise ValueError(f"{name} must have shape (n >= 3, d), got {tuple(z.shape)}")
+    if check_number(temperature, "temperature") <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    u = z / z.norm(dim=1, keepdim=True)
+    norm = z.norm(dim=1, keepdim=True)
+    if not bool(((norm > 0) & torch.isfinite(norm)).all()):
+        raise ValueError(f"{name} must have non-zero rows of finite norm (a cosine needs a direction)")
+    u = z / norm
     sim = u @ u.T
     n = z.shape[0]
     off = ~torch.eye(n, dtype=torch.bool)
@@ -88,22 +101,27 @@ def similarity_distributions(z: Tensor, temperature: float = 1.0) -> Tensor:
 
 def pairwise_similarity_loss(source: Tensor, adapted: Tensor, temperature: float = 1.0) -> Tensor:
     """sum_i KL(p_i^source || p_i^adapted) of the similarity distributions (DomainStudio Sec. 3.2)."""
+    source, adapted = check_tensor(source, "source"), check_tensor(adapted, "adapted")
     if source.shape != adapted.shape:
         raise ValueError(f"source and adapted must have one shape, got {tuple(source.shape)}, {tuple(adapted.shape)}")
-    p = similarity_distributions(source, temperature)
-    q = similarity_distributions(adapted, temperature)
+    p = _similarity(source, temperature, "source")
+    q = _similarity(adapted, temperature, "adapted")
     return (p * (p.log() - q.log())).sum()
 
 
 def memory_entry_model(gmm: GaussianMixture, k: int) -> GaussianMixture:
     """The model conditioned on memory entry k: the k-th component alone."""
-    if not 0 <= k < gmm.K:
+    check_instance(gmm, GaussianMixture, "gmm")
+    if not 0 <= check_integer(k, "k") < gmm.K:
         raise ValueError(f"k must index a component in [0, {gmm.K}), got {k}")
     return GaussianMixture(torch.ones(1, dtype=gmm.dtype), gmm.means[k : k + 1], gmm.covariances[k : k + 1])
 
 
 def mixture_score_from_components(gmm: GaussianMixture, x: Tensor, alpha: float, sigma: float) -> Tensor:
     """sum_k r_k(x_t) grad log p_t(x | k): the unconditional score from the memory-conditioned ones."""
+    check_instance(gmm, GaussianMixture, "gmm")
+    x = check_tensor(x, "x")
+    check_number(alpha, "alpha"), check_number(sigma, "sigma")
     r = gmm.responsibilities(x, alpha, sigma)  # (B, K)
     scores = torch.stack([memory_entry_model(gmm, k).score(x, alpha, sigma) for k in range(gmm.K)], 1)
     return (r[..., None] * scores).sum(1)

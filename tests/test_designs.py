@@ -45,7 +45,7 @@ def test_uniform_designs_give_non_uniform_performances() -> None:
 def test_bad_input_raises() -> None:
     with pytest.raises(ValueError, match="unit cube"):
         designs.centered_discrepancy(np.array([[1.5]]))
-    with pytest.raises(ValueError, match="n and d"):
+    with pytest.raises(ValueError, match="n must"):
         designs.latin_hypercube(0, 2, np.random.default_rng(0))
     with pytest.raises(ValueError, match="sharpness"):
         designs.performance_toy(np.zeros((2, 2)), sharpness=0.0)

@@ -34,7 +34,8 @@ import torch
 from scipy.optimize import brentq
 from torch import Tensor
 
-from refimpl._validation import check_probability_vector
+from refimpl._validation import as_float_tensor, as_real_array, check_probability_vector
+from refimpl.selection._checks import check_integer, check_number
 
 __all__ = [
     "UNIFORM_BITS",
@@ -58,7 +59,12 @@ UNIFORM_BITS = {torch.float32: 24, torch.float64: 53}
 
 def uniform_resolution(dtype: torch.dtype | int) -> float:
     """delta = 2^-bits, the spacing of the uniforms of ``dtype`` (or of an integer number of bits)."""
-    bits = dtype if isinstance(dtype, int) else UNIFORM_BITS.get(dtype)
+    if isinstance(dtype, int) and not isinstance(dtype, bool):
+        bits = dtype
+    elif isinstance(dtype, torch.dtype):
+        bits = UNIFORM_BITS.get(dtype)
+    else:
+        raise TypeError(f"dtype must be a torch.dtype or a number of bits, got {type(dtype).__name__}")
     if bits is None or not 1 <= bits <= 53:
         raise ValueError(f"dtype must be torch.float32, torch.float64 or a number of bits in 1..53, got {dtype}")
     return 2.0**-bits
@@ -69,13 +75,17 @@ def lattice_uniform(shape: tuple[int, ...], bits: int, generator: torch.Generato
 
     ``bits = 24`` reproduces the law of float32 ``torch.rand``; ``bits = 53`` is float64 ``torch.rand``.
     """
-    delta = uniform_resolution(bits)
+    delta = 2.0 ** -check_integer(bits, "bits", 1, 53)
+    if not isinstance(shape, tuple | list | torch.Size):
+        raise TypeError(f"shape must be a tuple of sizes, got {type(shape).__name__}")
+    shape = tuple(check_integer(n, "shape", 0) for n in shape)
     return torch.floor(torch.rand(shape, dtype=torch.float64, generator=generator) / delta) * delta
 
 
 def _check_probs(probs: Tensor, name: str = "probs") -> Tensor:
     if not isinstance(probs, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(probs).__name__}")
+    as_float_tensor(probs, name)  # complex or bool probabilities raise
     if probs.ndim == 1:
         return check_probability_vector(probs.to(torch.float64), name, atol=1e-6)
     lo, hi = (float(v) for v in probs.aminmax()) if probs.numel() else (0.0, 0.0)
@@ -90,9 +100,19 @@ def _check_probs(probs: Tensor, name: str = "probs") -> Tensor:
     return probs
 
 
+def _check_uniforms(u: Tensor, name: str = "u") -> Tensor:
+    """Raise unless ``u`` is a floating tensor of values in [0, 1) (NaN fails the test too)."""
+    if not isinstance(u, Tensor) or not u.is_floating_point():
+        got = getattr(u, "dtype", type(u).__name__)
+        raise TypeError(f"{name} must be a floating torch.Tensor of uniforms, got {got}")
+    if u.numel() and not bool(((u >= 0) & (u < 1)).all()):
+        raise ValueError(f"{name} must hold uniforms in [0, 1); got values outside (or NaN)")
+    return u
+
+
 def gumbel_noise(u: Tensor) -> Tensor:
     """g = -log(-log u) ~ Gumbel(0, 1) by inversion, in the dtype of u; u = 0 gives -inf (never wins)."""
-    return -torch.log(-torch.log(u))
+    return -torch.log(-torch.log(_check_uniforms(u)))
 
 
 def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
@@ -101,6 +121,12 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
     logits: (..., V) with -inf allowed (zero-probability tokens); u: (..., V) uniforms in [0, 1).
     Returns the indices (...,). Ties go to the first index (torch.argmax).
     """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        got = getattr(logits, "dtype", type(logits).__name__)
+        raise TypeError(f"logits must be a floating torch.Tensor, got {got}")
+    if logits.ndim < 1 or logits.shape[-1] < 1 or bool((torch.isnan(logits) | (logits == math.inf)).any()):
+        raise ValueError(f"logits must be (..., V) with V >= 1, no NaN and no +inf; got shape {tuple(logits.shape)}")
+    _check_uniforms(u)
     if logits.shape[-1] != u.shape[-1]:
         raise ValueError(f"logits (..., {logits.shape[-1]}) and u (..., {u.shape[-1]}) differ in the last axis")
     return torch.argmax(logits.to(u.dtype) + gumbel_noise(u), dim=-1)
@@ -112,6 +138,10 @@ def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
     probs: (V,); u: (n,) uniforms in [0, 1). If the rounded cumulative sum stops short of 1, the draws
     above it go to the last token (the clamp), as in most implementations.
     """
+    _check_probs(probs)
+    if probs.ndim != 1:
+        raise ValueError(f"probs must be one probability vector (V,), got shape {tuple(probs.shape)}")
+    _check_uniforms(u)
     cdf = torch.cumsum(probs.to(u.dtype), 0)
     return torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[-1] - 1)
 
@@ -156,7 +186,10 @@ def gumbel_lattice_law(p: Tensor | np.ndarray, delta: float) -> np.ndarray:
     r(c) = c / expm1(c): the lattice near u = 1 (the deficit r) and the atom u = 0, where a token's
     Gumbel is -inf and it abstains (probability delta each), handing its win to the others; p_i = 0 stays 0.
     """
-    p = np.asarray(p, dtype=np.float64)
+    p = _check_law(p, "p")
+    delta = check_number(delta, "delta", 0.0, 1.0)
+    if delta == 0:
+        raise ValueError("delta must be positive (the spacing of the uniforms)")
     out = np.zeros_like(p)
     pos = p > 0
     c = delta * (1.0 - p[pos]) / p[pos]
@@ -180,6 +213,9 @@ def gumbel_tail_win_probability(
     points below exp(-exp(l_head - score)), counted in closed form (ties go to the head, index 0).
     Costs about tail / c evaluations: meant for p up to ~1e-4 in float32.
     """
+    p, n_tail, tail = check_number(p, "p"), check_integer(n_tail, "n_tail", 1), check_number(tail, "tail", 0.0)
+    if bits is not None:
+        check_integer(bits, "bits", 1, 53)
     head = 1.0 - n_tail * p
     if not (p > 0 and head > p):
         raise ValueError(f"need 0 < p and a head 1 - n_tail p larger than p; got p = {p}, n_tail = {n_tail}")
@@ -210,6 +246,11 @@ def inverse_cdf_lattice_law(probs: Tensor, dtype: torch.dtype = torch.float32) -
     p < delta gets 0 or delta. (torch's CPU cumsum accumulates float32 in double; a running float32 sum
     near 1, spacing 2^-24, would not grow by tokens of p < 2^-25 summed last, and they would get nothing.)
     """
+    _check_probs(probs)
+    if probs.ndim != 1:
+        raise ValueError(f"probs must be one probability vector (V,), got shape {tuple(probs.shape)}")
+    if dtype not in UNIFORM_BITS:
+        raise ValueError(f"dtype must be one of {list(UNIFORM_BITS)}, got {dtype}")
     delta = uniform_resolution(dtype)
     cdf = torch.cumsum(probs.to(dtype), 0).to(torch.float64).numpy()
     counts = np.minimum(np.ceil(np.concatenate([[0.0], cdf]) / delta), 1.0 / delta)
@@ -217,16 +258,28 @@ def inverse_cdf_lattice_law(probs: Tensor, dtype: torch.dtype = torch.float32) -
     return np.diff(counts) * delta
 
 
+def _check_law(p: np.ndarray, name: str) -> np.ndarray:
+    """``p`` as a float64 probability vector (V,), V >= 1 (array or tensor)."""
+    p = as_real_array(p, name)
+    if p.ndim != 1 or p.size == 0 or bool((p < 0).any()) or abs(p.sum() - 1.0) > 1e-6:
+        raise ValueError(f"{name} must be a non-empty 1-D probability vector (non-negative, summing to 1)")
+    return p
+
+
 def entropy(p: np.ndarray) -> float:
     """Shannon entropy in nats of a probability vector (0 log 0 = 0)."""
-    p = np.asarray(p, dtype=np.float64)
+    p = _check_law(p, "p")
     nz = p[p > 0]
     return float(-(nz * np.log(nz)).sum())
 
 
 def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): the law at temperature T (T < 1 sharpens)."""
-    logp = np.log(np.asarray(p, dtype=np.float64)) / temperature
+    """softmax(log p / T): the law at temperature T (T < 1 sharpens); zero entries stay zero."""
+    p = _check_law(p, "p")
+    if check_number(temperature, "temperature") <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    with np.errstate(divide="ignore"):  # log 0 = -inf: a zero-probability token stays at zero
+        logp = np.log(p) / temperature
     logp -= logp.max()
     q = np.exp(logp)
     return q / q.sum()
@@ -234,8 +287,17 @@ def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
 
 def effective_temperature(p: np.ndarray, q: np.ndarray) -> float:
     """The T with entropy(tempered(p, T)) = entropy(q): the temperature at which q looks like p."""
-    p = np.asarray(p, dtype=np.float64)
+    p = _check_law(p, "p")
     if np.any(p <= 0):
         raise ValueError("p must be strictly positive to be tempered")
     target = entropy(q)
-    return float(brentq(lambda T: entropy(tempered(p, T)) - target, 0.05, 20.0, xtol=1e-12))
+    lo, hi = (entropy(tempered(p, T)) for T in _TEMPERATURES)
+    if not lo <= target <= hi:
+        raise ValueError(
+            f"the entropy of q ({target:.6g}) is not reached by tempering p with T in {_TEMPERATURES}: "
+            f"entropies {lo:.6g} .. {hi:.6g}"
+        )
+    return float(brentq(lambda T: entropy(tempered(p, T)) - target, *_TEMPERATURES, xtol=1e-12))
+
+
+_TEMPERATURES = (0.05, 20.0)  # the bracket searched by ``effective_temperature``

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_instance, check_probability_vector, check_strictly_decreasing
+from refimpl._validation import as_float_tensor, check_instance, check_probability_vector, check_strictly_decreasing
 from refimpl.discrete.categorical import sample_categorical
+from refimpl.selection._checks import check_integer, check_number
 
 __all__ = [
     "CountingDenoiser",
@@ -70,7 +71,7 @@ MASK_SCHEDULES = {
 
 def get_mask_schedule(name: str) -> MaskSchedule:
     """``linear`` (alpha_t = 1 - t, MDLM's default) or ``cosine`` (alpha_t = cos(pi t / 2))."""
-    if name not in MASK_SCHEDULES:
+    if not isinstance(name, str) or name not in MASK_SCHEDULES:
         raise ValueError(f"unknown mask schedule {name!r}; choose one of {sorted(MASK_SCHEDULES)}")
     return MASK_SCHEDULES[name]
 
@@ -88,9 +89,8 @@ class SequenceLaw:
     sequences: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.L < 1 or self.V < 2:
-            raise ValueError(f"need L >= 1 and V >= 2, got L = {self.L}, V = {self.V}")
-        probs = torch.as_tensor(self.probs, dtype=torch.float64)
+        check_integer(self.L, "L", 1), check_integer(self.V, "V", 2)
+        probs = as_float_tensor(self.probs, "probs", torch.float64)
         if probs.shape != (self.V**self.L,):
             raise ValueError(f"probs must have shape ({self.V**self.L},) for L = {self.L}, V = {self.V}")
         check_probability_vector(probs, "probs")
@@ -170,8 +170,17 @@ def posterior_bayes(law: SequenceLaw, z: Tensor, t: float, schedule: MaskSchedul
     return torch.einsum("bs,slv->blv", post, onehot)
 
 
+def _check_tokens(z: Tensor, name: str) -> Tensor:
+    if not isinstance(z, Tensor) or z.dtype != torch.long or z.ndim != 2:
+        raise TypeError(f"{name} must be a long tensor of tokens (B, L), got {getattr(z, 'dtype', type(z).__name__)}")
+    return z
+
+
 def forward_mask(x0: Tensor, alpha_t: float, mask: int, generator: torch.Generator | None = None) -> Tensor:
     """Mask each token of x0 (B, L) independently with probability 1 - alpha_t."""
+    _check_tokens(x0, "x0")
+    check_number(alpha_t, "alpha_t", 0.0, 1.0)
+    check_integer(mask, "mask", 0)
     keep = torch.rand(x0.shape, dtype=torch.float64, generator=generator) < alpha_t
     return torch.where(keep, x0, torch.full_like(x0, mask))
 
@@ -207,6 +216,15 @@ def mdlm_step(
     the reverse kernel q(z_s | z_t, x_0) with x_0 replaced by the denoiser); visible tokens stay.
     ``dtype`` is the precision of the Gumbel-max draw (float32 shows the tail deficit).
     """
+    _check_tokens(z, "z")
+    alpha_t = check_number(alpha_t, "alpha_t", 0.0, 1.0)
+    alpha_s = check_number(alpha_s, "alpha_s", alpha_t, 1.0)
+    if alpha_t == 1.0:
+        raise ValueError("alpha_t must be below 1 (at alpha_t = 1 nothing is masked and the step is undefined)")
+    if not isinstance(x0_probs, Tensor) or x0_probs.shape[:2] != z.shape or x0_probs.ndim != 3:
+        raise ValueError(f"x0_probs must be a tensor of shape ({z.shape[0]}, {z.shape[1]}, V)")
+    if check_integer(mask, "mask") != x0_probs.shape[-1]:
+        raise ValueError(f"mask must be the token V = {x0_probs.shape[-1]} (x0_probs' last size), got {mask}")
     reveal = (alpha_s - alpha_t) / (1.0 - alpha_t)
     masked = z == mask
     probs = torch.cat([reveal * x0_probs[masked], torch.full((int(masked.sum()), 1), 1.0 - reveal)], -1)

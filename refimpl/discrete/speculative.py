@@ -37,6 +37,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy.optimize import brentq, linprog
 
+from refimpl._validation import as_real_array
+from refimpl.selection._checks import check_integer
+
 __all__ = [
     "DRAFT_METHODS",
     "MAX_DRAFT_TUPLES",
@@ -66,11 +69,9 @@ Kernel = Callable[[np.ndarray, np.ndarray, tuple[int, ...]], np.ndarray]
 
 def check_law(p: object, name: str = "p") -> np.ndarray:
     """Return p as a float64 probability vector; raise ValueError if negative or not summing to 1."""
-    p = np.asarray(p, dtype=np.float64)
+    p = as_real_array(p, name)  # complex, bool, non-numeric or non-finite entries raise here
     if p.ndim != 1 or p.size < 2:
         raise ValueError(f"{name} must be a 1-D vector of at least 2 probabilities, got shape {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError(f"{name} holds non-finite values")
     if np.any(p < 0):
         raise ValueError(f"{name} must be non-negative; smallest entry is {p.min():g}")
     if abs(p.sum() - 1.0) > 1e-9:
@@ -79,12 +80,9 @@ def check_law(p: object, name: str = "p") -> np.ndarray:
 
 
 def _check_method(method: str, n: int, V: int) -> None:
-    if method not in DRAFT_METHODS:
+    if not isinstance(method, str) or method not in DRAFT_METHODS:
         raise ValueError(f"method must be one of {DRAFT_METHODS}, got {method!r}")
-    if not isinstance(n, (int, np.integer)):
-        raise TypeError(f"the number of drafts n must be an integer, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"the number of drafts n must be >= 1, got {n}")
+    check_integer(n, "n (the number of drafts)", 1)
     if method == "without_replacement" and n > V:
         raise ValueError(f"cannot draw n = {n} drafts without replacement from {V} tokens")
 
@@ -92,6 +90,16 @@ def _check_method(method: str, n: int, V: int) -> None:
 def _check_same_size(p: np.ndarray, q: np.ndarray) -> None:
     if p.size != q.size:
         raise ValueError(f"p and q must be laws on the same tokens (the same size); got sizes {p.size} and {q.size}")
+
+
+def _check_drafts(drafts: tuple[int, ...], q: np.ndarray) -> tuple[int, ...]:
+    """``drafts`` as a non-empty tuple of token indices that q can propose (q > 0)."""
+    if isinstance(drafts, str) or not isinstance(drafts, tuple | list) or not drafts:
+        raise TypeError(f"drafts must be a non-empty tuple of token indices, got {type(drafts).__name__}")
+    drafts = tuple(check_integer(x, "drafts", 0, q.size - 1) for x in drafts)
+    if any(q[x] <= 0 for x in drafts):
+        raise ValueError(f"drafts {drafts} include a token that q never proposes (q = 0)")
+    return drafts
 
 
 def draft_law(
@@ -215,7 +223,9 @@ def optimal_acceptance_sorted(p: np.ndarray, q: np.ndarray, n: int) -> float:
 
 def single_draft_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.ndarray:
     """Speculative sampling on the first draft only (arXiv:2211.17192, speculative sampling)."""
-    x = drafts[0]
+    p, q = check_law(p), check_law(q, "q")
+    _check_same_size(p, q)
+    x = _check_drafts(drafts, q)[0]
     accept = min(1.0, p[x] / q[x])
     residual = np.maximum(p - q, 0.0)
     out = (1.0 - accept) * residual / residual.sum() if residual.sum() > 0 else np.zeros_like(p)
@@ -232,6 +242,7 @@ def rrs_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...], method: st
     """
     p, q = check_law(p), check_law(q, "q")
     _check_same_size(p, q)
+    drafts = _check_drafts(drafts, q)
     _check_method(method, len(drafts), p.size)
     out = np.zeros_like(p)
     r, qk, reach = p.copy(), q.copy(), 1.0  # reach = P(all previous drafts rejected)
@@ -271,6 +282,9 @@ def kseq_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.nda
     Accept x_k with probability min(1, p(x_k) / (rho q(x_k))), the first accepted wins; if none is,
     draw from the residual norm(p - min(p, rho q)).
     """
+    p, q = check_law(p), check_law(q, "q")
+    _check_same_size(p, q)
+    drafts = _check_drafts(drafts, q)
     rho = _kseq_rho(p, q, len(drafts))
     out = np.zeros_like(p)
     reach = 1.0
@@ -290,8 +304,14 @@ def optimal_kernel(p: np.ndarray, q: np.ndarray, n: int, method: str = "with_rep
     return lambda p_, q_, drafts: kernel[sum(1 << tok for tok in set(drafts))]
 
 
+def _check_kernel(kernel: Kernel) -> None:
+    if not callable(kernel):
+        raise TypeError(f"kernel must be a function (p, q, drafts) -> law of the output, got {type(kernel).__name__}")
+
+
 def output_law(kernel: Kernel, p: np.ndarray, q: np.ndarray, n: int, method: str = "with_replacement") -> np.ndarray:
     """The exact law of the output token: sum over draft tuples of P_draft(x) kernel(x)."""
+    _check_kernel(kernel)
     p = check_law(p)
     tuples, probs = draft_law(q, n, method)
     return sum(pr * kernel(p, q, x) for x, pr in zip(tuples, probs, strict=True))
@@ -299,6 +319,7 @@ def output_law(kernel: Kernel, p: np.ndarray, q: np.ndarray, n: int, method: str
 
 def acceptance_rate(kernel: Kernel, p: np.ndarray, q: np.ndarray, n: int, method: str = "with_replacement") -> float:
     """The exact probability that the output is one of the drafts."""
+    _check_kernel(kernel)
     p = check_law(p)
     tuples, probs = draft_law(q, n, method)
     return float(sum(pr * kernel(p, q, x)[list(set(x))].sum() for x, pr in zip(tuples, probs, strict=True)))

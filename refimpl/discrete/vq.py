@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_instance
+from refimpl._validation import as_float_tensor, check_finite, check_instance
 from refimpl.discrete.masked import SequenceLaw
+from refimpl.selection._checks import check_integer, check_number
 
 __all__ = [
     "DiscreteSchedule",
@@ -64,10 +65,22 @@ __all__ = [
 # --- vector quantisation -------------------------------------------------------------------------------------
 
 
-def patchify(images: Tensor, patch: int = 2, side: int = 8) -> Tensor:
-    """(N, side*side) row-major images -> (N, (side/patch)^2, patch*patch) patches, row-major over patches."""
+def _check_patching(x: Tensor, name: str, patch: int, side: int, shape: tuple[int, ...]) -> Tensor:
+    """``x`` a finite real tensor of shape (N, *shape), with ``patch`` a divisor of ``side``."""
+    patch, side = check_integer(patch, "patch", 1), check_integer(side, "side", 1)
     if side % patch:
         raise ValueError(f"patch must divide side = {side}, got patch = {patch}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    check_finite(as_float_tensor(x, name), name)
+    if x.ndim != 1 + len(shape) or tuple(x.shape[1:]) != shape:
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+    return x
+
+
+def patchify(images: Tensor, patch: int = 2, side: int = 8) -> Tensor:
+    """(N, side*side) row-major images -> (N, (side/patch)^2, patch*patch) patches, row-major over patches."""
+    _check_patching(images, "images", patch, side, (side * side,))
     n, g = images.shape[0], side // patch
     x = images.reshape(n, g, patch, g, patch)  # (N, row block, row in patch, column block, column in patch)
     return x.permute(0, 1, 3, 2, 4).reshape(n, g * g, patch * patch)
@@ -75,6 +88,7 @@ def patchify(images: Tensor, patch: int = 2, side: int = 8) -> Tensor:
 
 def unpatchify(patches: Tensor, patch: int = 2, side: int = 8) -> Tensor:
     """The inverse of ``patchify``: (N, (side/patch)^2, patch*patch) -> (N, side*side)."""
+    _check_patching(patches, "patches", patch, side, ((side // max(patch, 1)) ** 2, patch * patch))
     n, g = patches.shape[0], side // patch
     x = patches.reshape(n, g, g, patch, patch).permute(0, 1, 3, 2, 4)
     return x.reshape(n, side * side)
@@ -82,12 +96,46 @@ def unpatchify(patches: Tensor, patch: int = 2, side: int = 8) -> Tensor:
 
 def quantise(x: Tensor, codebook: Tensor) -> Tensor:
     """Index of the nearest codebook row (Euclidean) for each row of x (..., d) -> (...) long."""
+    x, codebook = _check_vectors(x, "x"), _check_codebook(codebook)
+    if x.shape[-1] != codebook.shape[1]:
+        raise ValueError(f"x (..., d) and codebook (K, d) must share d, got {tuple(x.shape)}, {tuple(codebook.shape)}")
+    return _nearest(x, codebook)
+
+
+def _check_vectors(x: Tensor, name: str) -> Tensor:
+    """A finite floating tensor (..., d) with d >= 1 and whose squared distances cannot overflow."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    check_finite(x, name)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{name} must have shape (..., d) with d >= 1, got {tuple(x.shape)}")
+    if x.numel() and float(x.abs().max()) > _MAX_COORDINATE:
+        raise ValueError(f"{name} has entries above {_MAX_COORDINATE:g}: squared distances would overflow")
+    return x
+
+
+_MAX_COORDINATE = 1e150  # (2 x 1e150)^2 d stays far below the float64 maximum 1.8e308
+
+
+def _check_codebook(codebook: Tensor) -> Tensor:
+    codebook = _check_vectors(codebook, "codebook")
+    if codebook.ndim != 2 or codebook.shape[0] < 1:
+        raise ValueError(f"codebook must have shape (K >= 1, d), got {tuple(codebook.shape)}")
+    return codebook
+
+
+def _nearest(x: Tensor, codebook: Tensor) -> Tensor:
     d2 = torch.cdist(x.reshape(-1, x.shape[-1]), codebook)
     return d2.argmin(-1).reshape(x.shape[:-1])
 
 
 def decode(indices: Tensor, codebook: Tensor) -> Tensor:
     """Codebook vectors of the indices (...) -> (..., d)."""
+    codebook = _check_codebook(codebook)
+    if not isinstance(indices, Tensor) or indices.dtype != torch.long:
+        raise TypeError(f"indices must be a long tensor, got {getattr(indices, 'dtype', type(indices).__name__)}")
+    if indices.numel() and not (0 <= int(indices.min()) and int(indices.max()) < codebook.shape[0]):
+        raise ValueError(f"indices must lie in [0, K = {codebook.shape[0]})")
     return codebook[indices]
 
 
@@ -99,10 +147,11 @@ def kmeans(
     Distortion = mean squared distance to the nearest centroid; Lloyd's two steps (assign, average) can
     only lower it, so the returned list is non-increasing. An empty cluster keeps its centroid.
     """
-    if not 1 <= K <= x.shape[0]:
-        raise ValueError(f"K must lie in [1, N = {x.shape[0]}], got {K}")
-    if iters < 1:
-        raise ValueError(f"iters must be at least 1, got {iters}")
+    x = _check_vectors(x, "x")
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (N, d), got {tuple(x.shape)}")
+    check_integer(K, "K", 1, x.shape[0])
+    check_integer(iters, "iters", 1)
     # k-means++: each new centre drawn with probability proportional to the squared distance to the nearest one
     centres = [x[torch.randint(x.shape[0], (1,), generator=generator)][0]]
     for _ in range(K - 1):
@@ -111,7 +160,7 @@ def kmeans(
     codebook = torch.stack(centres)
     distortion = []
     for _ in range(iters):
-        assign = quantise(x, codebook)
+        assign = _nearest(x, codebook)
         distortion.append(float(((x - codebook[assign]) ** 2).sum(-1).mean()))
         counts = torch.bincount(assign, minlength=K).to(x.dtype)
         sums = torch.zeros_like(codebook).index_add_(0, assign, x)
@@ -152,10 +201,11 @@ class DiscreteSchedule:
     mask: bool
 
     def __post_init__(self) -> None:
-        if self.K < 2:
-            raise ValueError(f"K must be at least 2, got {self.K}")
-        b = torch.as_tensor(self.betas, dtype=torch.float64)
-        g = torch.as_tensor(self.gammas, dtype=torch.float64)
+        check_integer(self.K, "K", 2)
+        if not isinstance(self.mask, bool):
+            raise TypeError(f"mask must be a bool, got {type(self.mask).__name__}")
+        b = check_finite(as_float_tensor(self.betas, "betas", torch.float64), "betas")
+        g = check_finite(as_float_tensor(self.gammas, "gammas", torch.float64), "gammas")
         if b.ndim != 1 or b.shape != g.shape or b.numel() == 0:
             raise ValueError(f"betas and gammas must be 1-D of one length, got {tuple(b.shape)}, {tuple(g.shape)}")
         slack = 1e-15  # a step rebuilt from cumulative values may land a rounding error below 0
@@ -227,6 +277,7 @@ def uniform_schedule(K: int, T: int) -> DiscreteSchedule:
 
     beta_t = 1 - alphabar_t / alphabar_{t-1} = 1 / (T - t + 1).
     """
+    T = check_integer(T, "T", 1)
     t = torch.arange(1, T + 1, dtype=torch.float64)
     return DiscreteSchedule(K, 1.0 / (T - t + 1), torch.zeros(T, dtype=torch.float64), mask=False)
 
@@ -236,6 +287,7 @@ def absorbing_schedule(K: int, T: int) -> DiscreteSchedule:
 
     gamma_t = 1 - alphabar_t / alphabar_{t-1} = 1 / (T - t + 1); Qbar_T sends every code to the mask.
     """
+    T = check_integer(T, "T", 1)
     t = torch.arange(1, T + 1, dtype=torch.float64)
     return DiscreteSchedule(K, torch.zeros(T, dtype=torch.float64), 1.0 / (T - t + 1), mask=True)
 
@@ -251,14 +303,25 @@ def vq_diffusion_schedule(
     """VQ-Diffusion's mask-and-replace schedule (Gu et al. arXiv:2111.14822v3, Sec. 4.1): alphabar_t and
     gammabar_t linear in t between the given ends; per step alpha_t = alphabar_t / alphabar_{t-1},
     1 - gamma_t = (1 - gammabar_t) / (1 - gammabar_{t-1}), beta_t = 1 - alpha_t - gamma_t (checked >= 0)."""
-    if T < 2:
-        raise ValueError(f"T must be at least 2, got {T}")
+    T = check_integer(T, "T", 2)
+    for name, value in (
+        ("alpha_cum_start", alpha_cum_start),
+        ("alpha_cum_end", alpha_cum_end),
+        ("gamma_cum_start", gamma_cum_start),
+        ("gamma_cum_end", gamma_cum_end),
+    ):
+        check_number(value, name, 0.0, 1.0)
     s = torch.arange(T, dtype=torch.float64) / (T - 1)
     abar = torch.cat([torch.ones(1, dtype=torch.float64), alpha_cum_start + s * (alpha_cum_end - alpha_cum_start)])
     gbar = torch.cat([torch.zeros(1, dtype=torch.float64), gamma_cum_start + s * (gamma_cum_end - gamma_cum_start)])
+    if bool((abar[:-1] <= 0).any() or (gbar[:-1] >= 1).any()):
+        raise ValueError("alpha_cum_start must be positive and gamma_cum_start below 1 (each step divides by them)")
     alpha = abar[1:] / abar[:-1]
     gamma = 1.0 - (1.0 - gbar[1:]) / (1.0 - gbar[:-1])
-    return DiscreteSchedule(K, 1.0 - alpha - gamma, gamma, mask=True)
+    try:
+        return DiscreteSchedule(K, 1.0 - alpha - gamma, gamma, mask=True)
+    except ValueError as err:
+        raise ValueError(f"alpha_cum_start/end and gamma_cum_start/end give no valid schedule: {err}") from err
 
 
 # --- posterior and reverse step ------------------------------------------------------------------------------
@@ -356,6 +419,8 @@ class TokenDenoiser(torch.nn.Module):
 
     def __init__(self, K: int, L: int, n_states: int, T: int, hidden: int = 128) -> None:
         super().__init__()
+        for name, value in (("K", K), ("L", L), ("n_states", n_states), ("T", T), ("hidden", hidden)):
+            check_integer(value, name, 1)
         self.K, self.L, self.S, self.T = K, L, n_states, T
         self.net = torch.nn.Sequential(
             torch.nn.Linear(L * n_states + 1, hidden),

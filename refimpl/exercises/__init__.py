@@ -52,10 +52,15 @@ def exercise(
     label: str, *, chapter: str, goal: str, kind: str, difficulty: int, minutes: int, stub: str
 ) -> Callable[[Callable[[Any], str]], Callable[[Any], str]]:
     """Register the decorated function as the checker of exercise ``label`` (decorator)."""
+    for name, value in (("label", label), ("chapter", chapter), ("goal", goal), ("kind", kind), ("stub", stub)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, got {type(value).__name__}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if difficulty not in (1, 2, 3):
+    if isinstance(difficulty, bool) or difficulty not in (1, 2, 3):
         raise ValueError(f"difficulty must be 1, 2 or 3, got {difficulty!r}")
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 1:
+        raise ValueError(f"minutes must be a positive integer, got {minutes!r}")
 
     def register(checker: Callable[[Any], str]) -> Callable[[Any], str]:
         if label in _REGISTRY:
@@ -73,13 +78,17 @@ def exercises(chapter: str | None = None) -> list[Exercise]:
 
 def get(label: str) -> Exercise:
     """The registered exercise ``label``; ValueError naming the known labels otherwise."""
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a string naming an exercise, got {type(label).__name__}")
     if label not in _REGISTRY:
-        raise ValueError(f"no exercise {label!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(f"label {label!r} names no exercise; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[label]
 
 
 def marks(ex: Exercise) -> str:
     """The line a chapter shows at the top of the exercise: kind, difficulty, time and learning goal."""
+    if not isinstance(ex, Exercise):
+        raise TypeError(f"ex must be an Exercise (see exercises()), got {type(ex).__name__}")
     stars = "★" * ex.difficulty + "☆" * (3 - ex.difficulty)
     return f"*{ex.kind} · {stars} · about {ex.minutes} min · goal: {ex.goal}*"
 

@@ -22,8 +22,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_finite, check_symmetric_positive_definite
+from refimpl._validation import check_finite, check_instance, check_symmetric_positive_definite
 from refimpl.schedules import ScheduleValues
+from refimpl.selection._checks import check_callable, check_integer, check_number, check_tensor
 
 __all__ = [
     "fit_initializer",
@@ -38,6 +39,8 @@ __all__ = [
 
 def recovery_coefficients(v_t: ScheduleValues, v_next: ScheduleValues) -> tuple[Tensor, Tensor]:
     """(a, s): x_{t+1} = a x_t + s eps between levels t and t + 1 (noisier), s^2 = sigma_{t+1}^2 - a^2 sigma_t^2."""
+    check_instance(v_t, ScheduleValues, "v_t")
+    check_instance(v_next, ScheduleValues, "v_next")
     a = v_next.alpha / v_t.alpha
     s2 = v_next.sigma**2 - a**2 * v_t.sigma**2
     if not bool(s2 > 0):
@@ -80,11 +83,12 @@ def langevin(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """K unadjusted Langevin steps x <- x + (delta / 2) score(x) + sqrt(delta) z; noise (K, *x.shape) if given."""
-    if not delta > 0:
+    check_callable(score, "score")
+    x = check_tensor(x, "x")
+    if not check_number(delta, "delta") > 0:
         raise ValueError(f"delta must be positive, got {delta}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
-        raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}")
-    if noise is not None and tuple(noise.shape) != (n_steps, *x.shape):
+    check_integer(n_steps, "n_steps", 0)
+    if noise is not None and tuple(check_tensor(noise, "noise").shape) != (n_steps, *x.shape):
         raise ValueError(f"noise must have shape {(n_steps, *x.shape)}, got {tuple(noise.shape)}")
     for k in range(n_steps):
         z = noise[k] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype)
@@ -102,7 +106,19 @@ def langevin_gaussian_moments(
     to (P - (delta / 4) P^2)^{-1}, not P^{-1}: the discretisation bias of unadjusted Langevin.
     mean0 is (d,) or (B, d) (one start mean per conditional).
     """
-    d = target_mean.shape[-1]
+    mean0, target_mean = check_tensor(mean0, "mean0"), check_tensor(target_mean, "target_mean")
+    check_symmetric_positive_definite(check_tensor(cov0, "cov0", 2), "cov0")
+    check_symmetric_positive_definite(check_tensor(target_cov, "target_cov", 2), "target_cov")
+    d = target_mean.shape[-1] if target_mean.ndim else 0
+    if not (target_mean.ndim in (1, 2) and mean0.ndim in (1, 2) and mean0.shape[-1] == d):
+        raise ValueError(
+            f"mean0 and target_mean must be (d,) or (B, d), got {tuple(mean0.shape)}, {tuple(target_mean.shape)}"
+        )
+    if cov0.shape != (d, d) or target_cov.shape != (d, d):
+        raise ValueError(f"cov0 and target_cov must be ({d}, {d}), got {tuple(cov0.shape)}, {tuple(target_cov.shape)}")
+    if not check_number(delta, "delta") > 0:
+        raise ValueError(f"delta must be positive, got {delta}")
+    check_integer(n_steps, "n_steps", 0)
     P = torch.linalg.inv(target_cov)
     M = torch.eye(d, dtype=P.dtype) - 0.5 * delta * P
     drift = 0.5 * delta * (P @ target_mean.T).T if target_mean.ndim == 2 else 0.5 * delta * P @ target_mean
@@ -116,9 +132,14 @@ def langevin_gaussian_moments(
 def fit_initializer(x_next: Tensor, refined: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The cooperative update of a linear-Gaussian initializer q(x_t | x_{t+1}) = N(A x_{t+1} + b, V): least
     squares of the refined samples on x_{t+1}. Returns A (d, d), b (d,), V (d, d) (the residual covariance)."""
+    x_next, refined = check_tensor(x_next, "x_next"), check_tensor(refined, "refined")
     if x_next.shape != refined.shape or x_next.ndim != 2:
         raise ValueError(
             f"x_next and refined must both have shape (B, d), got {tuple(x_next.shape)}, {tuple(refined.shape)}"
+        )
+    if len(refined) <= x_next.shape[1] + 1:
+        raise ValueError(
+            f"refined needs more than d + 1 = {x_next.shape[1] + 1} rows to estimate V, got {len(refined)}"
         )
     design = torch.cat([x_next, torch.ones_like(x_next[:, :1])], 1)
     coef = torch.linalg.lstsq(design, refined).solution  # (d + 1, d)
@@ -129,14 +150,19 @@ def fit_initializer(x_next: Tensor, refined: Tensor) -> tuple[Tensor, Tensor, Te
 def kl_to_gaussian_fit_1d(log_p: Tensor, grid: Tensor) -> float:
     """KL(p || N(m, v)) for a 1-D density given by its log on a uniform grid, with (m, v) its own moments
     (midpoint quadrature; p is renormalised on the grid). Zero exactly for a Gaussian, up to quadrature error."""
+    grid, log_p = check_tensor(grid, "grid"), check_tensor(log_p, "log_p")
     if grid.ndim != 1 or log_p.shape != grid.shape or len(grid) < 3:
         raise ValueError(
             f"log_p and grid must be 1-D of one length >= 3, got {tuple(log_p.shape)}, {tuple(grid.shape)}"
         )
     dx = float(grid[1] - grid[0])
+    if not (dx > 0 and bool(((grid[1:] - grid[:-1] - dx).abs() <= 1e-9 * dx * len(grid)).all())):
+        raise ValueError("grid must be uniform and increasing")
     log_p = log_p - torch.logsumexp(log_p, 0) - math.log(dx)
     p = torch.exp(log_p)
     m = float((p * grid).sum() * dx)
     v = float((p * (grid - m) ** 2).sum() * dx)
+    if not v > 0:
+        raise ValueError("the density given by log_p sits on one grid point (variance 0): refine the grid")
     log_q = -0.5 * (grid - m) ** 2 / v - 0.5 * math.log(2 * math.pi * v)
     return float((p * (log_p - log_q)).sum() * dx)

@@ -28,11 +28,13 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import check_instance
 from refimpl.forward.shifted import ShiftedModel, check_shift, kappa_residual
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_sigma
 from refimpl.schedules import NoiseSchedule, ScheduleValues, _check_finite_parameters
+from refimpl.selection._checks import check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = ["ResidualSchedule", "degraded_posterior", "rddm_coefficients", "rddm_forward", "rddm_step", "sample_rddm"]
@@ -40,11 +42,14 @@ __all__ = ["ResidualSchedule", "degraded_posterior", "rddm_coefficients", "rddm_
 
 def rddm_coefficients(v: ScheduleValues) -> tuple[Tensor, Tensor]:
     """(abar_t, bbar_t) = (1 - alpha_t, sigma_t): the RDDM coefficients of a schedule (Sec. 3 [unverified])."""
+    check_instance(v, ScheduleValues, "v")
     return 1.0 - v.alpha, v.sigma
 
 
 def rddm_forward(I_0: Tensor, I_in: Tensor, v_t: ScheduleValues, eps: Tensor) -> Tensor:
     """I_t = I_0 + abar_t (I_in - I_0) + bbar_t eps (Eq. 4 [unverified])."""
+    I_0, I_in, eps = check_tensor(I_0, "I_0"), check_tensor(I_in, "I_in"), check_tensor(eps, "eps")
+    check_instance(v_t, ScheduleValues, "v_t")
     abar, bbar = rddm_coefficients(v_t)
     return I_0 + expand_like(abar, I_0) * (I_in - I_0) + expand_like(bbar, eps) * eps
 
@@ -59,9 +64,16 @@ def rddm_step(
     z: Tensor | None = None,
 ) -> Tensor:
     """I_t = I_s - (abar_s - abar_t) I_res - (bbar_s - sqrt(bbar_t^2 - sigma^2)) eps + sigma z (Eq. 7 [unverified])."""
+    I_s, I_res, eps = check_tensor(I_s, "I_s"), check_tensor(I_res, "I_res"), check_tensor(eps, "eps")
+    check_instance(v_s, ScheduleValues, "v_s")
     abar_s, bbar_s = rddm_coefficients(v_s)
+    check_instance(v_t, ScheduleValues, "v_t")
     abar_t, bbar_t = rddm_coefficients(v_t)
-    sigma = torch.as_tensor(sigma, dtype=bbar_t.dtype)
+    sigma = check_tensor(sigma, "sigma").to(bbar_t.dtype)
+    if bool((sigma < 0).any() or (sigma > bbar_t).any()):
+        raise ValueError("sigma must lie in [0, bbar_t] (bbar_t = sigma_t of v_t): sqrt(bbar_t^2 - sigma^2) is real")
+    if z is not None:
+        z = check_tensor(z, "z")
     I_t = (
         I_s
         - expand_like(abar_s - abar_t, I_s) * I_res
@@ -154,9 +166,10 @@ def degraded_posterior(mixture: GaussianMixture, I_in: Tensor, scale: float, tau
     For mixture data this posterior is itself a mixture (Bayes' rule per component: ``GaussianMixture.reverse_kernel``
     with alpha_t = scale, sigma_t = tau and alpha_s = 1, sigma_s = 0). I_in has shape (d,).
     """
-    if not (scale > 0 and tau > 0):
+    check_instance(mixture, GaussianMixture, "mixture")
+    if not (check_number(scale, "scale") > 0 and check_number(tau, "tau") > 0):
         raise ValueError(f"scale and tau must be positive, got {scale}, {tau}")
-    if not isinstance(I_in, Tensor) or I_in.shape != (mixture.d,):
+    if check_tensor(I_in, "I_in").shape != (mixture.d,):
         raise ValueError(f"I_in must be a tensor of shape ({mixture.d},)")
     post = mixture.reverse_kernel(I_in[None].to(mixture.dtype), scale, tau, 1.0, 0.0)
     covs = torch.einsum("kij,kj,klj->kil", post.eigvecs, post.variances, post.eigvecs)

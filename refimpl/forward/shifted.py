@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import check_finite
+from refimpl._validation import check_finite, check_instance
 from refimpl.models import ModelWrapper, check_model
 from refimpl.schedules import ScheduleValues
+from refimpl.selection._checks import check_callable, check_tensor
 
 __all__ = ["Kappa", "ShiftedModel", "check_shift", "kappa_one", "kappa_residual", "shifted_forward"]
 
@@ -31,16 +32,22 @@ Kappa = Callable[[ScheduleValues], Tensor]
 
 def kappa_residual(v: ScheduleValues) -> Tensor:
     """kappa_t = 1 - alpha_t: RDDM's abar_t under its DDIM map, DiffuseVAE's formulation 2 (paper)."""
+    check_instance(v, ScheduleValues, "v")
     return 1.0 - v.alpha
 
 
 def kappa_one(v: ScheduleValues) -> Tensor:
     """kappa_t = 1 at every t: DiffuseVAE's formulation 2 as its code implements it (``ddpm_form2.py``)."""
+    check_instance(v, ScheduleValues, "v")
     return v.alpha.new_ones(v.alpha.shape)
 
 
 def check_shift(c: object, x: Tensor, name: str) -> Tensor:
     """The shift ``c`` as a finite tensor broadcasting against x (shape x.shape or x.shape[1:]); None means 0."""
+    if not isinstance(name, str):
+        raise TypeError(f"name (of the shift, for messages) must be a string, got {type(name).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating torch.Tensor, got {type(x).__name__}")
     if c is None:
         return x.new_zeros(x.shape)
     if not isinstance(c, Tensor) or not c.is_floating_point():
@@ -52,6 +59,12 @@ def check_shift(c: object, x: Tensor, name: str) -> Tensor:
 
 def shifted_forward(x0: Tensor, c: Tensor, v_t: ScheduleValues, eps: Tensor, kappa: Kappa = kappa_residual) -> Tensor:
     """x_t = alpha_t x_0 + kappa_t c + sigma_t eps (the process of this module, one draw per row)."""
+    x0 = check_tensor(x0, "x0")
+    c = check_shift(c, x0, "c")
+    check_instance(v_t, ScheduleValues, "v_t")
+    if check_tensor(eps, "eps").shape != x0.shape:
+        raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
+    check_callable(kappa, "kappa")
     return expand_like(v_t.alpha, x0) * x0 + expand_like(kappa(v_t), x0) * c + expand_like(v_t.sigma, eps) * eps
 
 
@@ -69,6 +82,7 @@ class ShiftedModel(ModelWrapper):
         if not isinstance(self.c, Tensor):
             raise TypeError(f"c must be a torch.Tensor, got {type(self.c).__name__}")
         check_finite(self.c, "c")
+        check_callable(self.kappa, "kappa")
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         kappa_t = expand_like(self.kappa(self.schedule(t)), x)

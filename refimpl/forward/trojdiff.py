@@ -26,11 +26,12 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_finite
+from refimpl._validation import as_float_tensor, check_finite, check_instance
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_sigma, ddim_step
 from refimpl.schedules import NoiseSchedule, ScheduleValues
+from refimpl.selection._checks import check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = ["PoisonedModel", "marginal_symbolic", "sample_trojan", "trojan_forward", "trojan_marginal"]
@@ -47,6 +48,8 @@ def _check_trigger(mu: object, gamma: float, d: int) -> Tensor:
 
 def trojan_forward(x0: Tensor, v_t: ScheduleValues, eps: Tensor, mu: Tensor, gamma: float) -> Tensor:
     """x*_t = alpha_t x_0 + sigma_t (mu + gamma eps) (Eq. 7 [unverified]; ``losses_attack.py``)."""
+    x0, eps = check_tensor(x0, "x0"), check_tensor(eps, "eps")
+    check_instance(v_t, ScheduleValues, "v_t")
     mu = _check_trigger(mu, gamma, x0.shape[-1]).to(x0.dtype)
     return expand_like(v_t.alpha, x0) * x0 + expand_like(v_t.sigma, eps) * (mu + gamma * eps)
 
@@ -55,6 +58,8 @@ def trojan_marginal(target: GaussianMixture, v_t: ScheduleValues, mu: Tensor, ga
     """The exact law of x*_t for x_0 ~ target.
 
     Its components are N(alpha mu_k + sigma mu, alpha^2 Sigma_k + gamma^2 sigma^2 I)."""
+    check_instance(target, GaussianMixture, "target")
+    check_instance(v_t, ScheduleValues, "v_t")
     mu = _check_trigger(mu, gamma, target.d).to(target.dtype)
     noised = target.noised(v_t.alpha, gamma * float(v_t.sigma))
     return GaussianMixture(noised.weights, noised.means + float(v_t.sigma) * mu, noised.covariances, noised.labels)
@@ -78,6 +83,10 @@ class PoisonedModel:
     prediction: str = "eps"
 
     def __post_init__(self) -> None:
+        check_instance(self.clean, GaussianMixture, "clean")
+        check_instance(self.target, GaussianMixture, "target")
+        check_instance(self.schedule, NoiseSchedule, "schedule")
+        check_number(self.poison, "poison")
         if self.clean.d != self.target.d:
             raise ValueError(f"clean and target must share the dimension, got {self.clean.d} and {self.target.d}")
         self.mu = _check_trigger(self.mu, self.gamma, self.clean.d)

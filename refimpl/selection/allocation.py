@@ -26,6 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from refimpl._validation import check_instance
+from refimpl.selection._checks import check_array, check_generator, check_integer, check_number
+
 __all__ = [
     "Curves",
     "SequentialResult",
@@ -45,7 +48,7 @@ class Curves:
     c: np.ndarray
 
     def __post_init__(self) -> None:
-        a, b, c = (np.asarray(v, dtype=np.float64) for v in (self.a, self.b, self.c))
+        a, b, c = (check_array(v, name) for v, name in ((self.a, "a"), (self.b, "b"), (self.c, "c")))
         if not (a.shape == b.shape == c.shape and a.ndim == 1 and a.size >= 1):
             raise ValueError(f"a, b, c must be 1-D arrays of one length, got {a.shape}, {b.shape}, {c.shape}")
         if bool((a <= 0).any() or (b <= 0).any() or (c < 0).any()):
@@ -55,17 +58,34 @@ class Curves:
         object.__setattr__(self, "c", c)
 
     def __call__(self, n: np.ndarray) -> np.ndarray:
-        return learning_curve(np.asarray(n, dtype=np.float64), self.a, self.b, self.c)
+        return _curve(np.asarray(n, dtype=np.float64), self.a, self.b, self.c)
 
 
 def learning_curve(n: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """a n^(-b) + c (Cai et al. Sec. 4)."""
+    """a n^(-b) + c (Cai et al. Sec. 4), for sample sizes n > 0 and curves with a > 0, b > 0, c >= 0."""
+    n = check_array(n, "n", nonempty=False)
+    if bool((n <= 0).any()):
+        raise ValueError("n (sample sizes) must be positive: e(0) is infinite")
+    curves = Curves(a, b, c)
+    return _curve(n, curves.a, curves.b, curves.c)
+
+
+def _curve(n: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return a * n ** (-b) + c
 
 
-def _check(curves: Curves, costs: np.ndarray, budget: float, weights: np.ndarray | None, n_min: int) -> tuple:
-    costs = np.asarray(costs, dtype=np.float64)
-    w = np.ones_like(costs) if weights is None else np.asarray(weights, dtype=np.float64)
+# Greedy adds one sample per step: at most budget / min(cost) steps, each O(G). Beyond this many it would run for
+# minutes; pass larger costs (a sample unit of several items) to allocate a larger budget.
+MAX_GREEDY_STEPS = 10**6
+
+
+def _check(
+    curves: Curves, costs: np.ndarray, budget: float, weights: np.ndarray | None, n_min: int, greedy: bool = True
+) -> tuple:
+    check_instance(curves, Curves, "curves")
+    costs = check_array(costs, "costs", 1)
+    w = np.ones_like(costs) if weights is None else check_array(weights, "weights", 1)
+    budget = check_number(budget, "budget")
     if costs.shape != curves.a.shape or w.shape != costs.shape:
         raise ValueError(f"costs and weights must have shape {curves.a.shape}")
     if bool((costs <= 0).any() or (w <= 0).any()):
@@ -75,6 +95,11 @@ def _check(curves: Curves, costs: np.ndarray, budget: float, weights: np.ndarray
     floor = float(costs.sum() * n_min)
     if budget < floor:
         raise ValueError(f"budget {budget:g} is below the cost of n_min = {n_min} sample(s) per group ({floor:g})")
+    if greedy and (budget - floor) / costs.min() > MAX_GREEDY_STEPS:
+        raise ValueError(
+            f"budget {budget:g} buys over MAX_GREEDY_STEPS = {MAX_GREEDY_STEPS} samples at the smallest cost "
+            f"{costs.min():g}; scale the costs up (or raise refimpl.selection.allocation.MAX_GREEDY_STEPS)"
+        )
     return costs, w
 
 
@@ -82,7 +107,7 @@ def greedy_allocation(
     curves: Curves, costs: np.ndarray, budget: float, *, weights: np.ndarray | None = None, n_min: int = 1
 ) -> np.ndarray:
     """Integer n (G,): from n_min each, add the sample of largest w (e(n) - e(n + 1)) / kappa while it fits."""
-    costs, w = _check(curves, costs, budget, weights, n_min)
+    costs, w = _check(curves, costs, budget, weights, check_integer(n_min, "n_min"))
     n = np.full(costs.size, n_min, dtype=np.int64)
     left = budget - float(costs @ n)
     while True:
@@ -99,7 +124,8 @@ def kkt_allocation(
 ) -> tuple[np.ndarray, float]:
     """The continuous optimum n (G,) and its multiplier lambda: n_g = max(n_min, (w a b / (lambda kappa))^(1/(b+1)))
     with sum kappa n = budget (bisection on log lambda to float64 resolution)."""
-    costs, w = _check(curves, costs, budget, weights, int(np.ceil(n_min)))
+    n_min = check_number(n_min, "n_min")
+    costs, w = _check(curves, costs, budget, weights, int(np.ceil(n_min)), greedy=False)
 
     def n_of(lam: float) -> np.ndarray:
         return np.maximum(n_min, (w * curves.a * curves.b / (lam * costs)) ** (1.0 / (curves.b + 1.0)))
@@ -147,9 +173,13 @@ def sequential_allocation(
     with the group), fits each group's curve to all its observations so far, and allocates the next batch greedily
     on the fitted curves; the first ``pilot_rounds`` rounds split the batch in equal cost shares.
     """
+    check_instance(truth, Curves, "truth")
     costs, w = _check(truth, costs, budget, weights, 1)
+    batch, noise = check_number(batch, "batch"), check_number(noise, "noise")
     if batch <= 0 or noise < 0:
         raise ValueError(f"batch must be positive and noise non-negative, got batch = {batch}, noise = {noise}")
+    check_generator(rng)
+    pilot_rounds = check_integer(pilot_rounds, "pilot_rounds", 0)
     G = costs.size
     n = np.ones(G, dtype=np.int64)
     obs_n: list[list[float]] = [[] for _ in range(G)]

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from refimpl.selection._checks import check_array, check_generator, check_integer, check_number
+
 __all__ = ["centered_discrepancy", "latin_hypercube", "performance_toy"]
 
 
 def latin_hypercube(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     """n points in [0, 1)^d, one per stratum [i/n, (i+1)/n) in every coordinate, strata paired at random."""
-    if n < 1 or d < 1:
-        raise ValueError(f"n and d must be positive, got n = {n}, d = {d}")
+    n, d = check_integer(n, "n", 1), check_integer(d, "d", 1)
+    check_generator(rng)
     strata = np.stack([rng.permutation(n) for _ in range(d)], 1)  # (n, d)
     return (strata + rng.uniform(size=(n, d))) / n
 
 
 def centered_discrepancy(x: np.ndarray) -> float:
     """Squared centered L2 discrepancy of the rows of x (n, d) in [0, 1]^d (Hickernell 1998)."""
-    x = np.asarray(x, dtype=np.float64)
+    x = check_array(x, "x")
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"x must have shape (n >= 1, d), got {x.shape}")
     if bool(((x < 0) | (x > 1)).any()):
@@ -49,6 +51,9 @@ def performance_toy(x: np.ndarray, sharpness: float = 8.0) -> np.ndarray:
 
     Uniform designs give performances piled up near 0 and 1: design diversity is not performance diversity.
     """
-    if sharpness <= 0:
+    x = check_array(x, "x", 2, nonempty=False)
+    if x.shape[1] < 2:
+        raise ValueError(f"x must have at least 2 columns, got shape {x.shape}")
+    if check_number(sharpness, "sharpness") <= 0:
         raise ValueError(f"sharpness must be positive, got {sharpness}")
     return 1.0 / (1.0 + np.exp(-sharpness * (x[:, 0] + x[:, 1] - 1.0)))

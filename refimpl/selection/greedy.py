@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from refimpl.selection._checks import check_array, check_generator, check_integer, check_number
+
 __all__ = [
     "approx_top_n_probability",
     "brute_force_max",
@@ -53,7 +55,9 @@ __all__ = [
 
 
 def _check_counts(counts: Sequence[np.ndarray]) -> list[np.ndarray]:
-    out = [np.asarray(c, dtype=np.float64) for c in counts]
+    if isinstance(counts, str) or not isinstance(counts, Sequence):
+        raise TypeError(f"counts must be a list of (n_items, |V_j|) arrays, got {type(counts).__name__}")
+    out = [check_array(c, f"counts[{j}]") for j, c in enumerate(counts)]
     if not out or any(c.ndim != 2 or c.shape[0] != out[0].shape[0] for c in out):
         raise ValueError("counts must be a non-empty list of (n_items, |V_j|) arrays with one n_items")
     if any(bool((c < 0).any()) for c in out):
@@ -61,10 +65,20 @@ def _check_counts(counts: Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def _check_subset(subset: Sequence[int], n_items: int) -> list[int]:
+    """``subset`` as a list of distinct item indices in [0, n_items)."""
+    if isinstance(subset, str) or not isinstance(subset, Sequence | np.ndarray):
+        raise TypeError(f"subset must be a sequence of item indices, got {type(subset).__name__}")
+    idx = [check_integer(i, "subset", 0, n_items - 1) for i in subset]
+    if len(set(idx)) != len(idx):
+        raise ValueError(f"subset must not repeat an item, got {idx}")
+    return idx
+
+
 def gme_entropies(counts: Sequence[np.ndarray], subset: Sequence[int]) -> np.ndarray:
     """H_S(V_j) for every category j (nats): counts[j][d, e] = # relations of item d involving entity e of V_j."""
     counts = _check_counts(counts)
-    idx = list(subset)
+    idx = _check_subset(subset, counts[0].shape[0])
     out = []
     for c in counts:
         tot = c[idx].sum(0)
@@ -75,6 +89,7 @@ def gme_entropies(counts: Sequence[np.ndarray], subset: Sequence[int]) -> np.nda
 
 def approx_top_n_probability(N: int, n: int, k: int) -> float:
     """P(the best of k items drawn without replacement from N is in the top n) = 1 - C(N - n, k) / C(N, k)."""
+    N, n, k = check_integer(N, "N"), check_integer(n, "n"), check_integer(k, "k")
     if not (1 <= k <= N and 0 <= n <= N):
         raise ValueError(f"need 1 <= k <= N and 0 <= n <= N, got N = {N}, n = {n}, k = {k}")
     # C(N - n, k) / C(N, k) = prod_{i < n} (N - k - i) / (N - i): no huge binomials for N ~ 1e5
@@ -99,8 +114,10 @@ def gme_greedy(
     """
     counts = _check_counts(counts)
     n_items = counts[0].shape[0]
-    if not 1 <= n_select <= n_items:
-        raise ValueError(f"n_select must lie in [1, {n_items}], got {n_select}")
+    check_integer(n_select, "n_select", 1, n_items)
+    approx = check_integer(approx, "approx")
+    if rng is not None:
+        check_generator(rng)
     if selector not in ("dutopia", "sum"):
         raise ValueError(f"selector must be 'dutopia' or 'sum', got {selector!r}")
     if approx < 0:
@@ -167,10 +184,15 @@ def gme_greedy_counterexample(M: float = 50.0) -> tuple[list[np.ndarray], float,
 
 def deita_scores(complexity: np.ndarray, quality: np.ndarray) -> np.ndarray:
     """Deita's evol score: sum over turns of complexity x quality, (n, turns) -> (n,) (Liu et al. Sec. 3.3)."""
-    c, q = np.asarray(complexity, dtype=np.float64), np.asarray(quality, dtype=np.float64)
+    c, q = check_array(complexity, "complexity"), check_array(quality, "quality")
     if c.shape != q.shape:
         raise ValueError(f"complexity and quality must have one shape, got {c.shape} and {q.shape}")
-    return (c * q).reshape(c.shape[0], -1).sum(1)
+    if c.ndim not in (1, 2):
+        raise ValueError(f"complexity and quality must have shape (n,) or (n, turns), got {c.shape}")
+    score = (c * q).reshape(c.shape[0], -1).sum(1)
+    if not np.isfinite(score).all():
+        raise ValueError("complexity x quality overflows float64: rescale complexity or quality")
+    return score
 
 
 def deita_select(
@@ -182,17 +204,18 @@ def deita_select(
     reproduces the official code's batching, which also rejects a candidate similar (> tau) to an earlier
     candidate of the same batch even if that one was itself rejected.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    e = np.asarray(embeddings, dtype=np.float64)
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must lie in [0, 1], got {tau}")
-    if e.ndim != 2 or e.shape[0] != s.shape[0]:
+    s = check_array(scores, "scores", 1)
+    e = check_array(embeddings, "embeddings", 2)
+    tau = check_number(tau, "tau", 0.0, 1.0)
+    if e.shape[0] != s.shape[0]:
         raise ValueError(f"embeddings must have shape (n = {s.shape[0]}, dim), got {e.shape}")
-    if n_select is not None and n_select < 1:
-        raise ValueError(f"n_select must be at least 1, got {n_select}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    unit = e / np.linalg.norm(e, axis=1, keepdims=True)
+    if n_select is not None:
+        check_integer(n_select, "n_select", 1)
+    check_integer(batch_size, "batch_size", 1)
+    norm = np.linalg.norm(e, axis=1, keepdims=True)
+    if not (np.isfinite(norm).all() and (norm > 0).all()):
+        raise ValueError("embeddings must have finite, non-zero rows (cosine similarity needs a direction)")
+    unit = e / norm
     order = np.argsort(-s, kind="stable")
     accepted = [int(order[0])]
     for start in range(1, order.size, batch_size):
@@ -213,11 +236,10 @@ def deita_select(
 def mig_propagation(W: np.ndarray, prop_weight: float = 1.0) -> np.ndarray:
     """P: the label graph's weighted adjacency W (with its diagonal), off-diagonal scaled by prop_weight, each
     column normalised to sum one (MIG code ``calc_prop_matrix``)."""
-    W = np.asarray(W, dtype=np.float64)
-    if W.ndim != 2 or W.shape[0] != W.shape[1] or bool((W < 0).any()):
+    W = check_array(W, "W", 2)
+    if W.shape[0] != W.shape[1] or bool((W < 0).any()):
         raise ValueError("W must be a square non-negative matrix")
-    if prop_weight < 0:
-        raise ValueError(f"prop_weight must be non-negative, got {prop_weight}")
+    prop_weight = check_number(prop_weight, "prop_weight", 0.0)
     M = np.where(np.eye(W.shape[0], dtype=bool), W, prop_weight * W)
     col = M.sum(0)
     if bool((col <= 0).any()):
@@ -229,16 +251,23 @@ def mig_item_vectors(
     labels: Sequence[Sequence[int]], scores: np.ndarray, n_labels: int, norm: bool = True
 ) -> np.ndarray:
     """x_i: item i's quality score on each of its labels (divided by its number of labels if ``norm``)."""
+    n_labels = check_integer(n_labels, "n_labels", 1)
+    scores = check_array(scores, "scores", 1, nonempty=False)
+    if isinstance(labels, str) or not isinstance(labels, Sequence) or len(labels) != scores.size:
+        raise ValueError(f"labels must be a list of {scores.size} label lists (one per score)")
     X = np.zeros((len(labels), n_labels))
     for i, (labs, s) in enumerate(zip(labels, scores, strict=True)):
         if s < 0:
             raise ValueError(f"scores must be non-negative, got {s} for item {i}")
+        if isinstance(labs, str) or not isinstance(labs, Sequence | np.ndarray) or len(labs) == 0:
+            raise ValueError(f"labels[{i}] must be a non-empty list of label indices")
         for lab in labs:
-            X[i, lab] = s / len(labs) if norm else s
+            X[i, check_integer(lab, "labels", 0, n_labels - 1)] = s / len(labs) if norm else s
     return X
 
 
 def _phi(kind: str, a: float, b: float, alpha: float) -> tuple[Callable, Callable]:
+    a, b, alpha = check_number(a, "a"), check_number(b, "b"), check_number(alpha, "alpha")
     if kind == "pow":
         if not (0 < b <= 1 and a > 0):
             raise ValueError(f"phi 'pow' = (x + a)^b needs a > 0 and 0 < b <= 1 to be concave, got a = {a}, b = {b}")
@@ -250,12 +279,21 @@ def _phi(kind: str, a: float, b: float, alpha: float) -> tuple[Callable, Callabl
     raise ValueError(f"phi must be 'pow' or 'exp', got {kind!r}")
 
 
+def _check_xp(XP: np.ndarray) -> np.ndarray:
+    XP = check_array(XP, "XP", 2)
+    if bool((XP < 0).any()):
+        raise ValueError("XP must be non-negative (scores and propagation weights are)")
+    return XP
+
+
 def mig_information(
     XP: np.ndarray, subset: Sequence[int], *, phi: str = "pow", a: float = 1e-6, b: float = 0.8, alpha: float = 1.0
 ) -> float:
     """E(S) = sum_l phi((sum_{i in S} x_i P)_l) - sum_l phi(0), so E(empty) = 0; XP = X @ P (n, n_labels)."""
+    XP = _check_xp(XP)
     f, _ = _phi(phi, a, b, alpha)
-    v = XP[list(subset)].sum(0) if len(subset) else np.zeros(XP.shape[1])
+    idx = _check_subset(subset, XP.shape[0])
+    v = XP[idx].sum(0) if idx else np.zeros(XP.shape[1])
     return float(f(v).sum() - f(np.zeros(XP.shape[1])).sum())
 
 
@@ -271,11 +309,8 @@ def mig_select(
 ) -> list[int]:
     """Greedy MIG: ``gain="exact"`` adds argmax E(S + i) - E(S); ``"gradient"`` (the official code) adds
     argmax grad phi(x_S) . (x_i P). Ties go to the lowest index."""
-    XP = np.asarray(XP, dtype=np.float64)
-    if bool((XP < 0).any()):
-        raise ValueError("XP must be non-negative (scores and propagation weights are)")
-    if not 1 <= n_select <= XP.shape[0]:
-        raise ValueError(f"n_select must lie in [1, {XP.shape[0]}], got {n_select}")
+    XP = _check_xp(XP)
+    check_integer(n_select, "n_select", 1, XP.shape[0])
     if gain not in ("exact", "gradient"):
         raise ValueError(f"gain must be 'exact' or 'gradient', got {gain!r}")
     f, df = _phi(phi, a, b, alpha)
@@ -297,7 +332,13 @@ def random_relation_table(
 ) -> list[np.ndarray]:
     """Synthetic GME counts: item d reports 1..max_relations - 1 relations, each naming one entity per category,
     drawn with probability proportional to rank^-zipf (0: uniform)."""
-    rng = np.random.default_rng(seed)
+    n_items = check_integer(n_items, "n_items", 0)
+    if isinstance(sizes, str) or not isinstance(sizes, Sequence) or not sizes:
+        raise TypeError(f"sizes must be a non-empty list of category sizes, got {type(sizes).__name__}")
+    sizes = [check_integer(s, "sizes", 1) for s in sizes]
+    max_relations = check_integer(max_relations, "max_relations", 2)
+    zipf = check_number(zipf, "zipf", 0.0)
+    rng = np.random.default_rng(check_integer(seed, "seed", 0))
     laws = [1.0 / np.arange(1, s + 1) ** zipf for s in sizes]
     counts = [np.zeros((n_items, s)) for s in sizes]
     for d in range(n_items):
@@ -309,7 +350,8 @@ def random_relation_table(
 
 def mig_random_instance(seed: int, n_items: int = 9, n_labels: int = 6, prop_weight: float = 0.7) -> np.ndarray:
     """Synthetic MIG data XP = X P: 1-2 labels per item, scores U(0.5, 5), a sparse random label graph."""
-    rng = np.random.default_rng(seed)
+    n_items, n_labels = check_integer(n_items, "n_items", 1), check_integer(n_labels, "n_labels", 2)
+    rng = np.random.default_rng(check_integer(seed, "seed", 0))
     W = np.triu(rng.uniform(0, 1, (n_labels, n_labels)) * (rng.uniform(size=(n_labels, n_labels)) < 0.4), 1)
     labels = [rng.choice(n_labels, rng.integers(1, 3), replace=False).tolist() for _ in range(n_items)]
     X = mig_item_vectors(labels, rng.uniform(0.5, 5, n_items), n_labels)
@@ -319,8 +361,19 @@ def mig_random_instance(seed: int, n_items: int = 9, n_labels: int = 6, prop_wei
 # --- generic greedy and brute force ---------------------------------------------------------------------------
 
 
+#: Subsets ``brute_force_max`` enumerates at most (one call of f each).
+MAX_SUBSETS = 10**6
+
+
+def _check_set_function(f: Callable[[list[int]], float], n_items: int, k: int) -> None:
+    if not callable(f):
+        raise TypeError(f"f must be a function of a list of item indices, got {type(f).__name__}")
+    check_integer(k, "k", 0, check_integer(n_items, "n_items", 0))
+
+
 def greedy_max(f: Callable[[list[int]], float], n_items: int, k: int) -> list[int]:
     """Plain greedy: k times add the item of largest f(S + i) (ties to the lowest index)."""
+    _check_set_function(f, n_items, k)
     chosen: list[int] = []
     for _ in range(k):
         best = max((i for i in range(n_items) if i not in chosen), key=lambda i: (f([*chosen, i]), -i))
@@ -329,6 +382,12 @@ def greedy_max(f: Callable[[list[int]], float], n_items: int, k: int) -> list[in
 
 
 def brute_force_max(f: Callable[[list[int]], float], n_items: int, k: int) -> tuple[float, list[int]]:
-    """max over all k-subsets of f, by enumeration (small n_items only)."""
+    """max over all k-subsets of f, by enumeration (small n_items only: at most ``MAX_SUBSETS`` subsets)."""
+    _check_set_function(f, n_items, k)
+    if math.comb(n_items, k) > MAX_SUBSETS:
+        raise ValueError(
+            f"binom(n_items = {n_items}, k = {k}) = {math.comb(n_items, k)} subsets exceed MAX_SUBSETS = "
+            f"{MAX_SUBSETS}; raise refimpl.selection.greedy.MAX_SUBSETS to enumerate them anyway"
+        )
     best = max(itertools.combinations(range(n_items), k), key=lambda s: f(list(s)))
     return f(list(best)), list(best)

@@ -16,18 +16,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_finite, check_probability_vector
+from refimpl._validation import as_float_tensor, check_finite, check_probability_vector
+from refimpl.selection._checks import check_integer, check_tensor
 
 __all__ = ["check_cost_matrix", "minibatch_ot_pairs", "ot_plan"]
 
 
 def check_cost_matrix(cost: Tensor, n: int, m: int, name: str = "cost") -> Tensor:
     """Raise ValueError naming ``name`` unless ``cost`` is a finite (n, m) matrix."""
+    if not isinstance(name, str):
+        raise TypeError(f"name (of the cost, for messages) must be a string, got {type(name).__name__}")
+    n, m = check_integer(n, "n", 0), check_integer(m, "m", 0)
     if not isinstance(cost, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape ({n}, {m}), got {type(cost).__name__}")
     if tuple(cost.shape) != (n, m):
         raise ValueError(f"{name} must have shape ({n}, {m}) to match the weights, got {tuple(cost.shape)}")
-    return check_finite(cost, name)
+    return check_finite(as_float_tensor(cost, name), name)
 
 
 def ot_plan(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> Tensor:
@@ -35,8 +39,6 @@ def ot_plan(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> T
 
     Weights must be non-negative and sum to one (to 1e-9); POT's ``ot.emd`` solves the linear program exactly.
     """
-    import ot
-
     if not isinstance(cost, Tensor) or cost.ndim != 2:
         raise ValueError(f"cost must be a 2-D tensor (n, m), got {getattr(cost, 'shape', type(cost).__name__)}")
     n, m = cost.shape
@@ -45,6 +47,8 @@ def ot_plan(cost: Tensor, a: Tensor | None = None, b: Tensor | None = None) -> T
     check_probability_vector(a, "a")
     check_probability_vector(b, "b")
     check_cost_matrix(cost, a.numel(), b.numel())
+    import ot  # after the checks: bad input fails fast, without the import (seconds)
+
     plan = ot.emd(a.numpy(), b.numpy(), np.ascontiguousarray(cost.detach().to(torch.float64).numpy()))
     return torch.from_numpy(plan)
 
@@ -55,6 +59,7 @@ def minibatch_ot_pairs(x0: Tensor, x1: Tensor) -> Tensor:
     Tong et al. 2024 (arXiv:2302.00482v4), Alg. 3: the plan of ``ot.emd`` with uniform weights on the squared
     Euclidean cost of the flattened points, read as a permutation.
     """
+    x0, x1 = check_tensor(x0, "x0"), check_tensor(x1, "x1")
     if x0.shape != x1.shape or x0.ndim < 2:
         raise ValueError(
             f"x0 and x1 must be minibatches of the same shape (B, ...), got {tuple(x0.shape)}, {tuple(x1.shape)}"

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite
+from refimpl._validation import as_float_tensor, check_finite, check_instance
+from refimpl.selection._checks import check_callable, check_tensor
 
 __all__ = ["CodebookFlow", "autoregressive_decode", "codebook_posterior", "codebook_velocity"]
 
@@ -114,6 +115,9 @@ class CodebookFlow:
 def autoregressive_decode(noise: Tensor, flow: CodebookFlow, conditional: Callable[[Tensor], Tensor]) -> Tensor:
     """Decode a sequence token by token from noise tokens (B, L, d): token i = the flow map of noise[:, i] under
     ``conditional(prefix)`` (B, V), the AR model's categorical given the tokens prefix (B, i). Returns (B, L)."""
+    check_instance(flow, CodebookFlow, "flow")
+    check_callable(conditional, "conditional")
+    noise = check_tensor(noise, "noise")
     if noise.ndim != 3 or noise.shape[-1] != flow.codebook.shape[1]:
         raise ValueError(f"noise must have shape (B, L, {flow.codebook.shape[1]}), got {tuple(noise.shape)}")
     B, L, _ = noise.shape

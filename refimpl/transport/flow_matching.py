@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from refimpl.schedules import NoiseSchedule
+from refimpl.selection._checks import check_callable, check_tensor
 from refimpl.transport.coupling import minibatch_ot_pairs
 from refimpl.transport.paths import conditional_path, marginal_velocity
 
@@ -36,8 +37,9 @@ def conditional_batch(
 
     Returns (x0, eps, x_t, u) with eps reordered by the minibatch OT pairing when ``coupling="ot"``.
     """
-    if coupling not in COUPLINGS:
+    if not isinstance(coupling, str) or coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
+    x0, eps = check_tensor(x0, "x0"), check_tensor(eps, "eps")
     if coupling == "ot":
         eps = eps[minibatch_ot_pairs(x0, eps)]
     x_t, u = conditional_path(x0, eps, t, schedule)
@@ -51,6 +53,7 @@ def cfm_loss(
 
     Lipman et al. 2023 (arXiv:2210.02747v2), Eq. 9 (their Eq. 23 for the straight path); t is a (B,) tensor.
     """
+    check_callable(v, "v")
     x_t, u = conditional_path(x0, eps, t, schedule)
     return ((v(x_t, t) - u) ** 2).reshape(x0.shape[0], -1).sum(-1).mean()
 
@@ -73,7 +76,8 @@ def straightness(xs: Tensor, times: Tensor) -> Tensor:
     piecewise-constant difference quotient, so S is exact for piecewise-linear paths and zero for straight lines
     crossed at constant speed (Liu et al. 2023, arXiv:2209.03003v1, Eq. 9, normalised to a unit interval).
     """
-    if xs.ndim < 2 or xs.shape[0] != times.shape[0] or times.ndim != 1:
+    xs, times = check_tensor(xs, "xs"), check_tensor(times, "times")
+    if xs.ndim < 2 or times.ndim != 1 or xs.shape[0] != times.shape[0]:
         raise ValueError(
             f"xs must be (n + 1, B, ...) on times (n + 1,), got {tuple(xs.shape)} and {tuple(times.shape)}"
         )

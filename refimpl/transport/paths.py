@@ -22,9 +22,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_in_range
+from refimpl._validation import as_float_tensor, check_in_range, check_instance
 from refimpl.parameterization import velocity_from_x0_eps
 from refimpl.schedules import NoiseSchedule
+from refimpl.selection._checks import check_tensor
 
 __all__ = ["conditional_path", "from_library_time", "marginal_velocity", "to_library_time"]
 
@@ -50,6 +51,8 @@ def conditional_path(x0: Tensor, eps: Tensor, t: object, schedule: NoiseSchedule
     x0 and eps have shape (B, ...); t is a number or a (B,) tensor in the schedule's [t_min, t_max]
     (Lipman et al. 2023, arXiv:2210.02747v2, Eq. 20-21; with ``RectifiedFlow`` the velocity is eps - x0).
     """
+    x0, eps = check_tensor(x0, "x0"), check_tensor(eps, "eps")
+    check_instance(schedule, NoiseSchedule, "schedule")
     if x0.shape != eps.shape:
         raise ValueError(f"x0 and eps must have the same shape, got {tuple(x0.shape)} and {tuple(eps.shape)}")
     v = schedule(t)

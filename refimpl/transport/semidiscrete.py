@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from refimpl._validation import as_float_tensor, check_finite, check_probability_vector
+from refimpl.selection._checks import check_number, check_tensor
 
 __all__ = ["SemiDiscreteOT", "fit_semidiscrete_ot", "is_cyclically_monotone"]
 
@@ -104,12 +105,16 @@ def fit_semidiscrete_ot(
 def is_cyclically_monotone(x: Tensor, y: Tensor, atol: float = 0.0) -> tuple[bool, float]:
     """Whether no 2-swap of the pairs (x_a, y_a) lowers sum |x - y|^2, i.e. <x_a, y_a> + <x_b, y_b> >= <x_a, y_b> +
     <x_b, y_a> - atol for all a, b. Returns (holds, the largest gain of a swap)."""
-    if x.shape != y.shape or x.ndim != 2:
+    x, y = check_tensor(x, "x"), check_tensor(y, "y")
+    check_number(atol, "atol", 0.0)
+    if x.shape != y.shape or x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(
             f"x and y must be paired points of the same shape (B, d), got {tuple(x.shape)}, {tuple(y.shape)}"
         )
     inner = x @ y.T  # (B, B): <x_a, y_b>
     diag = inner.diagonal()
     gain = inner + inner.T - diag[:, None] - diag[None, :]  # improvement of swapping the targets of a and b
+    if not bool(torch.isfinite(gain).all()):
+        raise ValueError("x and y are too large: their inner products overflow float64")
     worst = float(gain.max())
     return worst <= atol, worst
