@@ -25,6 +25,8 @@ from refimpl.distillation.consistency import (
     cd_loss,
     consistency_coefficients,
     consistency_multistep,
+    sde_teacher_covariance,
+    sde_teacher_gain,
     teacher_step,
 )
 from refimpl.distillation.dmd import dmd2_direction, gaussian_denoiser, gaussian_kl, train_dmd2, train_dmd2_mixture
@@ -37,8 +39,11 @@ from refimpl.distillation.progressive import (
     progressive_target,
     progressive_target_map,
 )
+from refimpl.models import CountingModel
 from refimpl.reference import convergence_order
+from refimpl.registry import get_sampler
 from refimpl.samplers import sample_consistency_multistep, sample_ddim, sample_progressive_student
+from refimpl.samplers.distilled import TEACHER_GRID, sample_trained_progressive_student
 from refimpl.schedules import get_schedule
 from toy_models import ExactModel, anisotropic_gaussian, ring
 
@@ -235,6 +240,47 @@ def test_sde_teacher_target_has_the_right_mean(name, eta):
         assert bool(((out.mean(0) - expected).abs() <= bound).all())
 
 
+def _second_moments(out: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample variances of out along the rows of u, and their CLT bounds (the mean of the squared deviations)."""
+    y = out @ u.T
+    sq = (y - y.mean(0)) ** 2
+    return sq.mean(0), clt_bound(sq.std(0), out.shape[0])
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_sde_teacher_covariance_is_the_marginal_minus_the_posterior_spread(name):
+    """SCott's SDE teacher: x ~ p_{t_n}, one DDIM step of strength eta with the exact model. Its output covariance is
+    Cov(p_{t_{n+1}}) - kappa^2 E Cov[x_0 | x_s] (Eq. SC), *below* the marginal's: right in mean only. On Gaussian
+    data it is exact (checked per entry within the CLT bound); at eta = 1 the deficit exceeds the CLT bound, so the
+    output is measurably under-dispersed. On the ring every direction u lies between Cov(p_t) - kappa^2 min(u^T Cov
+    (x_0) u, rho_s^2) and Cov(p_t) (the posterior covariance is below the prior's and below the error of
+    x_s / alpha_s)."""
+    schedule, g, model = _gauss(name)
+    ts = grids.uniform_lambda(schedule, 4)
+    n_samples, gen = 20000, torch.Generator().manual_seed(8)
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.6, -0.8]], dtype=torch.float64)
+    n = 1
+    for eta in (0.0, 1.0):
+        x = model.sample_xt(n_samples, ts[n], gen)[1]
+        out = teacher_step(model, ts, eta=eta, generator=gen)(x, n)
+        var, bound = _second_moments(out, u)
+        exact = ((u @ sde_teacher_covariance(g, schedule, ts[n], ts[n + 1], eta)) * u).sum(-1)
+        assert bool(((var - exact).abs() <= bound).all()), (eta, var, exact, bound)
+    marginal = ((u @ model.marginal(ts[n + 1]).covariances[0]) * u).sum(-1)
+    assert bool((marginal - exact > 2 * bound).all())  # eta = 1: below the marginal by more than the noise
+    ring_law = ring()
+    ring_model = ExactModel(ring_law, schedule)
+    kappa = float(sde_teacher_gain(schedule, ts[n], ts[n + 1], 1.0))
+    rho_s = float(schedule.rho_t(ts[n]))
+    x = ring_model.sample_xt(n_samples, ts[n], gen)[1]
+    var, bound = _second_moments(teacher_step(ring_model, ts, eta=1.0, generator=gen)(x, n), u)
+    prior = ((u @ ring_law.moments()[1]) * u).sum(-1)
+    marginal = ((u @ ring_model.marginal(ts[n + 1]).moments()[1]) * u).sum(-1)
+    lower = marginal - kappa**2 * torch.minimum(prior, torch.full_like(prior, rho_s**2))
+    assert bool((var <= marginal + bound).all()) and bool((var >= lower - bound).all()), (var, lower, marginal)
+    assert float(sde_teacher_gain(schedule, ts[n], ts[n + 1], 0.0)) < kappa  # the deficit grows with eta
+
+
 def test_multistep_consistency_sampling_with_exact_model_is_exact_in_law():
     """With the exact consistency function on Gaussian data every stage maps p_{t_n} to p_eps, so the output law of
     multistep sampling is p_eps exactly: checked on the exact mean and covariance of the affine-Gaussian output."""
@@ -316,6 +362,27 @@ def test_registered_consistency_multistep_samples_with_the_cd_fixed_point(name):
     fitted = consistency_multistep(cm, x, list(range(1, N)), noise=noise[:-1])
     scale = max(float(x.abs().max()), float(out.abs().max()), 1.0)
     assert float((out - fitted).abs().max()) <= lstsq_bound(1e3, scale) * N
+
+
+def test_registered_trained_student_is_the_distilled_student_on_its_fixed_grid():
+    """The "fixed" entry runs the 2-step student of two progressive rounds on its grid only: its affine map equals the
+    8-step teacher's to the least-squares round-off of two fits, it calls no model, and it refuses another grid."""
+    spec = get_sampler("progressive_student_trained")
+    schedule_name, grid = spec.fixed_grid
+    schedule = get_schedule(schedule_name)
+    teacher = ModelTeacher(ExactModel(anisotropic_gaussian(2, seed=0), schedule), TEACHER_GRID)
+    ts = torch.tensor(grid, dtype=torch.float64)
+    model = CountingModel(ExactModel(ring(), schedule))
+    Mt, bt = affine_map_of(teacher.sample, 2)
+    scale = float(Mt.abs().max()) + float(bt.abs().max())
+    assert _map_error(lambda x: spec(model, x, ts), Mt, bt) <= lstsq_bound(1e3, scale) * 2
+    assert model.calls == 0 and torch.equal(ts, TEACHER_GRID[::4])
+    with pytest.raises(ValueError, match="timesteps"):
+        spec(model, torch.zeros(3, 2, dtype=torch.float64), TEACHER_GRID)
+    with pytest.raises(ValueError, match="model"):
+        sample_trained_progressive_student(ExactModel(ring(), get_schedule("vp_cosine")), torch.zeros(3, 2), ts[1:])
+    with pytest.raises(ValueError, match="x must"):
+        spec(model, torch.zeros(3, 3, dtype=torch.float64), ts)
 
 
 # --- DMD2 ------------------------------------------------------------------------------------------------------

@@ -16,7 +16,16 @@ arXiv:2305.06908v4, Sec. 3.3) minimises, on the grid t_0 > t_1 > ... > t_N = eps
 
 the target network theta^- an EMA of theta. SCott (Liu et al. 2024, arXiv:2403.01505v2, Sec. 3) replaces the ODE
 teacher step by an SDE step of controlled noise strength; here that step is DDIM with eta (``teacher_step``), which at
-eta = 0 *is* the ODE teacher step. With F affine per grid point (``AffineConsistencyModel``) and theta^- = theta
+eta = 0 *is* the ODE teacher step. Its output law is right in mean (tower rule) but not in covariance: with the
+exact model, x_hat = E[alpha_t x_0 + c eps + s z | x_s, z] (c = sqrt(sigma_t^2 - s^2), s = DDIM's eta-noise), so the
+law of total covariance gives
+
+    Cov(x_hat) = Cov(p_t) - kappa^2 E Cov[x_0 | x_s],   kappa = alpha_t - c alpha_s / sigma_s,               (SC)
+
+an under-dispersion that grows with eta (``sde_teacher_gain``; exact on Gaussian data: ``sde_teacher_covariance``),
+bounded by kappa^2 min(Cov(x_0), (sigma_s / alpha_s)^2 I) since the posterior covariance is below both.
+
+With F affine per grid point (``AffineConsistencyModel``) and theta^- = theta
 after an exact inner minimisation, one update is a least-squares fit per grid point (``cd_update``); the fixed point
 solves f(., t_n) = f(., t_{n+1}) o teacher step, i.e. f = the teacher's flow map to epsilon, reached after N updates.
 """
@@ -34,6 +43,7 @@ from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.samplers.ddim import ddim_sigma, ddim_step
 from refimpl.samplers.distilled import renoise
 from refimpl.schedules import NoiseSchedule
+from toy_models.gmm import GaussianMixture
 
 __all__ = [
     "AffineConsistencyModel",
@@ -43,6 +53,8 @@ __all__ = [
     "cd_update",
     "consistency_coefficients",
     "consistency_multistep",
+    "sde_teacher_covariance",
+    "sde_teacher_gain",
     "teacher_step",
 ]
 
@@ -109,6 +121,28 @@ def teacher_step(
         return ddim_step(x0, eps, v_t, ddim_sigma(eta, v_s, v_t), z)
 
     return step
+
+
+def sde_teacher_gain(schedule: NoiseSchedule, t_from: float | Tensor, t_to: float | Tensor, eta: float) -> Tensor:
+    """kappa of (SC): the factor by which the posterior spread of x_0 is missing from one SDE-teacher step's output,
+    alpha_t - sqrt(sigma_t^2 - s^2) alpha_s / sigma_s with s = ``ddim_sigma(eta)``; the DDIM (ODE) value at eta = 0."""
+    v_s, v_t = schedule(schedule.check_t(t_from, "t_from")), schedule(schedule.check_t(t_to, "t_to"))
+    c = torch.sqrt(v_t.sigma**2 - ddim_sigma(eta, v_s, v_t) ** 2)
+    return v_t.alpha - c * v_s.alpha / v_s.sigma
+
+
+def sde_teacher_covariance(
+    mixture: GaussianMixture, schedule: NoiseSchedule, t_from: float | Tensor, t_to: float | Tensor, eta: float
+) -> Tensor:
+    """(SC) on one Gaussian N(mu, Sigma): the exact covariance of the SDE-teacher step's output for x_s ~ p_s,
+    alpha_t^2 Sigma + sigma_t^2 I - kappa^2 (Sigma^-1 + (alpha_s / sigma_s)^2 I)^-1."""
+    if not isinstance(mixture, GaussianMixture) or mixture.K != 1:
+        raise ValueError("mixture must be a GaussianMixture with a single component (K = 1)")
+    kappa = sde_teacher_gain(schedule, t_from, t_to, eta)
+    v_s, v_t = schedule(schedule.check_t(t_from, "t_from")), schedule(schedule.check_t(t_to, "t_to"))
+    Sigma, eye = mixture.covariances[0], torch.eye(mixture.d, dtype=mixture.dtype)
+    posterior = torch.linalg.inv(torch.linalg.inv(Sigma) + (v_s.alpha / v_s.sigma) ** 2 * eye)
+    return v_t.alpha**2 * Sigma + v_t.sigma**2 * eye - kappa**2 * posterior
 
 
 def cd_loss(student: AffineConsistencyModel, target: AffineConsistencyModel, step: TeacherStep, x: Tensor, n: int):
