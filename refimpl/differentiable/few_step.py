@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from refimpl import grids
+from refimpl._validation import as_float_tensor, check_finite
 from refimpl.differentiable._optim import Adam
-from refimpl.models import DiffusionModel
+from refimpl.models import DiffusionModel, check_model
 from refimpl.samplers import sample_ddim
 from refimpl.schedules import NoiseSchedule
 from toy_models.trained import Checkpoint, network_time
@@ -69,6 +70,8 @@ def partial_chain(
 ) -> Tensor:
     """Noise x0 to t_start with ``noise`` and run ``n_steps`` DDIM steps (uniform in lambda) back to t_end
     (default the schedule's t_min). Differentiable in x0 and in the model's parameters."""
+    check_model(model)
+    check_finite(as_float_tensor(x0, "x0"), "x0")
     schedule = model.schedule
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
@@ -79,8 +82,12 @@ def partial_chain(
 
 def central_difference(fn: Callable[[Tensor], Tensor], x: Tensor, direction: Tensor, delta: float = 1e-5) -> float:
     """(fn(x + delta u) - fn(x - delta u)) / (2 delta): the derivative of the scalar fn along u, error O(delta^2)."""
-    if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    check_finite(as_float_tensor(x, "x"), "x")
+    check_finite(as_float_tensor(direction, "direction"), "direction")
+    if not isinstance(delta, int | float) or not delta > 0:
+        raise ValueError(f"delta must be a positive number, got {delta!r}")
     with torch.no_grad():
         return float((fn(x + delta * direction) - fn(x - delta * direction)) / (2 * delta))
 
