@@ -12,7 +12,7 @@ On the mixture lab the flow map has no closed form: ``reference_flow_map`` is th
 (``refimpl.reference.solve_pf_ode``, about 1e-12 of the state's scale).
 
 An affine student maps Gaussian noise to a Gaussian, so its distance to Gaussian data is exact too: the 2-Wasserstein
-distance between N(m_1, S_1) and N(m_2, S_2) (Dowson & Landau 1982; Givens & Shortt 1984, Prop. 7)
+distance between N(m_1, S_1) and N(m_2, S_2) (Givens & Shortt 1984, Prop. 7 [unverified])
 
     W2^2 = |m_1 - m_2|^2 + tr(S_1 + S_2 - 2 (S_2^(1/2) S_1 S_2^(1/2))^(1/2)).                          (2)
 """
