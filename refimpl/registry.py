@@ -21,6 +21,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import inspect
+import itertools
 import math
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -49,8 +50,9 @@ __all__ = [
 #: to meet the tolerances ``rtol`` and ``atol`` (keyword options every adaptive sampler takes: it accepts a step
 #: when its local error estimate, per sample the RMS of the estimate over max(atol, rtol |x|), is at most 1),
 #: calls ``callback`` at accepted steps only, and declares no ``nfe`` (its calls depend on the tolerance and the
-#: model).
-KINDS = ("grid", "adaptive")
+#: model); "fixed" -- it is defined only on the one grid ``fixed_grid`` (a trained few-step student), refuses any
+#: other, and has no order to measure against a step count.
+KINDS = ("grid", "adaptive", "fixed")
 
 #: Where a spec's declared order is measured: "mixture" -- the shared test on drawn mixtures (and the Gaussian);
 #: "gaussian" -- only on the closed-form Gaussian (the spec's ``order_note`` says why the mixtures cannot show it);
@@ -106,7 +108,10 @@ class SamplerSpec:
         order_span: the log-SNR interval (lambda_start, lambda_end), lambda_start < lambda_end, over which the order
             is measured, for a method whose asymptotic regime needs it (e.g. a boundary term that dominates near
             the data); None measures over the toys' whole time range.
-        kind: one of ``KINDS``: "grid" (the default) or "adaptive".
+        kind: one of ``KINDS``: "grid" (the default), "adaptive" or "fixed".
+        fixed_grid: for (and only for) kind "fixed": (schedule name, decreasing times), the one grid on which the
+            sampler is defined, the only ``timesteps`` it accepts, with a model on that schedule (e.g. a student
+            distilled on that grid). None for every other kind.
         stochastic_rule: the rule behind ``stochastic`` (set from a callable ``stochastic``; kept by
             ``dataclasses.replace``, so a spec with other options re-applies it). None for a fixed flag.
     """
@@ -128,6 +133,7 @@ class SamplerSpec:
     order_steps: tuple[int, ...] | None = None
     order_span: tuple[float, float] | None = None
     kind: str = "grid"
+    fixed_grid: tuple[str, tuple[float, ...]] | None = None
     stochastic_rule: Callable[[Mapping[str, Any]], bool] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +146,20 @@ class SamplerSpec:
             raise ValueError(f"{self.name}: nfe must be None exactly for an adaptive sampler (kind={self.kind!r})")
         if adaptive != (self.order_check == "tolerance"):
             raise ValueError(f"{self.name}: order_check must be 'tolerance' exactly for an adaptive sampler")
+        if (self.kind == "fixed") != (self.fixed_grid is not None):
+            raise ValueError(f"{self.name}: fixed_grid must be given exactly for kind 'fixed' (kind={self.kind!r})")
+        if self.fixed_grid is not None:
+            if not isinstance(self.fixed_grid, tuple | list) or len(self.fixed_grid) != 2:
+                raise ValueError(f"{self.name}: fixed_grid must be a pair (schedule name, times)")
+            schedule, times = self.fixed_grid
+            grid = tuple(float(t) for t in times)
+            if not isinstance(schedule, str) or len(grid) < 2 or not all(math.isfinite(t) for t in grid):
+                raise ValueError(f"{self.name}: fixed_grid must be (schedule name, two or more finite times)")
+            if any(b >= a for a, b in itertools.pairwise(grid)):
+                raise ValueError(f"{self.name}: the times of fixed_grid must be strictly decreasing, got {grid}")
+            if self.order_check == "mixture":
+                raise ValueError(f"{self.name}: a fixed-grid sampler has no order to measure: say why in order_note")
+            object.__setattr__(self, "fixed_grid", (schedule, grid))
         for attr in ("sample", "amplification") if adaptive else ("sample", "nfe", "amplification"):
             if not callable(getattr(self, attr)):
                 raise TypeError(f"{self.name}: {attr} must be callable, got {getattr(self, attr)!r}")

@@ -292,3 +292,16 @@ def test_general_full_rank_operator_projects_exactly():
     x, y = torch.randn(3, 5, generator=gen, dtype=torch.float64), torch.randn(3, 2, generator=gen, dtype=torch.float64)
     cond = float(torch.linalg.cond(A @ A.T))
     assert float((range_null_projector(A)(x, y) @ A.T - y).abs().max()) <= roundoff(64, 10.0, condition=cond)
+
+
+def test_rcond_off_its_default_decides_what_counts_as_singular():
+    """rcond is the relative floor on the singular values of A A^T: rows nearly parallel (ratio ~ 1e-8 here) pass the
+    default 1e-10 and project exactly (to round-off conditioned by A A^T), and raise with rcond = 1e-6."""
+    A = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1e-4, 0.0]], dtype=torch.float64)
+    ratio = float(torch.linalg.svdvals(A @ A.T)[-1] / torch.linalg.svdvals(A @ A.T)[0])
+    assert 1e-10 < ratio < 1e-6
+    x, y = torch.ones(2, 3, dtype=torch.float64), torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=torch.float64)
+    proj = range_null_projector(A, rcond=1e-9)
+    assert float((proj(x, y) @ A.T - y).abs().max()) <= roundoff(64, 1e4, condition=1 / ratio)
+    with pytest.raises(ValueError, match="full row rank"):
+        range_null_projector(A, rcond=1e-6)

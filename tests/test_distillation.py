@@ -25,10 +25,18 @@ from refimpl.distillation.consistency import (
     cd_loss,
     consistency_coefficients,
     consistency_multistep,
+    sde_teacher_covariance,
+    sde_teacher_gain,
     teacher_step,
 )
-from refimpl.distillation.dmd import dmd2_direction, gaussian_denoiser, gaussian_kl, train_dmd2, train_dmd2_mixture
-from refimpl.distillation.flow_maps import affine_map_of, apply_affine, gaussian_flow_map, reference_flow_map
+from refimpl.distillation.dmd import dmd2_direction, gaussian_denoiser, train_dmd2, train_dmd2_mixture
+from refimpl.distillation.flow_maps import (
+    affine_map_of,
+    apply_affine,
+    gaussian_flow_map,
+    gaussian_w2,
+    reference_flow_map,
+)
 from refimpl.distillation.progressive import (
     ModelTeacher,
     distill_round,
@@ -37,8 +45,11 @@ from refimpl.distillation.progressive import (
     progressive_target,
     progressive_target_map,
 )
-from refimpl.reference import convergence_order
+from refimpl.models import CountingModel
+from refimpl.reference import convergence_order, gaussian_kl
+from refimpl.registry import get_sampler
 from refimpl.samplers import sample_consistency_multistep, sample_ddim, sample_progressive_student
+from refimpl.samplers.distilled import TEACHER_GRID, sample_trained_progressive_student
 from refimpl.schedules import get_schedule
 from toy_models import ExactModel, anisotropic_gaussian, ring
 
@@ -235,6 +246,47 @@ def test_sde_teacher_target_has_the_right_mean(name, eta):
         assert bool(((out.mean(0) - expected).abs() <= bound).all())
 
 
+def _second_moments(out: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample variances of out along the rows of u, and their CLT bounds (the mean of the squared deviations)."""
+    y = out @ u.T
+    sq = (y - y.mean(0)) ** 2
+    return sq.mean(0), clt_bound(sq.std(0), out.shape[0])
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_sde_teacher_covariance_is_the_marginal_minus_the_posterior_spread(name):
+    """SCott's SDE teacher: x ~ p_{t_n}, one DDIM step of strength eta with the exact model. Its output covariance is
+    Cov(p_{t_{n+1}}) - kappa^2 E Cov[x_0 | x_s] (Eq. SC), *below* the marginal's: right in mean only. On Gaussian
+    data it is exact (checked per entry within the CLT bound); at eta = 1 the deficit exceeds the CLT bound, so the
+    output is measurably under-dispersed. On the ring every direction u lies between Cov(p_t) - kappa^2 min(u^T Cov
+    (x_0) u, rho_s^2) and Cov(p_t) (the posterior covariance is below the prior's and below the error of
+    x_s / alpha_s)."""
+    schedule, g, model = _gauss(name)
+    ts = grids.uniform_lambda(schedule, 4)
+    n_samples, gen = 20000, torch.Generator().manual_seed(8)
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.6, -0.8]], dtype=torch.float64)
+    n = 1
+    for eta in (0.0, 1.0):
+        x = model.sample_xt(n_samples, ts[n], gen)[1]
+        out = teacher_step(model, ts, eta=eta, generator=gen)(x, n)
+        var, bound = _second_moments(out, u)
+        exact = ((u @ sde_teacher_covariance(g, schedule, ts[n], ts[n + 1], eta)) * u).sum(-1)
+        assert bool(((var - exact).abs() <= bound).all()), (eta, var, exact, bound)
+    marginal = ((u @ model.marginal(ts[n + 1]).covariances[0]) * u).sum(-1)
+    assert bool((marginal - exact > 2 * bound).all())  # eta = 1: below the marginal by more than the noise
+    ring_law = ring()
+    ring_model = ExactModel(ring_law, schedule)
+    kappa = float(sde_teacher_gain(schedule, ts[n], ts[n + 1], 1.0))
+    rho_s = float(schedule.rho_t(ts[n]))
+    x = ring_model.sample_xt(n_samples, ts[n], gen)[1]
+    var, bound = _second_moments(teacher_step(ring_model, ts, eta=1.0, generator=gen)(x, n), u)
+    prior = ((u @ ring_law.moments()[1]) * u).sum(-1)
+    marginal = ((u @ ring_model.marginal(ts[n + 1]).moments()[1]) * u).sum(-1)
+    lower = marginal - kappa**2 * torch.minimum(prior, torch.full_like(prior, rho_s**2))
+    assert bool((var <= marginal + bound).all()) and bool((var >= lower - bound).all()), (var, lower, marginal)
+    assert float(sde_teacher_gain(schedule, ts[n], ts[n + 1], 0.0)) < kappa  # the deficit grows with eta
+
+
 def test_multistep_consistency_sampling_with_exact_model_is_exact_in_law():
     """With the exact consistency function on Gaussian data every stage maps p_{t_n} to p_eps, so the output law of
     multistep sampling is p_eps exactly: checked on the exact mean and covariance of the affine-Gaussian output."""
@@ -316,6 +368,27 @@ def test_registered_consistency_multistep_samples_with_the_cd_fixed_point(name):
     fitted = consistency_multistep(cm, x, list(range(1, N)), noise=noise[:-1])
     scale = max(float(x.abs().max()), float(out.abs().max()), 1.0)
     assert float((out - fitted).abs().max()) <= lstsq_bound(1e3, scale) * N
+
+
+def test_registered_trained_student_is_the_distilled_student_on_its_fixed_grid():
+    """The "fixed" entry runs the 2-step student of two progressive rounds on its grid only: its affine map equals the
+    8-step teacher's to the least-squares round-off of two fits, it calls no model, and it refuses another grid."""
+    spec = get_sampler("progressive_student_trained")
+    schedule_name, grid = spec.fixed_grid
+    schedule = get_schedule(schedule_name)
+    teacher = ModelTeacher(ExactModel(anisotropic_gaussian(2, seed=0), schedule), TEACHER_GRID)
+    ts = torch.tensor(grid, dtype=torch.float64)
+    model = CountingModel(ExactModel(ring(), schedule))
+    Mt, bt = affine_map_of(teacher.sample, 2)
+    scale = float(Mt.abs().max()) + float(bt.abs().max())
+    assert _map_error(lambda x: spec(model, x, ts), Mt, bt) <= lstsq_bound(1e3, scale) * 2
+    assert model.calls == 0 and torch.equal(ts, TEACHER_GRID[::4])
+    with pytest.raises(ValueError, match="timesteps"):
+        spec(model, torch.zeros(3, 2, dtype=torch.float64), TEACHER_GRID)
+    with pytest.raises(ValueError, match="model"):
+        sample_trained_progressive_student(ExactModel(ring(), get_schedule("vp_cosine")), torch.zeros(3, 2), ts[1:])
+    with pytest.raises(ValueError, match="x must"):
+        spec(model, torch.zeros(3, 3, dtype=torch.float64), ts)
 
 
 # --- DMD2 ------------------------------------------------------------------------------------------------------
@@ -458,3 +531,94 @@ def test_dmd2_direction_is_invariant_to_the_scale_of_the_data():
         scaled = dmd2_direction(c * x, c * d_real, c * d_fake)
         assert float((scaled - g).abs().max()) <= roundoff(16, float(g.abs().max()))
     assert torch.equal(dmd2_direction(x, d_real, d_real), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_dmd2_fake_lr_off_its_default_still_tracks_and_converges(name):
+    """fake_lr = 0.2 (default 0.05) with the learned fake denoiser: the option changes the run (the first fake errors
+    differ from the default's), and the generator's exact KL still falls five-fold in 40 steps (2 fake updates each)."""
+    schedule, g, _ = _gauss(name)
+
+    def run(steps, fake_lr):
+        gen = torch.Generator().manual_seed(0)
+        return train_dmd2(
+            g, schedule, steps=steps, batch=256, fake="learned", fake_updates=2, fake_lr=fake_lr, generator=gen
+        )
+
+    history = run(40, 0.2)
+    assert run(2, 0.05).fake_error != history.fake_error[:2]
+    assert history.kl[-1] < 0.2 * history.kl[0]
+
+
+def test_dmd2_mixture_with_other_lr_and_batch_moves_towards_the_ring_on_edm():
+    """train_dmd2_mixture with lr = 0.05, batch = 128 (defaults 0.02, 512) on EDM's schedule: the held-out MMD still
+    falls by more than the CLT bound of the difference (5 disjoint chunks)."""
+    schedule = get_schedule("edm")
+    data = ring()
+    held = data.sample(1000, torch.Generator().manual_seed(1))
+    kw = dict(batch=128, generator=torch.Generator().manual_seed(0))
+    start = train_dmd2_mixture(data, schedule, 8, steps=1, lr=1e-12, **kw)
+    kw["generator"] = torch.Generator().manual_seed(0)
+    trained = train_dmd2_mixture(data, schedule, 8, steps=60, lr=0.05, **kw)
+
+    def chunks(g):
+        x = g.sample(1000, torch.Generator().manual_seed(2))
+        return torch.stack([mmd2_unbiased(x[i::5], held[i::5], 0.5) for i in range(5)])
+
+    before, after = chunks(start), chunks(trained)
+    assert float(after.mean()) + clt_difference_bound(float(before.std()), 5, float(after.std()), 5) < float(
+        before.mean()
+    )
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_network_student_with_other_lr_batch_and_hidden_learns_the_target(name):
+    """distill_round_network with hidden = 16, lr = 1e-2, batch = 64 (defaults 64, 3e-3, 256) on Gaussian data, 4 -> 2
+    steps: the width takes effect, and training lowers the student's mean squared distance to the teacher's samples
+    on held-out starts by more than the CLT bound of the difference."""
+    schedule, g, model = _gauss(name)
+    teacher = ModelTeacher(model, grids.uniform_lambda(schedule, 4))
+    data = g.sample(512, torch.Generator().manual_seed(0))
+    x_T = model.sample_xt(500, teacher.timesteps[0], torch.Generator().manual_seed(1))[1]
+    aim = teacher.sample(x_T)
+
+    def sq_error(train_steps):
+        student = distill_round_network(
+            teacher,
+            2,
+            data,
+            train_steps=train_steps,
+            batch=64,
+            lr=1e-2,
+            hidden=16,
+            generator=torch.Generator().manual_seed(2),
+        )
+        assert student.net[0].out_features == 16
+        with torch.no_grad():
+            return ((student.sample(x_T) - aim) ** 2).sum(-1)
+
+    before, after = sq_error(1), sq_error(60)
+    bound = clt_difference_bound(float(before.std()), 500, float(after.std()), 500)
+    assert float(after.mean()) + bound < float(before.mean())
+
+
+def test_gaussian_w2_equals_the_scipy_sqrtm_formula_and_vanishes_on_equal_laws():
+    """Eq. (2) against the same formula with scipy's matrix square root (oracle: Schur method, not our eigh) on random
+    laws in d = 3, to round-off of the two square roots; zero (to round-off) between a law and itself; the shift alone
+    when the covariances agree. (POT's bures_wasserstein_distance agrees too, but importing POT costs seconds.)"""
+    from scipy.linalg import sqrtm
+
+    gen = torch.Generator().manual_seed(0)
+    B1, B2 = (torch.randn(3, 3, generator=gen, dtype=torch.float64) for _ in range(2))
+    m1, m2 = (torch.randn(3, generator=gen, dtype=torch.float64) for _ in range(2))
+    S1, S2 = B1 @ B1.T + 0.1 * torch.eye(3), B2 @ B2.T + 0.1 * torch.eye(3)
+    ours = float(gaussian_w2(m1, S1, m2, S2))
+    root = sqrtm(S2.numpy()).real
+    cross = sqrtm(root @ S1.numpy() @ root).real
+    theirs = float((((m1 - m2) ** 2).sum() + (S1 + S2).trace() - 2 * cross.trace()) ** 0.5)
+    scale = float(S1.abs().max() + S2.abs().max())
+    assert abs(ours - theirs) <= roundoff(AFFINE_MAP_OPS, scale) / max(ours, 1e-3)
+    assert float(gaussian_w2(m1, S1, m1, S1)) <= roundoff(AFFINE_MAP_OPS, scale) ** 0.5
+    assert abs(float(gaussian_w2(m1, S1, m2, S1)) - float((m1 - m2).norm())) <= roundoff(AFFINE_MAP_OPS, scale) ** 0.5
+    with pytest.raises(ValueError, match="S2"):
+        gaussian_w2(m1, S1, m2, S2[:2])

@@ -75,15 +75,22 @@ def order_measured(names: list[str]) -> list:
     ``test_adaptive_error_shrinks_with_the_tolerance_and_stays_within_its_bound`` checks them instead."""
     return [
         pytest.param(n, marks=pytest.mark.skip(reason=f"{n}: {get_sampler(n).order_note}"))
-        if get_sampler(n).kind == "adaptive"
+        if get_sampler(n).kind != "grid"
         else n
         for n in names
     ]
 
 
 def grid_for(spec: SamplerSpec, s: NoiseSchedule, n: int) -> torch.Tensor:
-    """n steps uniform in t for a grid sampler; the two ends (t_max, t_min) for an adaptive one."""
+    """n steps uniform in t for a grid sampler; the two ends (t_max, t_min) for an adaptive one; a fixed one's own."""
+    if spec.kind == "fixed":
+        return torch.tensor(spec.fixed_grid[1], dtype=torch.float64)
     return grids.uniform_t(s, 1 if spec.kind == "adaptive" else n)
+
+
+def schedule_for(spec: SamplerSpec, name: str) -> NoiseSchedule:
+    """The schedule ``name``, or a fixed-grid entry's own (its grid's times belong to it)."""
+    return get_schedule(spec.fixed_grid[0] if spec.kind == "fixed" else name)
 
 
 def span_for(spec: SamplerSpec, s: NoiseSchedule) -> tuple[float | None, float | None]:
@@ -248,7 +255,7 @@ def test_model_calls_match_the_declared_nfe(name: str) -> None:
     tolerance and the model; that they grow as it tightens is checked with their error): at least one per
     accepted step, and the same count for the same run."""
     spec = get_sampler(name)
-    s = get_schedule("vp_cosine")
+    s = schedule_for(spec, "vp_cosine")
     if spec.kind == "adaptive":
         assert spec.nfe is None
         counts = []
@@ -259,9 +266,10 @@ def test_model_calls_match_the_declared_nfe(name: str) -> None:
             counts.append(model.calls)
         assert counts[0] == counts[1] or spec.stochastic, counts
         return
-    for n in sorted({spec.min_steps, spec.min_steps + 1, 7, 20}):
+    for n in [len(spec.fixed_grid[1]) - 1] if spec.fixed_grid else sorted({spec.min_steps, spec.min_steps + 1, 7, 20}):
         model = CountingModel(ExactModel(ring(), s))
-        spec(model, _start((4, 2)), grids.uniform_lambda(s, n), **_run_kwargs(spec))
+        ts = grid_for(spec, s, n) if spec.fixed_grid else grids.uniform_lambda(s, n)
+        spec(model, _start((4, 2)), ts, **_run_kwargs(spec))
         assert model.calls == spec.nfe(n), f"{name}: {model.calls} calls for {n} steps, declared {spec.nfe(n)}"
 
 
@@ -269,8 +277,8 @@ def test_model_calls_match_the_declared_nfe(name: str) -> None:
 def test_callback_sees_every_step(name: str) -> None:
     """Every step of the grid, in order; for an adaptive entry every accepted step, which tile (t_start, t_end)."""
     spec = get_sampler(name)
-    s = get_schedule("vp_linear")
-    ts = grids.uniform_lambda(s, 1 if spec.kind == "adaptive" else 6)
+    s = schedule_for(spec, "vp_linear")
+    ts = grid_for(spec, s, 1) if spec.kind != "grid" else grids.uniform_lambda(s, 6)
     traj = Trajectory()
     out = spec(ExactModel(ring(), s), _start((3, 2)), ts, callback=traj, **_run_kwargs(spec))
     torch.testing.assert_close(traj.xs[-1], out, rtol=0, atol=0)
@@ -280,7 +288,7 @@ def test_callback_sees_every_step(name: str) -> None:
         assert bool((traj.times.diff() < 0).all())
         torch.testing.assert_close(traj.times[[0, -1]], ts, rtol=0, atol=0)
         return
-    assert len(traj.steps) == 6
+    assert len(traj.steps) == len(ts) - 1
     torch.testing.assert_close(traj.times, ts, rtol=0, atol=0)
 
 
@@ -290,9 +298,9 @@ def test_stochastic_samplers_are_reproducible_with_injected_noise(name: str, sch
     """Same noise (or same generator seed): bit-identical output; another seed: a different output, by far more
     than round-off (DISTINCT_NOISE_GAP)."""
     spec = get_sampler(name)
-    s = get_schedule(schedule_name)
+    s = schedule_for(spec, schedule_name)
     model, x, ts = ExactModel(ring(), s), _start((5, 2)), grid_for(spec, s, 10)
-    noise = _start((10, 5, 2), seed=1)
+    noise = _start((len(ts) - 1, 5, 2), seed=1)
     torch.testing.assert_close(spec(model, x, ts, noise=noise), spec(model, x, ts, noise=noise), rtol=0, atol=0)
     a, b, c = (spec(model, x, ts, **_run_kwargs(spec, seed)) for seed in (1, 1, 2))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -303,7 +311,7 @@ def test_stochastic_samplers_are_reproducible_with_injected_noise(name: str, sch
 def test_stochastic_samplers_do_not_touch_the_global_rng(name: str) -> None:
     """With a generator (or injected noise), torch's global RNG state is left as it was."""
     spec = get_sampler(name)
-    s = get_schedule("vp_linear")
+    s = schedule_for(spec, "vp_linear")
     state = torch.get_rng_state()
     spec(ExactModel(ring(), s), _start((3, 2)), grid_for(spec, s, 5), **_run_kwargs(spec))
     assert torch.equal(torch.get_rng_state(), state)
@@ -311,15 +319,16 @@ def test_stochastic_samplers_do_not_touch_the_global_rng(name: str) -> None:
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_deterministic_samplers_refuse_noise(name: str) -> None:
-    s = get_schedule("vp_linear")
+    spec = get_sampler(name)
+    s = schedule_for(spec, "vp_linear")
     with pytest.raises(ValueError, match="deterministic"):
-        get_sampler(name)(ExactModel(ring(), s), _start((2, 2)), grids.uniform_t(s, 3), noise=torch.zeros(3, 2, 2))
+        spec(ExactModel(ring(), s), _start((2, 2)), grid_for(spec, s, 3), noise=torch.zeros(3, 2, 2))
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_bad_input_raises_clear_errors(name: str) -> None:
     spec = get_sampler(name)
-    s = get_schedule("vp_linear")
+    s = schedule_for(spec, "vp_linear")
     model, x, kw = ExactModel(ring(), s), _start((4, 2)), _run_kwargs(spec)
     ts = grid_for(spec, s, 5)
     with pytest.raises(ValueError, match="strictly decreasing"):
@@ -328,6 +337,8 @@ def test_bad_input_raises_clear_errors(name: str) -> None:
         spec(model, x, ts * 2, **kw)
     with pytest.raises(ValueError, match="non-finite"):
         spec(model, torch.full((4, 2), float("nan")), ts, **kw)
+    if spec.nfe is not None and spec.nfe(len(ts) - 1) == 0:
+        return  # a trained student calls no model: the model's output is never checked
     with pytest.raises(ValueError, match="shape"):
         spec(FunctionModel(lambda x, t: x[:, :1], s), x, ts, **kw)
     with pytest.raises(ValueError, match="non-finite"):
@@ -454,12 +465,32 @@ def test_the_adaptive_kind_is_declared_consistently() -> None:
     with pytest.raises(ValueError, match="tolerance"):
         dataclasses.replace(REGISTRY["ddim"], order_check="tolerance", order_note="why")
     with pytest.raises(ValueError, match="kind"):
-        dataclasses.replace(REGISTRY["ddim"], kind="fixed")
+        dataclasses.replace(REGISTRY["ddim"], kind="other")
     both = Registry([adaptive, REGISTRY["ddim"]])
     assert both.samplers() == [REGISTRY["ddim"]] and both.samplers(kind="adaptive") == [adaptive]
     assert both.samplers(kind=None) == [adaptive, REGISTRY["ddim"]]
     with pytest.raises(ValueError, match="kind"):
-        both.samplers(kind="fixed")
+        both.samplers(kind="other")
+
+
+def test_the_fixed_kind_needs_its_grid_and_its_entries_refuse_other_grids() -> None:
+    """A "fixed" spec declares (schedule, decreasing times) and no mixture order; every fixed entry refuses another
+    grid of its schedule, and samplers() leaves it out unless asked for its kind."""
+    promises = dict(order=1, stochastic=False, paper="p", equation="e", order_check="gaussian", order_note="why")
+    fixed = SamplerSpec("f", sample_ddim, kind="fixed", fixed_grid=("vp_linear", [1.0, 0.5]), **promises)
+    assert fixed.fixed_grid == ("vp_linear", (1.0, 0.5))
+    for bad in (dict(fixed_grid=None), dict(fixed_grid=("vp_linear", (0.5, 1.0))), dict(fixed_grid=("vp", (1.0,)))):
+        with pytest.raises(ValueError, match="fixed_grid"):
+            dataclasses.replace(fixed, **bad)
+    with pytest.raises(ValueError, match="fixed_grid"):
+        dataclasses.replace(REGISTRY["ddim"], fixed_grid=("vp_linear", (1.0, 0.5)))
+    with pytest.raises(ValueError, match="order"):
+        dataclasses.replace(fixed, order_check="mixture")
+    assert Registry([fixed]).samplers() == [] and Registry([fixed]).samplers(kind="fixed") == [fixed]
+    for spec in samplers(kind="fixed"):
+        s = get_schedule(spec.fixed_grid[0])
+        with pytest.raises(ValueError, match="timesteps"):
+            spec(ExactModel(ring(), s), _start((3, 2)), grids.uniform_lambda(s, 3), **_run_kwargs(spec))
 
 
 def test_registry_rejects_duplicates_and_unknown_names() -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from refimpl.models import DiffusionModel, predict_x0_eps
+from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 from refimpl.samplers import ddim_step
 
 __all__ = [
@@ -80,6 +80,12 @@ def cs_ddim_step(
     model: DiffusionModel, timesteps: Tensor, i: int, proj: Callable[[Tensor, Tensor], Tensor], y: Tensor
 ) -> Layer:
     """F_i: the DDIM step timesteps[i] -> timesteps[i+1] with the model's x0 replaced by proj(x0, y) (DDNM Eq. 8)."""
+    check_model(model)
+    timesteps = model.schedule.check_t(torch.as_tensor(timesteps, dtype=torch.float64), "timesteps")
+    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(timesteps) - 1:
+        raise ValueError(f"i must be a step index in 0..{len(timesteps) - 2}, got {i!r}")
+    if not callable(proj):
+        raise TypeError(f"proj must be callable, got {type(proj).__name__}")
     values = model.schedule(timesteps)
 
     def F(x: Tensor) -> Tensor:

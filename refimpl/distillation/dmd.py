@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from refimpl import reference
+from refimpl._validation import as_float_tensor, check_finite, check_instance
 from refimpl.differentiable._optim import Adam
 from refimpl.schedules import NoiseSchedule
 from toy_models.gmm import GaussianMixture
@@ -68,8 +69,15 @@ def dmd2_direction(x: Tensor, d_real: Tensor, d_fake: Tensor) -> Tensor:
 
     Homogeneous of degree 0: scaling x and both denoisers by c > 0 leaves g unchanged (the normaliser makes the step
     size independent of the data's scale)."""
+    for name, v in (("x", x), ("d_real", d_real), ("d_fake", d_fake)):
+        check_finite(as_float_tensor(v, name), name)
+        if v.ndim != 2 or v.shape != x.shape:
+            raise ValueError(f"{name} must be a (B, d) batch of the shape of x, got {tuple(v.shape)}")
     p_real, p_fake = x - d_real, x - d_fake
-    return (p_real - p_fake) / p_real.abs().mean(-1, keepdim=True)
+    scale = p_real.abs().mean(-1, keepdim=True)
+    if not bool((scale > 0).all()):
+        raise ValueError("d_real equals x for some sample: the normaliser mean|x - d_real| is zero")
+    return (p_real - p_fake) / scale
 
 
 @dataclass
@@ -102,8 +110,11 @@ def train_dmd2(
     ``fake``: "exact" (s_fake of N(b, A A^T)) or "learned" (the two-time-scale fake denoiser, ``fake_updates``
     denoising-score-matching steps of Adam(``fake_lr``) per generator step).
     """
+    if not isinstance(data, GaussianMixture):
+        raise TypeError(f"data must be a GaussianMixture, got {type(data).__name__}")
     if data.K != 1:
         raise ValueError(f"data must be a single Gaussian (K = 1), got K = {data.K}")
+    check_instance(schedule, NoiseSchedule, "schedule")
     if fake not in ("exact", "learned"):
         raise ValueError(f"fake must be 'exact' or 'learned', got {fake!r}")
     if not isinstance(fake_updates, int) or fake_updates < 1:

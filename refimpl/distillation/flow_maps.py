@@ -10,6 +10,11 @@ affine sampler on Gaussian data (DDIM with the exact model, an affine student) i
 reads (M, b) off any such function by probing it with the origin and the unit vectors, exact up to round-off.
 On the mixture lab the flow map has no closed form: ``reference_flow_map`` is the DOP853 reference solve
 (``refimpl.reference.solve_pf_ode``, about 1e-12 of the state's scale).
+
+An affine student maps Gaussian noise to a Gaussian, so its distance to Gaussian data is exact too: the 2-Wasserstein
+distance between N(m_1, S_1) and N(m_2, S_2) (Givens & Shortt 1984, Prop. 7 [unverified])
+
+    W2^2 = |m_1 - m_2|^2 + tr(S_1 + S_2 - 2 (S_2^(1/2) S_1 S_2^(1/2))^(1/2)).                          (2)
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from refimpl.reference import solve_pf_ode
 from refimpl.schedules import NoiseSchedule
 from toy_models.gmm import GaussianMixture
 
-__all__ = ["affine_map_of", "apply_affine", "gaussian_flow_map", "reference_flow_map"]
+__all__ = ["affine_map_of", "apply_affine", "gaussian_flow_map", "gaussian_w2", "reference_flow_map"]
 
 
 def gaussian_flow_map(
@@ -70,3 +75,24 @@ def affine_map_of(fn: Callable[[Tensor], Tensor], d: int, dtype: torch.dtype = t
 def reference_flow_map(model: DiffusionModel, x: Tensor, t_from: float | Tensor, t_to: float | Tensor) -> Tensor:
     """The reference probability-flow map x_{t_from} -> x_{t_to} of any model (DOP853, float64)."""
     return solve_pf_ode(model, x, t_from, t_to)
+
+
+def _psd_sqrt(S: Tensor) -> Tensor:
+    """The symmetric square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
+    w, V = torch.linalg.eigh(0.5 * (S + S.mT))
+    return (V * torch.sqrt(w.clamp(min=0))) @ V.mT
+
+
+def gaussian_w2(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
+    """Eq. (2): the 2-Wasserstein distance between N(m1, S1) and N(m2, S2); means (d,), covariances (d, d) PSD."""
+    for name, m, S in (("1", m1, S1), ("2", m2, S2)):
+        if not isinstance(m, Tensor) or not isinstance(S, Tensor):
+            raise TypeError(f"m{name} and S{name} must be tensors")
+        if m.ndim != 1 or tuple(S.shape) != (m.shape[0], m.shape[0]) or m.shape != m1.shape:
+            raise ValueError(f"m{name} must have shape (d,) and S{name} (d, d), the same d for both laws")
+        if not bool(torch.isfinite(m).all() and torch.isfinite(S).all()):
+            raise ValueError(f"m{name} and S{name} must be finite")
+    root = _psd_sqrt(S2)
+    cross = _psd_sqrt(root @ S1 @ root)
+    w2_sq = ((m1 - m2) ** 2).sum() + torch.trace(S1 + S2 - 2 * cross)
+    return torch.sqrt(w2_sq.clamp(min=0))

@@ -25,6 +25,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from refimpl._validation import check_finite, check_instance
 from refimpl.differentiable._optim import Adam
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 from refimpl.samplers.ddim import ddim_step
@@ -57,18 +58,43 @@ class StepModel(Protocol):
     def x0(self, i: int, z: Tensor) -> Tensor: ...
 
 
+def _check_step_model(model: object, name: str) -> None:
+    """A ``StepModel``: ``schedule``, ``timesteps`` and ``x0``."""
+    if not all(hasattr(model, a) for a in ("schedule", "timesteps", "x0")):
+        raise TypeError(f"{name} must have .schedule, .timesteps and .x0 (a StepModel), got {type(model).__name__}")
+
+
 def ddim_x0_step(z: Tensor, x0: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """Eq. (1): the DDIM step s -> t written with the x0 prediction only (eps = (z - alpha_s x0) / sigma_s)."""
+    check_finite(z, "z")
+    check_finite(x0, "x0")
+    check_instance(v_s, ScheduleValues, "v_s")
+    check_instance(v_t, ScheduleValues, "v_t")
     eps = (z - v_s.alpha * x0) / v_s.sigma
     return ddim_step(x0, eps, v_t)
 
 
 def run_steps(model: StepModel, z: Tensor, start: int, stop: int) -> Tensor:
     """DDIM steps of ``model`` from grid index ``start`` to ``stop`` (start <= stop)."""
+    _check_step_model(model, "model")
+    n = len(model.timesteps) - 1
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in (start, stop)) or not 0 <= start <= stop <= n:
+        raise ValueError(f"start and stop must be grid indices with 0 <= start <= stop <= {n}, got {start}, {stop}")
     values = model.schedule(model.timesteps)
     for i in range(start, stop):
         z = ddim_x0_step(z, model.x0(i, z), values[i], values[i + 1])
     return z
+
+
+def _check_data(data: object) -> None:
+    check_finite(data, "data")
+    if data.ndim != 2 or not data.is_floating_point():
+        raise ValueError(f"data must be a floating (B, d) batch, got {data.dtype} of shape {tuple(data.shape)}")
+
+
+def _check_gaussian(mixture: object) -> None:
+    if not isinstance(mixture, GaussianMixture) or mixture.K != 1:
+        raise TypeError(f"mixture must be a GaussianMixture with one component, got {type(mixture).__name__}")
 
 
 def _n_steps(model: StepModel) -> int:
@@ -118,6 +144,9 @@ class AffineX0Student:
 
 def progressive_target(teacher: StepModel, z: Tensor, i: int, k: int) -> Tensor:
     """Eq. (2): the x0 target of student step i, from k teacher steps starting at teacher index i k."""
+    _check_step_model(teacher, "teacher")
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in (i, k)) or i < 0 or k < 1:
+        raise ValueError(f"i must be a non-negative and k a positive integer, got i = {i!r}, k = {k!r}")
     values = teacher.schedule(teacher.timesteps)
     v_s, v_t = values[i * k], values[(i + 1) * k]
     z_t = run_steps(teacher, z, i * k, (i + 1) * k)
@@ -127,6 +156,12 @@ def progressive_target(teacher: StepModel, z: Tensor, i: int, k: int) -> Tensor:
 
 def fit_affine(z: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Least squares target ~ W z + c over the batch: returns W (d, d), c (d,). Needs B >= d + 1 points."""
+    check_finite(z, "z")
+    check_finite(target, "target")
+    if z.ndim != 2 or target.ndim != 2 or target.shape[0] != z.shape[0]:
+        raise ValueError(
+            f"z and target must be (B, d) batches of one size, got {tuple(z.shape)}, {tuple(target.shape)}"
+        )
     if z.shape[0] < z.shape[1] + 1:
         raise ValueError(f"need at least d + 1 = {z.shape[1] + 1} points to fit an affine map, got {z.shape[0]}")
     design = torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype)], 1)
@@ -142,9 +177,11 @@ def distill_round(
     ``data`` (B, d) are samples of x_0 (Salimans & Ho, Algorithm 2, draw z_t from the data); the student's grid is
     every k-th teacher point, k = n_teacher / n_student, which must be an integer.
     """
+    _check_step_model(teacher, "teacher")
     n_teacher = _n_steps(teacher)
     if isinstance(n_student, bool) or not isinstance(n_student, int) or n_student < 1:
         raise ValueError(f"n_student must be a positive integer, got {n_student!r}")
+    _check_data(data)
     if n_teacher % n_student:
         raise ValueError(f"n_student = {n_student} does not divide the teacher's {n_teacher} steps")
     k = n_teacher // n_student
@@ -164,6 +201,9 @@ def progressive_distillation(
     teacher: StepModel, rounds: int, data: Tensor, generator: torch.Generator | None = None
 ) -> list[AffineX0Student]:
     """``rounds`` rounds of halving (n -> n/2 -> ...); each student is the next round's teacher."""
+    _check_step_model(teacher, "teacher")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     students = []
     for _ in range(rounds):
         n = _n_steps(teacher)
@@ -178,6 +218,8 @@ def gaussian_ddim_step_map(
     mixture: GaussianMixture, schedule: NoiseSchedule, t_from: float | Tensor, t_to: float | Tensor
 ) -> tuple[Tensor, Tensor]:
     """(M, b) of one exact-model DDIM step on one Gaussian: x0 = mu + G (z - alpha_s mu) (Wiener gain G) in (1)."""
+    _check_gaussian(mixture)
+    check_instance(schedule, NoiseSchedule, "schedule")
     v_s, v_t = schedule(schedule.check_t(t_from, "t_from")), schedule(schedule.check_t(t_to, "t_to"))
     a_s, s_s, a_t, s_t = (float(v) for v in (v_s.alpha, v_s.sigma, v_t.alpha, v_t.sigma))
     G, mu = mixture.wiener_gain(a_s, s_s), mixture.means[0]
@@ -190,6 +232,8 @@ def progressive_target_map(
     mixture: GaussianMixture, schedule: NoiseSchedule, timesteps: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Closed form of (2) on one Gaussian: x0_target = W z_s + c for the teacher steps along ``timesteps``."""
+    _check_gaussian(mixture)
+    check_instance(schedule, NoiseSchedule, "schedule")
     ts = schedule.check_t(torch.as_tensor(timesteps, dtype=torch.float64), "timesteps")
     d = mixture.d
     M, b = torch.eye(d, dtype=mixture.dtype), torch.zeros(d, dtype=mixture.dtype)
@@ -235,7 +279,9 @@ def distill_round_network(
 ) -> NetworkX0Student:
     """One round with an MLP student trained by Adam on the targets (2) (mean squared error in x0, Salimans & Ho,
     Algorithm 2, with their weighting max(SNR, 1) left out); the student's grid is every k-th teacher point."""
+    _check_step_model(teacher, "teacher")
     n_teacher = _n_steps(teacher)
+    _check_data(data)
     if isinstance(n_student, bool) or not isinstance(n_student, int) or n_student < 1 or n_teacher % n_student:
         raise ValueError(f"n_student = {n_student!r} must be a positive integer dividing the teacher's {n_teacher}")
     k = n_teacher // n_student

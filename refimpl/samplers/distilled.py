@@ -14,9 +14,18 @@ exactly, computed on the fly from the teacher ``model``. These are the registere
   t_0 > ... > t_N = epsilon, which is f(x, t_n) = the teacher's DDIM steps t_n -> ... -> t_N (``refimpl.distillation
   .consistency``, tested there). Step n predicts x_eps = f(x, t_n) and re-noises it exactly to t_{n+1}
   (``renoise``); the last step returns f(x, t_{N-1}). N - n model calls at step n: N (N + 1) / 2 in all.
+
+One *trained* student is registered too, with the registry's kind "fixed" (``SamplerSpec.fixed_grid``): ``sample_
+trained_progressive_student`` runs the 2-step affine student that two rounds of progressive distillation
+(``refimpl.distillation.progressive.progressive_distillation``) fit to the 8-step DDIM teacher of the exact model of
+``toy_models.anisotropic_gaussian(2, seed=0)`` on the ``vp_linear`` schedule (least squares on 64 seeded data
+points: milliseconds, done on first call). Like any distilled network it no longer calls a model (the ``model``
+argument is validated only) and is defined only on its grid, every 4th point of the teacher's uniform-lambda grid.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import Tensor
@@ -26,9 +35,20 @@ from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_step
-from refimpl.schedules import ScheduleValues
+from refimpl.schedules import ScheduleValues, get_schedule
 
-__all__ = ["renoise", "sample_consistency_multistep", "sample_progressive_student"]
+__all__ = [
+    "STUDENT_GRID",
+    "renoise",
+    "sample_consistency_multistep",
+    "sample_progressive_student",
+    "sample_trained_progressive_student",
+    "trained_progressive_student",
+]
+
+#: The teacher's grid (8 uniform-lambda steps on vp_linear) and the trained 2-step student's: every 4th point.
+TEACHER_GRID = grids.uniform_lambda(get_schedule("vp_linear"), 8)
+STUDENT_GRID = TEACHER_GRID[::4].clone()
 
 
 def sample_progressive_student(
@@ -90,6 +110,45 @@ def sample_consistency_multistep(
     return x
 
 
+@functools.cache
+def trained_progressive_student():
+    """The 2-step ``AffineX0Student`` of two progressive-distillation rounds (8 -> 4 -> 2) of the exact-model DDIM
+    teacher of ``anisotropic_gaussian(2, seed=0)`` on vp_linear, from 64 data points (seeds 0 and 1)."""
+    from refimpl.distillation import progressive  # on first call: the samplers load no chapter package
+    from toy_models import ExactModel, anisotropic_gaussian
+
+    data_law = anisotropic_gaussian(2, seed=0)
+    teacher = progressive.ModelTeacher(ExactModel(data_law, get_schedule("vp_linear")), TEACHER_GRID)
+    data = data_law.sample(64, torch.Generator().manual_seed(0))
+    return progressive.progressive_distillation(teacher, 2, data, torch.Generator().manual_seed(1))[-1]
+
+
+def sample_trained_progressive_student(
+    model: DiffusionModel, x: Tensor, timesteps: Tensor, *, callback: Callback | None = None
+) -> Tensor:
+    """The trained 2-step student (``trained_progressive_student``) on its grid ``STUDENT_GRID`` of vp_linear only;
+    x (B, 2).
+    ``model`` is validated but not called: the student has replaced it (Salimans & Ho 2022, Algorithm 2)."""
+    from refimpl.distillation.progressive import ddim_x0_step
+
+    ts = check_sampler_inputs(model, x, timesteps)
+    if model.schedule.name != "vp_linear":
+        raise ValueError(f"model must be on the student's schedule vp_linear, got {model.schedule.name!r}")
+    if ts.shape != STUDENT_GRID.shape or not torch.equal(ts, STUDENT_GRID):
+        raise ValueError(f"timesteps must be the student's fixed grid {STUDENT_GRID.tolist()}, got {ts.tolist()}")
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (B, 2) (the student's data dimension), got {tuple(x.shape)}")
+    student = trained_progressive_student()
+    values = student.schedule(ts)
+    for i in range(len(ts) - 1):
+        x0 = student.x0(i, x)
+        x_next = ddim_x0_step(x, x0, values[i], values[i + 1])
+        if callback is not None:
+            callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
+        x = x_next
+    return x
+
+
 register(
     SamplerSpec(
         name="progressive_student",
@@ -116,5 +175,21 @@ register(
         equation="arXiv:2303.01469v2 Algorithm 1 with the CD fixed point of the DDIM teacher (Eq. 7)",
         nfe=lambda n: n * (n + 1) // 2,
         order_steps=(16, 32, 64),  # N (N + 1) / 2 model calls: 2080 at N = 64
+    )
+)
+register(
+    SamplerSpec(
+        name="progressive_student_trained",
+        sample=sample_trained_progressive_student,
+        order=1,  # its teacher's (DDIM); not measurable on one grid
+        stochastic=False,
+        paper="salimans2022progressive",
+        equation="arXiv:2202.00512v2 Algorithm 2 (two rounds, 8 -> 2 steps, affine student on Gaussian data)",
+        nfe=lambda n: 0,
+        kind="fixed",
+        fixed_grid=("vp_linear", tuple(STUDENT_GRID.tolist())),
+        order_check="gaussian",
+        order_note="a trained student is defined on its one grid: no step count to refine; its map equals the "
+        "8-step teacher's to least-squares round-off (tests/test_distillation.py)",
     )
 )
