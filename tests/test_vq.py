@@ -240,7 +240,8 @@ def test_bad_input_raises() -> None:
 def test_non_default_options_of_the_vq_pieces() -> None:
     """TokenDenoiser(hidden), check_transition_matrix(name), patchify/unpatchify(patch, side) and the schedule's ends."""
     net = vq.TokenDenoiser(5, 4, 6, 10, hidden=8)
-    assert [tuple(p.shape) for p in net.parameters() if p.ndim == 2] == [(8, 4 * 6 + 1), (8, 8), (4 * 5, 8)]
+    shapes = [tuple(p.shape) for p in net.parameters() if p.ndim == 2]
+    assert shapes == [(8, 4 * 6 + 1), (8, 8), (4 * 5, 8)]
     probs = net(torch.zeros(3, 4, dtype=torch.long), 2)
     assert probs.shape == (3, 4, 5) and float((probs.sum(-1) - 1).abs().max()) <= roundoff(16)
     with pytest.raises(ValueError, match="Qbar_3"):
@@ -250,8 +251,9 @@ def test_non_default_options_of_the_vq_pieces() -> None:
     assert patches.shape == (3, 4, 9)
     assert torch.equal(patches[:, 0], images.reshape(3, 6, 6)[:, :3, :3].reshape(3, 9))
     assert torch.equal(vq.unpatchify(patches, 3, side=6), images)
-    sched = vq.vq_diffusion_schedule(6, 20, alpha_cum_start=0.9, alpha_cum_end=0.1, gamma_cum_start=0.05,
-                                     gamma_cum_end=0.8)
+    sched = vq.vq_diffusion_schedule(
+        6, 20, alpha_cum_start=0.9, alpha_cum_end=0.1, gamma_cum_start=0.05, gamma_cum_end=0.8
+    )
     assert sched.T == 20
     for t, frac in [(1, 0.0), (20, 1.0), (11, 10 / 19)]:  # alphabar_t, gammabar_t linear between the given ends
         abar, _, gbar = sched.cumulative(t)
