@@ -238,7 +238,7 @@ def test_bad_input_raises() -> None:
 
 
 def test_non_default_options_of_the_vq_pieces() -> None:
-    """TokenDenoiser(hidden), check_transition_matrix(name), patchify/unpatchify(patch, side) and the schedule's ends."""
+    """TokenDenoiser(hidden), check_transition_matrix(name), patchify/unpatchify(patch, side), the schedule's ends."""
     net = vq.TokenDenoiser(5, 4, 6, 10, hidden=8)
     shapes = [tuple(p.shape) for p in net.parameters() if p.ndim == 2]
     assert shapes == [(8, 4 * 6 + 1), (8, 8), (4 * 5, 8)]
