@@ -95,3 +95,17 @@ def test_bad_input_raises() -> None:
         al.greedy_allocation(TRUTH, np.ones(2), 10.0)
     with pytest.raises(ValueError, match="batch"):
         al.sequential_allocation(TRUTH, COSTS, 100.0, batch=0.0, noise=0.1, rng=np.random.default_rng(0))
+
+
+def test_a_larger_floor_n_min_is_respected_by_greedy_and_kkt() -> None:
+    """n_min = 20: every group gets at least 20; the KKT solution clamps at 20 exactly where the free optimum
+    falls below it, and spends the budget; greedy stays within one sample's cost of the budget."""
+    budget = 100.0  # the second group's free optimum is below 20 here, the others above
+    ng = al.greedy_allocation(TRUTH, COSTS, budget, n_min=20)
+    assert ng.min() >= 20 and float(COSTS @ ng) <= budget and budget - float(COSTS @ ng) < COSTS.max()
+    n, lam = al.kkt_allocation(TRUTH, COSTS, budget, n_min=20.0)
+    assert n.min() >= 20.0 - roundoff(8, 20.0)
+    assert abs(float(COSTS @ n) - budget) <= roundoff(64, budget)
+    free = (TRUTH.a * TRUTH.b / (lam * COSTS)) ** (1.0 / (TRUTH.b + 1.0))
+    assert np.allclose(n, np.maximum(20.0, free), rtol=1e-12, atol=0)
+    assert (n == 20.0).any() and not np.allclose(n, al.kkt_allocation(TRUTH, COSTS, budget)[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +152,18 @@ def test_bad_input_raises() -> None:
         uniform_resolution(60)
     with pytest.raises(ValueError, match="head"):
         gumbel_tail_win_probability(0.7)
+
+
+def test_lower_tail_cut_drops_at_most_its_bound_and_lattice_uniform_is_seeded() -> None:
+    """``tail``: the lattice points with j c > tail contribute below exp(-tail), so cutting there loses at most that;
+    ``lattice_uniform`` with its own generator repeats and stays on the lattice {k 2^-bits}."""
+    from refimpl.discrete.categorical import lattice_uniform
+
+    p = 2e-3
+    full = gumbel_tail_win_probability(p, 2, dtype=torch.float64, bits=20)
+    for tail in (3.0, 8.0):
+        cut = gumbel_tail_win_probability(p, 2, dtype=torch.float64, bits=20, tail=tail)
+        assert 0.0 < full - cut <= math.exp(-tail)  # it does cut, and by less than its bound
+    u = lattice_uniform((500,), 10, torch.Generator().manual_seed(3))
+    assert torch.equal(u, lattice_uniform((500,), 10, torch.Generator().manual_seed(3)))
+    assert torch.equal(u * 2**10, torch.floor(u * 2**10)) and bool(((u >= 0) & (u < 1)).all())

@@ -239,3 +239,52 @@ def test_bad_input_raises() -> None:
         legendre_features(np.array([1.5]), 3)
     with pytest.raises(ValueError, match="positive integer"):
         legendre_features(np.array([0.5]), 0)
+
+
+def _rotated_legendre(m: int):
+    """phi R for a fixed orthogonal R: another orthonormal basis of the same span, so the same kernel K_m."""
+    R, _ = np.linalg.qr(np.random.default_rng(9).normal(size=(m, m)))
+    return lambda x, m_: legendre_features(x, m_) @ R, R
+
+
+def test_refimpl_against_itself_a_rotated_basis_gives_the_same_kernel_and_samples() -> None:
+    """``features`` off default: every quantity that depends only on K_m (Christoffel function, weights, the DPP,
+    volume and repeated DPP samples with the same seed) is unchanged; least-squares coefficients rotate by R^T."""
+    from refimpl.selection.dpp import sample_repeated_dpp
+
+    m = 5
+    feats, R = _rotated_legendre(m)
+    x = np.linspace(-1, 1, 41)
+    assert np.abs(christoffel(x, m, feats) - christoffel(x, m)).max() <= roundoff(16 * m, m)
+    assert np.abs(optimal_weights(x, m, feats) - optimal_weights(x, m)).max() <= roundoff(32 * m, 1.0, condition=m)
+    doubled = lambda x_, m_: 2.0 * legendre_features(x_, m_)  # noqa: E731 (not orthonormal: k_m scales by 4)
+    assert np.abs(christoffel(x, m, doubled) - 4.0 * christoffel(x, m)).max() <= roundoff(64 * m, m)
+    for draw in (
+        lambda f, rng: sample_projection_dpp(m, rng, f),
+        lambda f, rng: sample_volume(8, m, rng, f),
+        lambda f, rng: sample_repeated_dpp(2, m, rng, f),
+    ):
+        ours = draw(feats, np.random.default_rng(3))
+        # same draws; the acceptance ratios differ by round-off only, far from flipping a decision
+        assert np.abs(ours - draw(legendre_features, np.random.default_rng(3))).max() <= 1e-9
+    y = np.cos(3 * x)
+    c_rot = weighted_least_squares(x, y, m, features=feats)
+    assert np.abs(R @ c_rot - weighted_least_squares(x, y, m)).max() <= 1e-10
+
+
+def test_custom_proposal_and_unit_weights_are_used() -> None:
+    """``proposal`` is called (and a proposal with the same draws gives the same points); ``w = 1`` is ordinary least
+    squares."""
+    calls = []
+
+    def proposal(k: int, m_: int, rng: np.random.Generator) -> np.ndarray:
+        calls.append(k)
+        return sample_christoffel(k, m_, rng)
+
+    a = sample_projection_dpp(4, np.random.default_rng(1), proposal=proposal)
+    assert calls and np.array_equal(a, sample_projection_dpp(4, np.random.default_rng(1)))
+    x = np.linspace(-1, 1, 30)
+    y = x**3 - x
+    c = weighted_least_squares(x, y, 4, w=np.ones(30))
+    ols = np.linalg.lstsq(legendre_features(x, 4), y, rcond=None)[0]
+    assert np.abs(c - ols).max() <= 1e-12

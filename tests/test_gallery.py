@@ -91,3 +91,22 @@ def test_bad_input_raises() -> None:
         gallery.pairwise_similarity_loss(torch.ones(4, 3), torch.ones(5, 3))
     with pytest.raises(ValueError, match="k must index"):
         gallery.memory_entry_model(ring(K=3), 3)
+
+
+def test_the_temperature_sharpens_the_similarity_distributions() -> None:
+    """``temperature`` off default: p_i = softmax(cos / T) directly, the loss is zero for matching similarities
+    (rescaled embeddings) and the sum of the KL divergences at that temperature otherwise."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(6, 4, generator=g)
+    zn = z / z.norm(dim=1, keepdim=True)
+    cos = zn @ zn.T
+    off = ~torch.eye(6, dtype=torch.bool)
+    expected = torch.softmax(cos[off].reshape(6, 5) / 0.25, -1)
+    assert float((gallery.similarity_distributions(z, temperature=0.25) - expected).abs().max()) <= roundoff(64)
+    assert float(gallery.pairwise_similarity_loss(z, 3.0 * z, temperature=0.25)) <= roundoff(256)
+    other = torch.randn(6, 4, generator=g)
+    on = other / other.norm(dim=1, keepdim=True)
+    q = torch.softmax((on @ on.T)[off].reshape(6, 5) / 0.25, -1)
+    kl = float((expected * (expected.log() - q.log())).sum())  # sum_i KL(p_i || q_i) at T = 0.25
+    loss = float(gallery.pairwise_similarity_loss(z, other, temperature=0.25))
+    assert loss > 0 and abs(loss - kl) <= roundoff(256, kl)

@@ -207,3 +207,17 @@ def test_synthetic_generators_give_valid_data() -> None:
     assert np.array_equal(per_item[0], per_item[1]) and (per_item[0] >= 1).all() and (per_item[0] <= 3).all()
     XP = greedy.mig_random_instance(2, n_items=7, n_labels=4, prop_weight=0.3)
     assert XP.shape == (7, 4) and (XP >= 0).all()
+
+
+def test_counterexample_gets_worse_with_m_and_unnormalised_item_vectors() -> None:
+    """``M`` off default: greedy's share of the optimum log 2 shrinks as M grows (H(1, 1, M) -> 0), below 1 - 1/e;
+    ``norm=False`` puts the full score on every label of an item."""
+    shares = []
+    for M in (10.0, 1000.0):
+        _, value, opt = greedy.gme_greedy_counterexample(M)
+        assert abs(opt - math.log(2)) <= roundoff(16)
+        shares.append(value / opt)
+    assert shares[1] < shares[0] and shares[1] < 1 - 1 / math.e
+    X = greedy.mig_item_vectors([[0, 2], [1]], np.array([3.0, 2.0]), 3, norm=False)
+    assert np.array_equal(X, np.array([[3.0, 0.0, 3.0], [0.0, 2.0, 0.0]]))
+    assert np.array_equal(greedy.mig_item_vectors([[0, 2], [1]], np.array([3.0, 2.0]), 3)[0], [1.5, 0.0, 1.5])

@@ -166,3 +166,15 @@ def test_bad_input_raises() -> None:
         sample_mdlm(LAW.denoise, 2, L, V, torch.linspace(0.9, 0, 5), get_mask_schedule("linear"))
     with pytest.raises(ValueError, match="unknown mask schedule"):
         get_mask_schedule("sigmoid")
+
+
+def test_forward_mask_with_its_own_generator_masks_a_fraction_one_minus_alpha() -> None:
+    """``forward_mask(generator=...)``: seeded, repeatable, and the masked fraction is 1 - alpha_t within 5 SE."""
+    from refimpl.discrete.masked import forward_mask
+
+    x0 = torch.zeros(200, 50, dtype=torch.long)
+    z = forward_mask(x0, 0.3, 7, torch.Generator().manual_seed(5))
+    assert torch.equal(z, forward_mask(x0, 0.3, 7, torch.Generator().manual_seed(5)))
+    frac = float((z == 7).double().mean())
+    assert abs(frac - 0.7) <= 5 * math.sqrt(0.7 * 0.3 / z.numel())
+    assert bool(((z == 0) | (z == 7)).all())

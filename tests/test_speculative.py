@@ -130,3 +130,10 @@ def test_bad_input_raises() -> None:
         draft_law(q, 1.5)
     with pytest.raises(ValueError, match="same size"):
         optimal_acceptance_lp(np.array([0.2, 0.3, 0.5]), q, 1)
+
+
+def test_check_law_names_its_argument() -> None:
+    from refimpl.discrete.speculative import check_law
+
+    with pytest.raises(ValueError, match="draft law q"):
+        check_law([0.5, 0.6], name="draft law q")

@@ -235,3 +235,27 @@ def test_bad_input_raises() -> None:
         vq.reverse_probs(vq.uniform_schedule(3, 4), 2, torch.ones(2, 4) / 4, torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="vocabulary"):
         vq.exact_denoiser(masked.random_sequence_law(2, 3), vq.uniform_schedule(4, 4))
+
+
+def test_non_default_options_of_the_vq_pieces() -> None:
+    """TokenDenoiser(hidden), check_transition_matrix(name), patchify/unpatchify(patch, side), the schedule's ends."""
+    net = vq.TokenDenoiser(5, 4, 6, 10, hidden=8)
+    shapes = [tuple(p.shape) for p in net.parameters() if p.ndim == 2]
+    assert shapes == [(8, 4 * 6 + 1), (8, 8), (4 * 5, 8)]
+    probs = net(torch.zeros(3, 4, dtype=torch.long), 2)
+    assert probs.shape == (3, 4, 5) and float((probs.sum(-1) - 1).abs().max()) <= roundoff(16)
+    with pytest.raises(ValueError, match="Qbar_3"):
+        vq.check_transition_matrix(torch.tensor([[0.5, 0.4], [0.0, 1.0]]), name="Qbar_3")
+    images = torch.arange(3 * 36, dtype=torch.float64).reshape(3, 36)
+    patches = vq.patchify(images, 3, side=6)
+    assert patches.shape == (3, 4, 9)
+    assert torch.equal(patches[:, 0], images.reshape(3, 6, 6)[:, :3, :3].reshape(3, 9))
+    assert torch.equal(vq.unpatchify(patches, 3, side=6), images)
+    sched = vq.vq_diffusion_schedule(
+        6, 20, alpha_cum_start=0.9, alpha_cum_end=0.1, gamma_cum_start=0.05, gamma_cum_end=0.8
+    )
+    assert sched.T == 20
+    for t, frac in [(1, 0.0), (20, 1.0), (11, 10 / 19)]:  # alphabar_t, gammabar_t linear between the given ends
+        abar, _, gbar = sched.cumulative(t)
+        assert abs(abar - (0.9 + frac * (0.1 - 0.9))) <= roundoff(4 * t)
+        assert abs(gbar - (0.05 + frac * (0.8 - 0.05))) <= roundoff(4 * t)

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from refimpl._validation import as_float_tensor, check_finite, check_instance
+from refimpl.differentiable._optim import Adam
 from refimpl.discrete.masked import SequenceLaw
 from refimpl.selection._checks import check_integer, check_number
 
@@ -451,7 +452,7 @@ def train_denoiser(
     gen = torch.Generator().manual_seed(seed)
     N, L = tokens.shape
     model = TokenDenoiser(schedule.K, L, schedule.n_states, schedule.T)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = Adam(list(model.parameters()), lr=lr)  # torch.optim's first use imports torch._dynamo (seconds)
     cums = torch.stack([cumulative_matrix(schedule, t) for t in range(1, schedule.T + 1)])  # (T, S, S)
     losses = []
     for _ in range(steps):

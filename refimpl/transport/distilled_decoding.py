@@ -54,9 +54,14 @@ def codebook_posterior(x: Tensor, t: object, codebook: Tensor, probs: Tensor) ->
     """w_v(x, t) = P(x_0 = c_v | x_t = x) on the straight path: (B, V). t a number or (B,) in (0, 1]."""
     t = _check_time(t).to(x.dtype).reshape(-1, 1)
     probs = _check_probs(probs, codebook.shape[0], x.shape[0])
-    cb = codebook.to(x.dtype)
+    return _posterior(x, t, codebook.to(x.dtype), torch.log(probs.to(x.dtype)))
+
+
+def _posterior(x: Tensor, t: Tensor | float, cb: Tensor, log_p: Tensor) -> Tensor:
+    """``codebook_posterior`` on checked inputs: t a number or (B, 1), cb (V, d) and log_p = log probs in x's dtype
+    (the flow's inner loop calls it four times a step, after checking its inputs once)."""
     a = 1.0 - t  # alpha_t; -|x - a c_v|^2 / (2 t^2) up to the term -|x|^2 / (2 t^2), the same for every v
-    logits = torch.log(probs.to(x.dtype)) + (a * (x @ cb.T) - 0.5 * a**2 * (cb**2).sum(-1)) / t**2  # (B, V)
+    logits = log_p + (a * (x @ cb.T) - 0.5 * a**2 * (cb**2).sum(-1)) / t**2  # (B, V)
     return torch.softmax(logits, -1)
 
 
@@ -87,10 +92,10 @@ class CodebookFlow:
         t_end = self.t_end if t_end is None else t_end
         _check_time(t_end)
         probs = _check_probs(probs, self.codebook.shape[0], noise.shape[0])
-        cb = self.codebook.to(noise.dtype)
+        cb, log_p = self.codebook.to(noise.dtype), torch.log(probs.to(noise.dtype))
 
         def f(x: Tensor, s: float) -> Tensor:  # dx/ds = x - E[x_0 | x_t], t = e^s
-            return x - codebook_posterior(x, math.exp(s), cb, probs) @ cb
+            return x - _posterior(x, math.exp(s), cb, log_p) @ cb
 
         x, h = noise, math.log(t_end) / self.n_steps
         for i in range(self.n_steps):
