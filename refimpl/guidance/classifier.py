@@ -43,7 +43,14 @@ __all__ = [
 LogProbs = Callable[[Tensor, Tensor], Tensor]
 
 
-def _check_class(y: int, n_classes: int) -> int:
+def _check_class(y: int | Tensor, n_classes: int) -> int | Tensor:
+    """y as an int or a 1-D int64 tensor (one label per sample), or ValueError/TypeError naming y."""
+    if isinstance(y, Tensor):
+        if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"label y must be an int or a 1-D integer tensor, got {y.dtype} of shape {tuple(y.shape)}")
+        if bool(((y < 0) | (y >= n_classes)).any()):
+            raise ValueError(f"labels y must lie in [0, {n_classes}), got {y.tolist()}")
+        return y.to(torch.long)
     if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < n_classes:
         raise ValueError(f"label y must be an integer in [0, {n_classes}), got {y!r}")
     return y
@@ -55,7 +62,7 @@ class ClassifierGuidance:
 
     model: DiffusionModel
     log_probs: LogProbs
-    y: int
+    y: int | Tensor
     s: float
     n_classes: int
 
@@ -65,24 +72,37 @@ class ClassifierGuidance:
     def schedule(self) -> NoiseSchedule:
         return self.model.schedule
 
+    def log_likelihood(self, x: Tensor, t: Tensor) -> Tensor:
+        """log p(y | x_t) from the classifier: (B,)."""
+        log_p = self.log_probs(x, t)
+        return log_p[:, self.y] if isinstance(self.y, int) else log_p.gather(1, self.y[:, None])[:, 0]
+
     def grad_log_prob(self, x: Tensor, t: Tensor) -> Tensor:
         """grad_x log p(y | x_t) from the classifier: (B, d)."""
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            log_p = self.log_probs(xg, t)[:, self.y]
-            (grad,) = torch.autograd.grad(log_p.sum(), xg)
-        return grad
+        return grad_log(self.log_likelihood, x, t)
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        eps = predict(self.model, x, t, "eps")
-        sigma = self.model.schedule(t).sigma
-        return eps - sigma * self.s * self.grad_log_prob(x, t)
+        return guided_eps(self.model, x, t, self.s * self.grad_log_prob(x, t))
+
+
+def grad_log(log_likelihood: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor) -> Tensor:
+    """grad_x of a log-likelihood (x, t) -> (B,) by autograd, whatever the caller's grad mode: (B, d)."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(log_likelihood(xg, t).sum(), xg)
+    return grad
+
+
+def guided_eps(model: DiffusionModel, x: Tensor, t: Tensor, score_shift: Tensor) -> Tensor:
+    """Eq. (1) for any added score: ``model``'s eps minus sigma_t times ``score_shift`` (B, d)."""
+    return predict(model, x, t, "eps") - model.schedule(t).sigma * score_shift
 
 
 def classifier_guidance(
-    model: DiffusionModel, log_probs: LogProbs, y: int, s: float = 1.0, n_classes: int = 2
+    model: DiffusionModel, log_probs: LogProbs, y: int | Tensor, s: float = 1.0, n_classes: int = 2
 ) -> ClassifierGuidance:
-    """Guide ``model`` towards class y with scale s >= 0 (Eq. 1); y must be one of the n_classes classes."""
+    """Guide ``model`` towards class y with scale s >= 0 (Eq. 1); y is one of the n_classes classes, or a (B,) tensor
+    of them (one per sample of the batches the guided model is called on)."""
     check_model(model)
     if not callable(log_probs):
         raise TypeError(f"log_probs must be callable (x, t) -> (B, C), got {type(log_probs).__name__}")
