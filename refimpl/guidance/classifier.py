@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from refimpl.guidance._checks import labels_tensor, positive_float, positive_int, real_tensor
 from refimpl.guidance.cfg import check_guidance_weight
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.schedules import NoiseSchedule
@@ -131,10 +132,11 @@ def fit_temperature(logits: Tensor, labels: Tensor, bounds: tuple[float, float] 
 
     The NLL is convex in 1/T, so its derivative in log T changes sign once; bisection on it to 1e-10 relative.
     """
-    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"logits must be (N, C) and labels (N,), got {tuple(logits.shape)}, {tuple(labels.shape)}")
-    if logits.shape[0] == 0:
-        raise ValueError("need at least one labelled example to fit a temperature")
+    logits = real_tensor(logits, "logits", 2)
+    labels = labels_tensor(labels, "labels", logits.shape[0], logits.shape[1])
+    lo_b, hi_b = (positive_float(b, "bounds") for b in bounds)
+    if not lo_b < hi_b:
+        raise ValueError(f"bounds must be increasing, got {bounds}")
 
     def slope(log_t: float) -> float:  # d NLL / d(1/T) = E_softmax[logit] - logit_y, averaged
         p = torch.softmax(logits / torch.exp(torch.tensor(log_t)), -1)
@@ -184,8 +186,9 @@ def fit_temperature_table(
 
 def expected_calibration_error(log_probs: Tensor, labels: Tensor, n_bins: int = 10) -> float:
     """Binned ECE of the top-label confidence (Guo et al. 2017, Eq. 3): sum_b |B_b|/N |acc(B_b) - conf(B_b)|."""
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be positive, got {n_bins}")
+    n_bins = positive_int(n_bins, "n_bins")
+    log_probs = real_tensor(log_probs, "log_probs", 2, finite=False)
+    labels = labels_tensor(labels, "labels", log_probs.shape[0], log_probs.shape[1])
     conf, pred = log_probs.exp().max(-1)
     correct = (pred == labels).to(conf.dtype)
     bins = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
