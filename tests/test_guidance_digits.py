@@ -20,7 +20,6 @@ from tolerances import Z, clt_bound
 
 from refimpl import grids
 from refimpl.guidance import classifier_guidance, fit_temperature_table, on_denoised
-from refimpl.models import predict
 from refimpl.samplers import sample_ddim
 from toy_models.digits import digits_images, digits_split
 from toy_models.digits_guidance import GUIDE_GRAD_TOL, GradientUNet, fit_guide_classifier, guide_objective
@@ -68,10 +67,9 @@ def test_calibration_lowers_the_nll_and_calibrated_guidance_convinces_the_judge(
     ts = grids.uniform_t(schedule, 6)
     table = fit_temperature_table(model, guide, ts[:-1], _noisy(schedule, train, 60, gen))
     x_t, y_t = _noisy(schedule, held_out, 300, gen)(ts[1])  # the first guided step
-    with torch.no_grad():
-        logits = guide(predict(model, x_t, ts[1], "x0"))
-    nll_raw = -torch.log_softmax(logits, -1).gather(1, y_t[:, None])[:, 0]
-    nll_cal = -torch.log_softmax(logits / table(ts[1]), -1).gather(1, y_t[:, None])[:, 0]
+    with torch.no_grad():  # the log-probabilities guidance uses: raw, and with the fitted temperature
+        nll_raw = -on_denoised(model, guide, 1.0)(x_t, ts[1]).gather(1, y_t[:, None])[:, 0]
+        nll_cal = -on_denoised(model, guide, table)(x_t, ts[1]).gather(1, y_t[:, None])[:, 0]
     gain = nll_raw - nll_cal
     assert float(gain.mean()) > clt_bound(float(gain.std()), len(gain))
     n = 30
