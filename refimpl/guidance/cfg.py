@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from refimpl.models import DiffusionModel, check_model, predict
+from refimpl.guidance._checks import named_model
+from refimpl.models import DiffusionModel, predict
 from refimpl.schedules import NoiseSchedule
 
 __all__ = ["ClassifierFreeGuidance", "check_guidance_weight", "classifier_free_guidance"]
@@ -23,9 +24,9 @@ def check_guidance_weight(w: object, name: str) -> float:
     """w as a float, or ValueError unless it is a finite number >= 0 (negative weights guide away from the
     condition: the tilted target p_c^w p_u^(1 - w) they would aim at need not be normalisable)."""
     if isinstance(w, bool) or not isinstance(w, int | float):
-        raise TypeError(f"{name} must be a real number, got {type(w).__name__}")
+        raise TypeError(f"the guidance weight {name} must be a real number, got {type(w).__name__}")
     if not math.isfinite(w) or w < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {w}")
+        raise ValueError(f"the guidance weight {name} must be a finite number >= 0, got {w}")
     return float(w)
 
 
@@ -54,6 +55,6 @@ def classifier_free_guidance(cond: DiffusionModel, uncond: DiffusionModel, w: fl
 
     Both models must be trained under one schedule; the guided model uses the conditional one's.
     """
-    check_model(cond)
-    check_model(uncond)
+    named_model(cond, "cond")
+    named_model(uncond, "uncond")
     return ClassifierFreeGuidance(cond, uncond, check_guidance_weight(w, "w"))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from refimpl.guidance._checks import labels_tensor, positive_float, positive_int, real_tensor
 from refimpl.guidance.cfg import check_guidance_weight
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.schedules import NoiseSchedule
@@ -43,7 +44,14 @@ __all__ = [
 LogProbs = Callable[[Tensor, Tensor], Tensor]
 
 
-def _check_class(y: int, n_classes: int) -> int:
+def _check_class(y: int | Tensor, n_classes: int) -> int | Tensor:
+    """y as an int or a 1-D int64 tensor (one label per sample), or ValueError/TypeError naming y."""
+    if isinstance(y, Tensor):
+        if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"label y must be an int or a 1-D integer tensor, got {y.dtype} of shape {tuple(y.shape)}")
+        if bool(((y < 0) | (y >= n_classes)).any()):
+            raise ValueError(f"labels y must lie in [0, {n_classes}), got {y.tolist()}")
+        return y.to(torch.long)
     if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < n_classes:
         raise ValueError(f"label y must be an integer in [0, {n_classes}), got {y!r}")
     return y
@@ -55,7 +63,7 @@ class ClassifierGuidance:
 
     model: DiffusionModel
     log_probs: LogProbs
-    y: int
+    y: int | Tensor
     s: float
     n_classes: int
 
@@ -65,24 +73,37 @@ class ClassifierGuidance:
     def schedule(self) -> NoiseSchedule:
         return self.model.schedule
 
+    def log_likelihood(self, x: Tensor, t: Tensor) -> Tensor:
+        """log p(y | x_t) from the classifier: (B,)."""
+        log_p = self.log_probs(x, t)
+        return log_p[:, self.y] if isinstance(self.y, int) else log_p.gather(1, self.y[:, None])[:, 0]
+
     def grad_log_prob(self, x: Tensor, t: Tensor) -> Tensor:
         """grad_x log p(y | x_t) from the classifier: (B, d)."""
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            log_p = self.log_probs(xg, t)[:, self.y]
-            (grad,) = torch.autograd.grad(log_p.sum(), xg)
-        return grad
+        return grad_log(self.log_likelihood, x, t)
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        eps = predict(self.model, x, t, "eps")
-        sigma = self.model.schedule(t).sigma
-        return eps - sigma * self.s * self.grad_log_prob(x, t)
+        return guided_eps(self.model, x, t, self.s * self.grad_log_prob(x, t))
+
+
+def grad_log(log_likelihood: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor) -> Tensor:
+    """grad_x of a log-likelihood (x, t) -> (B,) by autograd, whatever the caller's grad mode: (B, d)."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(log_likelihood(xg, t).sum(), xg)
+    return grad
+
+
+def guided_eps(model: DiffusionModel, x: Tensor, t: Tensor, score_shift: Tensor) -> Tensor:
+    """Eq. (1) for any added score: ``model``'s eps minus sigma_t times ``score_shift`` (B, d)."""
+    return predict(model, x, t, "eps") - model.schedule(t).sigma * score_shift
 
 
 def classifier_guidance(
-    model: DiffusionModel, log_probs: LogProbs, y: int, s: float = 1.0, n_classes: int = 2
+    model: DiffusionModel, log_probs: LogProbs, y: int | Tensor, s: float = 1.0, n_classes: int = 2
 ) -> ClassifierGuidance:
-    """Guide ``model`` towards class y with scale s >= 0 (Eq. 1); y must be one of the n_classes classes."""
+    """Guide ``model`` towards class y with scale s >= 0 (Eq. 1); y is one of the n_classes classes, or a (B,) tensor
+    of them (one per sample of the batches the guided model is called on)."""
     check_model(model)
     if not callable(log_probs):
         raise TypeError(f"log_probs must be callable (x, t) -> (B, C), got {type(log_probs).__name__}")
@@ -111,10 +132,11 @@ def fit_temperature(logits: Tensor, labels: Tensor, bounds: tuple[float, float] 
 
     The NLL is convex in 1/T, so its derivative in log T changes sign once; bisection on it to 1e-10 relative.
     """
-    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"logits must be (N, C) and labels (N,), got {tuple(logits.shape)}, {tuple(labels.shape)}")
-    if logits.shape[0] == 0:
-        raise ValueError("need at least one labelled example to fit a temperature")
+    logits = real_tensor(logits, "logits", 2)
+    labels = labels_tensor(labels, "labels", logits.shape[0], logits.shape[1])
+    lo_b, hi_b = (positive_float(b, "bounds") for b in bounds)
+    if not lo_b < hi_b:
+        raise ValueError(f"bounds must be increasing, got {bounds}")
 
     def slope(log_t: float) -> float:  # d NLL / d(1/T) = E_softmax[logit] - logit_y, averaged
         p = torch.softmax(logits / torch.exp(torch.tensor(log_t)), -1)
@@ -164,8 +186,9 @@ def fit_temperature_table(
 
 def expected_calibration_error(log_probs: Tensor, labels: Tensor, n_bins: int = 10) -> float:
     """Binned ECE of the top-label confidence (Guo et al. 2017, Eq. 3): sum_b |B_b|/N |acc(B_b) - conf(B_b)|."""
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be positive, got {n_bins}")
+    n_bins = positive_int(n_bins, "n_bins")
+    log_probs = real_tensor(log_probs, "log_probs", 2, finite=False)
+    labels = labels_tensor(labels, "labels", log_probs.shape[0], log_probs.shape[1])
     conf, pred = log_probs.exp().max(-1)
     correct = (pred == labels).to(conf.dtype)
     bins = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
