@@ -162,6 +162,9 @@ DIFFUSERS: dict[str, Profile] = {
         _flow_euler, {}, "flow", ("eps",)
     ),
     "FlowMatchHeunDiscreteScheduler": Profile(lambda kw: "flow_heun", {}, "flow", ("eps",)),
+    # EDM's own schedulers (sigma_t = t, alpha = 1; the network output F of Karras et al. 2022, Eq. 7)
+    "EDMEulerScheduler": Profile(lambda kw: "edm_euler", {}, "edm", ("eps", "v")),
+    "EDMDPMSolverMultistepScheduler": Profile(_dpm_multistep, {}, "edm", ("eps", "v")),
 }  # fmt: skip
 
 #: Schedulers whose ``step`` draws its own noise from the ``generator`` it is given (the adapter replays it).
@@ -267,10 +270,13 @@ class DiffusersScheduler:
                 stacklevel=2,
             )
 
-        if self.profile.kind == "flow":
-            if schedule.name != "rectified_flow":
-                raise ValueError(f"{self.class_name} samples the rectified-flow path: use schedule='rectified_flow'")
-            return getattr(diffusers, self.class_name)(**self.arguments)
+        kind = self.profile.kind
+        if kind in ("flow", "edm"):
+            path = {"flow": "rectified_flow", "edm": "edm"}[kind]
+            if schedule.name != path:
+                raise ValueError(f"{self.class_name} samples the {path} path: use schedule={path!r}")
+            extra = {"prediction_type": _PREDICTION[config.prediction]} if kind == "edm" else {}
+            return getattr(diffusers, self.class_name)(**self.arguments, **extra)
         if not isinstance(schedule, DiscreteVP) or schedule.name not in _BETAS:
             raise ValueError(f"diffusers schedulers need a discrete schedule {sorted(_BETAS)}, got {schedule.name}")
         kind, start, end = _BETAS[schedule.name]
@@ -293,10 +299,10 @@ class DiffusersScheduler:
         schedule = model.schedule
         sched = self.build(schedule, config)
         sched.set_timesteps(config.n_steps)
-        flow = self.profile.kind == "flow"
-        if flow and self.float64_tables:
-            raise ValueError(f"{self.class_name} computes its step in float32: the float64 probe does not apply")
-        tables = _FlowTables(sched, schedule) if flow else _Tables(sched, schedule)
+        kind = self.profile.kind
+        if kind in ("flow", "edm") and self.float64_tables:
+            raise ValueError(f"{self.class_name} keeps float32 sigmas: the float64 probe does not apply")
+        tables = {"flow": _FlowTables, "edm": _EDMTables}.get(kind, _Tables)(sched, schedule)
         if self.float64_tables:
             tables.to_float64(sched, schedule)
 
@@ -304,12 +310,17 @@ class DiffusersScheduler:
             t = torch.tensor(tables.model_time(k), dtype=torch.float64)
             trace.levels.append(level)
             trace.queries.append(float(t))
-            if flow:  # diffusers' flow-matching models predict the velocity d x_t / dt = eps - x_0
+            if kind == "flow":  # diffusers' flow-matching models predict the velocity d x_t / dt = eps - x_0
                 return predict(model, x.double(), t, "velocity").to(x.dtype)
+            if kind == "edm":  # the network output F with D = c_skip x + c_out F (Karras et al. 2022, Eq. 7)
+                sd, sign = sched.config.sigma_data, -1.0 if sched.config.prediction_type == "v_prediction" else 1.0
+                c_skip, c_out = sd**2 / (t**2 + sd**2), sign * t * sd / (t**2 + sd**2).sqrt()
+                return ((predict(model, x.double(), t, "x0") - c_skip * x.double()) / c_out).to(x.dtype)
             return model(x.double(), t).to(x.dtype)
 
         trace = _Trace()
-        loop = {"alphabar": self._alphabar, "sigma": self._sigma, "scaled": self._scaled, "flow": self._scaled}
+        loop = {"alphabar": self._alphabar, "sigma": self._sigma, "scaled": self._scaled, "flow": self._scaled,
+                "edm": self._sigma if "DPMSolver" in self.class_name else self._scaled}  # fmt: skip
         start = loop[self.profile.kind](sched, tables, call, x_T, noise, trace, config)
         if isinstance(start, str):
             return Run(x_T.new_zeros(0), [], [], error=start)
@@ -426,8 +437,9 @@ class DiffusersScheduler:
             level = tables.t_of_sigma(idx, k, None if first_order or between is None else between[idx])
             if first_order:
                 step_start, landing = level, tables.t_of_sigma(idx + 1)
-            scale = getattr(sched, "scale_model_input", None)
-            out = call(scale(sample, k) if scale else sample, k, level)
+            scale = getattr(sched, "scale_model_input", lambda x, k: x)  # EDM's: c_in x (the adapter's F takes x)
+            scaled = scale(sample, k)
+            out = call(scaled if self.profile.kind == "scaled" else sample, k, level)
             kw: dict[str, Any] = {"generator": gen} if draws else {}
             if draws:  # replay the scheduler's generator to learn the noise it drew (in the dtype it drew it)
                 trace.noise.append(torch.randn(x_T.shape, generator=replay, dtype=self._noise_dtype(out)))
@@ -470,7 +482,8 @@ class DiffusersScheduler:
         """The order diffusers uses at each regular step of a multistep method (None: not multistep)."""
         cfg = sched.config
         name = self.class_name
-        if name not in ("DPMSolverMultistepScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler"):
+        if name not in ("DPMSolverMultistepScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler",
+                        "EDMDPMSolverMultistepScheduler"):  # fmt: skip
             return None
         p, n = cfg.solver_order, len(sched.timesteps)
         orders = []
@@ -606,3 +619,15 @@ class _FlowTables:
     def alpha(self, j: int) -> Tensor:
         """1: the flow schedulers keep x_t itself."""
         return torch.tensor(1.0, dtype=torch.float64)
+
+
+class _EDMTables(_FlowTables):
+    """EDM's schedulers: sigma_t = t on the EDM schedule (alpha = 1, state x_t), and the model's timestep input is
+    c_noise = log(sigma) / 4 (Karras et al. 2022, arXiv:2206.00364v2, Table 1). Their Karras grids span exactly the
+    EDM schedule's [0.002, 80] (up to float32 rounding, clamped)."""
+
+    def __init__(self, sched: Any, schedule: Any):
+        self.sigmas, self.schedule = sched.sigmas, schedule
+
+    def model_time(self, k: Any) -> float:
+        return min(max(math.exp(4 * float(k)), self.schedule.t_min), self.schedule.t_max)
