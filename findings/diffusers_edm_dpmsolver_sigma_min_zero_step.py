@@ -19,6 +19,7 @@ for final in ("sigma_min", "zero"):
         x_next = s.step(torch.zeros_like(x), t, x).prev_sample
         moved.append(f"{float((x_next - x).abs().max() / x.abs().max()):.0e}")  # relative change
         x = x_next
-    print(f"final_sigmas_type={final}: last sigmas {[round(v, 4) for v in s.sigmas[-2:].tolist()]}, relative change per call: {moved}")
+    last = [round(v, 4) for v in s.sigmas[-2:].tolist()]
+    print(f"final_sigmas_type={final}: last sigmas {last}, relative change per call: {moved}")
     if final == "sigma_min":
         assert float(moved[-1]) < 1e-5, "the defect is gone in this diffusers version"
