@@ -39,7 +39,7 @@ from refimpl.oracle.config import Config
 from refimpl.oracle.running import Convention, Run
 from refimpl.schedules import DiscreteVP
 
-__all__ = ["DIFFUSERS", "PINNED_VERSION", "DiffusersScheduler", "Profile"]
+__all__ = ["DIFFUSERS", "NOT_ADAPTED", "PINNED_VERSION", "DiffusersScheduler", "Profile"]
 
 #: The diffusers version whose behaviour this module knows (its conventions, table dtypes, step bookkeeping): all of
 #: the oracle's version-specific knowledge of diffusers lives in this one module.
@@ -130,6 +130,9 @@ DIFFUSERS: dict[str, Profile] = {
     "DDIMInverseScheduler": Profile(
         lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
     ),
+    # TCD with gamma = 0 (its step's ``eta``, which the adapter sets) is DDIM on the LCM grid; gamma > 0 (DDIM to
+    # s = (1 - gamma) t_prev, then forward noise to t_prev) has no refimpl counterpart
+    "TCDScheduler": Profile(lambda kw: "ddim", {}, "alphabar"),
     "PNDMScheduler": Profile(
         lambda kw: "plms" if kw.get("skip_prk_steps") else "pndm",
         {"set_alpha_to_one": False, "timestep_spacing": "trailing"},
@@ -167,11 +170,49 @@ DIFFUSERS: dict[str, Profile] = {
     "EDMDPMSolverMultistepScheduler": Profile(_dpm_multistep, {}, "edm", ("eps", "v")),
 }  # fmt: skip
 
+#: The scheduler classes diffusers exports that the oracle does not adapt, with the reason (tested to be complete).
+NOT_ADAPTED = {
+    "KDPM2AncestralDiscreteScheduler": "ancestral DPM-Solver-2 (noise at every step, no switch to turn it off): "
+    "refimpl has no ancestral DPM-Solver-2; its skeleton is k-diffusion's sample_dpm_2_ancestral(eta=0), adapted",
+    "DPMSolverSDEScheduler": "Brownian-tree noise, and s_noise=0 still steps to sigma_down (not the ODE skeleton): "
+    "refimpl has no SDE-DPM-Solver++(2S)",
+    "LCMScheduler": "f(x, t) = c_skip x + c_out x0 re-noised with fresh noise at every step: refimpl's "
+    "consistency_multistep takes the DDIM teacher's map as f (the distillation fixed point), another f",
+    "SASolverScheduler": "refimpl has no SA-Solver (stochastic Adams predictor-corrector)",
+    "CMStochasticIterativeScheduler": "consistency-model sampling with Karras preconditioning: as LCMScheduler",
+    "FlowMatchLCMScheduler": "LCM on the flow path: as LCMScheduler",
+    "SCMScheduler": "continuous-time consistency models (TrigFlow): no refimpl counterpart",
+    "FlowMapEulerDiscreteScheduler": "a flow-map (two-time) model: the exact toys give one-time predictions only",
+    "CosineDPMSolverMultistepScheduler": "DPM-Solver on Stable Audio's cosine sigma table: not adapted yet (its "
+    "sigmas are not a refimpl schedule)",
+    "CogVideoXDDIMScheduler": "CogVideoX's copy of DDIM with its own snr_shift_scale schedule: not adapted yet",
+    "CogVideoXDPMScheduler": "CogVideoX's copy of DPM-Solver with its own snr_shift_scale schedule: not adapted yet",
+    "IPNDMScheduler": "improved PNDM on its own cosine-like table: not adapted yet",
+    "LTXEulerAncestralRFScheduler": "LTX's ancestral Euler on the flow path: no refimpl ancestral flow sampler",
+    "ScoreSdeVeScheduler": "predictor-corrector with Langevin corrector steps (a step-size rule on the score norm)",
+    "KarrasVeScheduler": "EDM's stochastic sampler with churn drawn inside step: no noise injection point",
+    "RePaintScheduler": "inpainting with resampling jumps: not a sampler of the unconditional model",
+    "UnCLIPScheduler": "Karlo's DDPM variant (learned-range variance): needs a model that outputs variances",
+    "DDPMWuerstchenScheduler": "Wuerstchen's own continuous cosine schedule: not adapted yet",
+    "DiscreteDDIMScheduler": "DDIM over discrete states: not a continuous diffusion",
+    "AmusedScheduler": "masked-token (discrete) generation: not a continuous diffusion",
+    "VQDiffusionScheduler": "discrete (vector-quantized) diffusion: not a continuous diffusion",
+    "BlockRefinementScheduler": "discrete block refinement for language models: not a continuous diffusion",
+    "EntropyBoundScheduler": "discrete (masked) language diffusion: not a continuous diffusion",
+    "HeliosScheduler": "Helios' video pipeline scheduler: model-specific, not adapted yet",
+    "HeliosDMDScheduler": "Helios' distribution-matching distilled sampler: model-specific, not adapted yet",
+    "MiniMaxH3Scheduler": "a model-specific scheduler: not adapted yet",
+    "PiflowScheduler": "pi-Flow's policy-based flow sampler: needs its network's policy outputs",
+    "RFD4ProteinaScheduler": "protein-structure flow sampler on its own manifold: not the exact toys' Euclidean space",
+}
+
 #: Schedulers whose ``step`` draws its own noise from the ``generator`` it is given (the adapter replays it).
 _GENERATOR_NOISE = ("DDPMScheduler", "DDPMParallelScheduler", "EulerAncestralDiscreteScheduler",
                     "FlowMatchEulerDiscreteScheduler")  # fmt: skip
 #: Two model calls per step, ``state_in_first_order`` telling which (the last step to sigma = 0 is one Euler call).
 _TWO_STAGE = ("HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+#: Schedulers whose tables the float64 probe cannot rebuild (interleaved two-stage tables, an increasing inverse table).
+_NO_FLOAT64_PROBE = (*_TWO_STAGE, "DPMSolverMultistepInverseScheduler")
 #: Schedulers whose ``step`` casts the sample to float32 whatever its dtype (diffusers 0.42.1).
 _FLOAT32_STEP = ("EulerAncestralDiscreteScheduler", "FlowMatchEulerDiscreteScheduler",
                  "FlowMatchHeunDiscreteScheduler")  # fmt: skip
@@ -247,6 +288,31 @@ class DiffusersScheduler:
             args.setdefault("final_sigmas_type", "sigma_min")
         return args
 
+    def _split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The arguments split into the constructor's and ``set_timesteps``' (by their signatures)."""
+        import inspect
+
+        import diffusers
+
+        accepted = inspect.signature(getattr(diffusers, self.class_name).set_timesteps).parameters
+        args = self.arguments
+        return {k: v for k, v in args.items() if k not in accepted}, {k: v for k, v in args.items() if k in accepted}
+
+    def validate(self) -> DiffusersScheduler:
+        """Raise ValueError if diffusers refuses these arguments (a combination it rejects, a missing extra)."""
+        import diffusers
+
+        profile, args = self.profile, self.arguments
+        probe_free = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+        no_probe = profile.kind in ("flow", "edm") or self.class_name in _NO_FLOAT64_PROBE
+        if self.float64_tables and (no_probe or any(args.get(k) for k in probe_free)):
+            raise ValueError("the float64 probe applies to one interpolated sigma per timestep only")
+        try:
+            getattr(diffusers, self.class_name)(**self._split()[0])
+        except (ValueError, NotImplementedError, ImportError, TypeError) as err:
+            raise ValueError(f"diffusers refuses {self.name}: {err}") from err
+        return self
+
     @property
     def name(self) -> str:
         parts = [f"{k}={v}" for k, v in self.kwargs.items()] + (["float64 tables"] if self.float64_tables else [])
@@ -276,12 +342,12 @@ class DiffusersScheduler:
             if schedule.name != path:
                 raise ValueError(f"{self.class_name} samples the {path} path: use schedule={path!r}")
             extra = {"prediction_type": _PREDICTION[config.prediction]} if kind == "edm" else {}
-            return getattr(diffusers, self.class_name)(**self.arguments, **extra)
+            return getattr(diffusers, self.class_name)(**self._split()[0], **extra)
         if not isinstance(schedule, DiscreteVP) or schedule.name not in _BETAS:
             raise ValueError(f"diffusers schedulers need a discrete schedule {sorted(_BETAS)}, got {schedule.name}")
         kind, start, end = _BETAS[schedule.name]
         args = {
-            **self.arguments,
+            **self._split()[0],
             "num_train_timesteps": schedule.N,
             "beta_schedule": kind,
             "beta_start": start,
@@ -298,7 +364,7 @@ class DiffusersScheduler:
                        f"set Config(encode={self.encodes})")  # fmt: skip
         schedule = model.schedule
         sched = self.build(schedule, config)
-        sched.set_timesteps(config.n_steps)
+        sched.set_timesteps(config.n_steps, **self._split()[1])
         kind = self.profile.kind
         if kind in ("flow", "edm") and self.float64_tables:
             raise ValueError(f"{self.class_name} keeps float32 sigmas: the float64 probe does not apply")
@@ -389,6 +455,10 @@ class DiffusersScheduler:
                 kw = {"generator": gen}  # DDPM draws its own noise: replay its generator to learn which
                 if k > 0:
                     trace.noise.append(torch.randn(x_T.shape, generator=replay, dtype=x_T.dtype))
+            elif self.class_name == "TCDScheduler":  # gamma = 0: DDIM to the next timestep of its list (then k = 0)
+                following = int(sched.timesteps[i + 1]) if i + 1 < len(sched.timesteps) else 0
+                step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(following)
+                kw = {"eta": 0.0}
             else:  # DDIM
                 step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(k - ratio)
                 if eta > 0:

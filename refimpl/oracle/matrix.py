@@ -16,13 +16,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler
+from refimpl.oracle.adapters import DIFFUSERS, KDIFFUSION, DiffusersScheduler, KDiffusionSampler
 from refimpl.oracle.config import Config
 from refimpl.oracle.explore import Finding, explore
 from refimpl.oracle.order import OrderReport, order_check
 from refimpl.oracle.running import Implementation
+from refimpl.oracle.space import derived_options
 
-__all__ = ["ORDER_STEPS", "Entry", "matrix", "order_entries", "render", "run_matrix", "run_orders"]
+__all__ = ["ORDER_STEPS", "Entry", "diffusers_entries", "matrix", "order_entries", "render", "run_matrix", "run_orders"]
 
 
 @dataclass(frozen=True)
@@ -37,84 +38,51 @@ class Entry:
 
 
 def _diffusers(name: str, **fixed: Any) -> Callable[..., Implementation]:
-    """A diffusers scheduler from drawn options; ``float64_tables`` (float64 coefficients) is the adapter's probe."""
+    """A diffusers scheduler from drawn options (refused combinations raise ValueError: not drawn); ``float64_tables``
+    (float64 coefficients) is the adapter's probe."""
 
     def make(float64_tables: bool = False, **kw: Any) -> Implementation:
-        return DiffusersScheduler(name, {**fixed, **kw}, float64_tables=float64_tables)
+        return DiffusersScheduler(name, {**fixed, **kw}, float64_tables=float64_tables).validate()
 
     return make
+
+
+#: Variants explored as entries of their own (a setting that changes what the scheduler is), and strategy settings
+#: that are not options of the scheduler (the injected eta of DDIM's step, float64-only DDPM, encoders).
+_VARIANTS: dict[str, list[dict[str, Any]]] = {"PNDMScheduler": [{"skip_prk_steps": True}, {"skip_prk_steps": False}]}
+_PATHS = {"flow": ("rectified_flow",), "edm": ("edm",)}
+
+
+def diffusers_entries() -> list[Entry]:
+    """One entry per adapted diffusers scheduler (per variant), its options derived from its signatures
+    (``space.derived_options``), plus the float64 probe where it applies; the method is the one the drawn options
+    make it claim."""
+    from hypothesis import strategies as st
+
+    entries = []
+    for name, profile in DIFFUSERS.items():
+        for fixed in _VARIANTS.get(name, [{}]):
+            options = {k: st.sampled_from(v) for k, v in derived_options(name, fixed).items()}
+            options["float64_tables"] = st.booleans()
+            strategy: dict[str, Any] = {"predictions": profile.predictions}
+            if profile.kind in _PATHS:
+                strategy["schedules"] = _PATHS[profile.kind]
+            if name in ("DDIMScheduler", "DDIMParallelScheduler"):
+                strategy["options"] = {"eta": st.sampled_from([0.0, 1.0])}
+            if name.startswith("DDPM"):
+                strategy["dtypes"] = ("float64",)
+            if DiffusersScheduler(name).encodes:
+                strategy["encode"] = True
+            extra = f" ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else ""
+            entries.append(Entry(f"diffusers {name}{extra}", _diffusers(name, **fixed), "", options, strategy))
+    return entries
 
 
 def matrix() -> list[Entry]:
     """Every implementation the oracle explores: each diffusers scheduler and k-diffusion sampler with an adapter."""
     from hypothesis import strategies as st
 
-    spacing = st.sampled_from(["leading", "trailing", "linspace"])
-    orders = st.sampled_from([1, 2, 3])
-    lof = st.booleans()
-    coefficients = st.booleans()  # float64 coefficient tables (True) or diffusers' own float32 ones
-    alphabar = {"timestep_spacing": spacing, "float64_tables": coefficients}
-    multistep = {**alphabar, "solver_order": orders, "lower_order_final": lof}
-    entries = [
-        Entry(
-            "diffusers DDIMScheduler",
-            _diffusers("DDIMScheduler"),
-            "ddim",
-            alphabar,
-            {"options": {"eta": st.sampled_from([0.0, 1.0])}},
-        ),
-        Entry("diffusers DDPMScheduler", _diffusers("DDPMScheduler"), "ddpm", alphabar, {"dtypes": ("float64",)}),
-        Entry(
-            "diffusers DDIMParallelScheduler",
-            _diffusers("DDIMParallelScheduler"),
-            "ddim",
-            alphabar,
-            {"options": {"eta": st.sampled_from([0.0, 1.0])}},
-        ),
-        Entry(
-            "diffusers DDPMParallelScheduler",
-            _diffusers("DDPMParallelScheduler"),
-            "ddpm",
-            alphabar,
-            {"dtypes": ("float64",)},
-        ),
-        Entry("diffusers DDIMInverseScheduler", _diffusers("DDIMInverseScheduler"), "ddim", alphabar, {"encode": True}),
-        Entry(
-            "diffusers PNDMScheduler (PLMS)",
-            _diffusers("PNDMScheduler", skip_prk_steps=True),
-            "plms",
-            alphabar,
-            {"predictions": ("eps", "v")},
-        ),
-        Entry(
-            "diffusers PNDMScheduler (PRK warm-up)",
-            _diffusers("PNDMScheduler"),
-            "pndm",
-            alphabar,
-            {"predictions": ("eps", "v")},
-        ),
-        Entry("diffusers DEISMultistepScheduler", _diffusers("DEISMultistepScheduler"), "", multistep),
-        Entry("diffusers UniPCMultistepScheduler", _diffusers("UniPCMultistepScheduler"), "", multistep),
-        Entry("diffusers EulerDiscreteScheduler", _diffusers("EulerDiscreteScheduler"), "edm_euler", alphabar),
-        Entry("diffusers HeunDiscreteScheduler", _diffusers("HeunDiscreteScheduler"), "edm_heun", alphabar),
-        Entry("diffusers LMSDiscreteScheduler", _diffusers("LMSDiscreteScheduler"), "lms", alphabar),
-    ]
-    for algorithm in ("dpmsolver++", "dpmsolver", "sde-dpmsolver++"):
-        options = {**multistep, "final_sigmas_type": st.sampled_from(["zero", "sigma_min"])}
-        if algorithm == "sde-dpmsolver++":
-            options["solver_order"] = st.sampled_from([1, 2])
-        if algorithm == "dpmsolver":
-            options.pop("final_sigmas_type")
-        name = f"diffusers DPMSolverMultistepScheduler ({algorithm})"
-        entries.append(Entry(name, _diffusers("DPMSolverMultistepScheduler", algorithm_type=algorithm), "", options))
-    entries.append(
-        Entry(
-            "diffusers DPMSolverSinglestepScheduler",
-            _diffusers("DPMSolverSinglestepScheduler"),
-            "",
-            {"solver_order": st.sampled_from([1, 2]), "float64_tables": coefficients},
-        )
-    )
+    entries = diffusers_entries()
     for function in KDIFFUSION:
         entries.append(
             Entry(
