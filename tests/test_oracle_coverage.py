@@ -9,6 +9,7 @@ import typing
 import pytest
 
 from refimpl.oracle import Config, check
+from refimpl.oracle.adapters import KDiffusionSampler
 from refimpl.oracle.diffusers_adapter import DIFFUSERS, NOT_ADAPTED, DiffusersScheduler
 from refimpl.oracle.space import NOT_DRAWN, derived_options, option_values
 
@@ -121,3 +122,12 @@ def test_every_exported_scheduler_is_adapted_or_left_out_with_a_reason() -> None
     assert exported == set(DIFFUSERS) | set(NOT_ADAPTED), exported ^ (set(DIFFUSERS) | set(NOT_ADAPTED))
     assert not set(DIFFUSERS) & set(NOT_ADAPTED)
     assert all(reason for reason in [*NOT_ADAPTED.values(), *NOT_DRAWN.values()])
+
+
+@pytest.mark.parametrize("kwargs, schedule", [({}, "edm"), ({"order": 2, "rtol": 0.01}, "vp_linear")])
+def test_kdiffusion_dpm_adaptive_steps_are_singlestep_dpm_solver_on_its_accepted_grid(kwargs, schedule) -> None:
+    """sample_dpm_adaptive: every accepted step is DPM-Solver-3 (points 1/3, 2/3) or -2 (point 1/2) in lambda; its
+    controller (PID, batch-wide norm) is not refimpl's and is not compared (see the adapter's docstring)."""
+    impl = KDiffusionSampler("sample_dpm_adaptive", kwargs)
+    report = check(impl, Config(impl.method, 1, schedule, batch=4), exact=False)
+    assert report.passed and len(report.steps) > 5, report.table()
