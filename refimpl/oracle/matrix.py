@@ -23,7 +23,17 @@ from refimpl.oracle.order import OrderReport, order_check
 from refimpl.oracle.running import Implementation
 from refimpl.oracle.space import derived_options
 
-__all__ = ["ORDER_STEPS", "Entry", "diffusers_entries", "matrix", "order_entries", "render", "run_matrix", "run_orders"]
+__all__ = [
+    "ORDER_STEPS",
+    "Entry",
+    "diffusers_entries",
+    "matrix",
+    "order_entries",
+    "render",
+    "run_matrix",
+    "run_orders",
+    "run_reproducers",
+]
 
 
 @dataclass(frozen=True)
@@ -187,12 +197,39 @@ def render(findings: list[Finding], orders: list[OrderReport] | None = None) -> 
     return "\n".join(lines)
 
 
+def run_reproducers(folder: Path = Path("findings")) -> list[tuple[str, bool, str]]:
+    """Run every reproducer script in ``folder``: (name, shows the defect (exit 0), its last output line)."""
+    import subprocess
+    import sys
+
+    out = []
+    for script in sorted(folder.glob("*.py")):
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+        lines = (done.stdout or done.stderr).strip().splitlines()
+        out.append((script.name, done.returncode == 0, lines[-1] if lines else ""))
+    return out
+
+
 def main() -> None:
+    """Explore the matrix, measure orders, run the reproducers; report them with the wall and CPU time taken."""
+    import resource
+    import time
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
+    wall, cpu = time.perf_counter(), time.process_time()
     text = render(run_matrix(args.max_examples), run_orders())
+    lines = ["", "## Reproducers (`findings/`, against the installed versions)", "",
+             "| script | defect shown | output |", "|---|---|---|"]  # fmt: skip
+    for name, shown, last in run_reproducers():
+        lines.append(f"| {name} | {'yes' if shown else 'NO: gone, or the script failed'} | {last} |")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = time.process_time() - cpu + children.ru_utime + children.ru_stime
+    lines += ["", f"`make oracle` took {time.perf_counter() - wall:.0f} s wall, {cpu_s:.0f} s CPU "
+              f"(--max-examples {args.max_examples})."]  # fmt: skip
+    text += "\n".join(lines)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "oracle-report.md").write_text(text + "\n")
     print(text)
