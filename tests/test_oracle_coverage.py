@@ -131,3 +131,12 @@ def test_kdiffusion_dpm_adaptive_steps_are_singlestep_dpm_solver_on_its_accepted
     impl = KDiffusionSampler("sample_dpm_adaptive", kwargs)
     report = check(impl, Config(impl.method, 1, schedule, batch=4), exact=False)
     assert report.passed and len(report.steps) > 5, report.table()
+
+
+def test_a_float32_sized_failure_is_set_beside_a_first_order_method_in_float32() -> None:
+    """The float32 verdict is compared with what float32 rounding alone does to DDIM on the same grid."""
+    impl = DiffusersScheduler("DPMSolverMultistepScheduler", {"solver_order": 1}, float64_tables=True)
+    report = check(impl, Config("ddim", 2, batch=4), exact=False)
+    hint = [h for h in report.hints if h.startswith("what float32 rounding alone does")]
+    assert not report.passed and len(hint) == 1, report.table()
+    assert check(DiffusersScheduler("DDIMScheduler"), Config("ddim", 2, batch=4), exact=False).hints == []
