@@ -17,6 +17,8 @@ eps = (x - abar.sqrt() * 3.0) / (1 - abar).sqrt()  # the noise prediction whose 
 out = s.step(eps, t, x, eta=0.0)
 following = s.alphas_cumprod[int(s.timesteps[1])]
 clipped = following.sqrt() * 1.0 + (1 - following).sqrt() * (x - abar.sqrt() * 1.0) / (1 - abar).sqrt()
-print(f"x0 prediction 3.0 with clip_sample=True: step gives {out.prev_sample.item():.5f}; clipped to 1.0 it would "
-      f"be {clipped.item():.5f}")
+print(
+    f"x0 prediction 3.0 with clip_sample=True: step gives {out.prev_sample.item():.5f}; clipped to 1.0 it would "
+    f"be {clipped.item():.5f}"
+)
 assert not torch.allclose(out.prev_sample, clipped), "the defect is gone in this diffusers version"
