@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from refimpl.models import ModelWrapper
 from refimpl.oracle.config import Config, with_options
 from refimpl.oracle.methods import get_method
 from refimpl.oracle.report import ConventionNote, Report, StepReport, smallest_failure
@@ -223,6 +224,27 @@ def _call_stage(c: _Context, ref: Run) -> None:
         )
 
 
+@dataclass
+class _Float32Outputs(ModelWrapper):
+    """The model with its outputs rounded to float32 (the inputs kept as given)."""
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.model(x.double(), t).float()
+
+
+def _float32_yardstick(c: _Context) -> float | None:
+    """The largest deviation of refimpl's DDIM with a float32 state (and float32 model outputs) from its float64 run
+    on the run's finite grid: what float32 rounding alone does to a first-order method there (None: no step there)."""
+    from refimpl.samplers import sample_ddim
+
+    times = c.run.times[c.keep]
+    grid = times[torch.isfinite(times)]
+    if len(grid) < 2:
+        return None
+    exact = sample_ddim(c.model, c.x_T, grid)
+    return float((sample_ddim(_Float32Outputs(c.model), c.x_T.float(), grid).double() - exact).abs().max())
+
+
 def _hint_stage(c: _Context) -> None:
     """Name the pattern behind the problems where one is recognisable."""
     report, run, config = c.report, c.run, c.config
@@ -234,10 +256,20 @@ def _hint_stage(c: _Context) -> None:
         )
     failing = [s for s in report.steps if s.reported and s.finite and s.i > 0 and s.dev_reference > s.tolerance]
     f32 = torch.finfo(torch.float32).eps / 2
-    if failing and c.unit < f32 and all(s.dev_reference <= s.tolerance * f32 / c.unit for s in failing):
+    float32_sized = (
+        bool(failing) and c.unit < f32 and all(s.dev_reference <= s.tolerance * f32 / c.unit for s in failing)
+    )
+    if float32_sized:
         report.hints.append(
             "every deviation is within float32 round-off (it would pass a float32 tolerance): is a coefficient, "
             "the time or the state cast to float32 somewhere (torch.tensor(...) without dtype, a float32 table)?"
+        )
+    yardstick = _float32_yardstick(c) if failing and (c.unit >= f32 or float32_sized) else None
+    if yardstick is not None:
+        worst = max(s.dev_reference for s in failing)
+        report.hints.append(
+            f"what float32 rounding alone does on this grid: refimpl's DDIM (first order) with a float32 state "
+            f"deviates from its float64 run by {yardstick:.1e}; the worst deviation here is {worst:.1e}"
         )
     zero = [s for s in report.steps if not s.finite and math.isnan(s.t)]
     if zero and all(s.finite for s in report.steps if not math.isnan(s.t)):

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from refimpl.models import predict
 from refimpl.oracle.config import Config
 from refimpl.oracle.running import Convention, Run
 from refimpl.schedules import DiscreteVP
 
-__all__ = ["DIFFUSERS", "PINNED_VERSION", "DiffusersScheduler", "Profile"]
+__all__ = ["DIFFUSERS", "NOT_ADAPTED", "PINNED_VERSION", "DiffusersScheduler", "Profile"]
 
 #: The diffusers version whose behaviour this module knows (its conventions, table dtypes, step bookkeeping): all of
 #: the oracle's version-specific knowledge of diffusers lives in this one module.
@@ -92,6 +93,12 @@ def _unipc(kw: dict) -> str:
     return f"unipc{kw.get('solver_order', 2)}_{kw.get('solver_type', 'bh2')}{suffix}"
 
 
+def _flow_euler(kw: dict) -> str:
+    if kw.get("stochastic_sampling"):  # x_next = (1 - t_next) x0 + t_next z, fresh z: a consistency-style sampler
+        raise _no_counterpart("FlowMatchEulerDiscreteScheduler(stochastic_sampling=True) (the x0 prediction re-noised)")
+    return "flow_euler"
+
+
 @dataclass(frozen=True)
 class Profile:
     """How to drive one scheduler class: the method it implements, its defaults here, its kind of table."""
@@ -123,6 +130,9 @@ DIFFUSERS: dict[str, Profile] = {
     "DDIMInverseScheduler": Profile(
         lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
     ),
+    # TCD with gamma = 0 (its step's ``eta``, which the adapter sets) is DDIM on the LCM grid; gamma > 0 (DDIM to
+    # s = (1 - gamma) t_prev, then forward noise to t_prev) has no refimpl counterpart
+    "TCDScheduler": Profile(lambda kw: "ddim", {}, "alphabar"),
     "PNDMScheduler": Profile(
         lambda kw: "plms" if kw.get("skip_prk_steps") else "pndm",
         {"set_alpha_to_one": False, "timestep_spacing": "trailing"},
@@ -131,6 +141,10 @@ DIFFUSERS: dict[str, Profile] = {
     ),
     "DPMSolverMultistepScheduler": Profile(_dpm_multistep, {}, "sigma"),
     "DPMSolverSinglestepScheduler": Profile(_dpm_singlestep, {}, "sigma"),
+    # the inverse (data to noise) multistep DPM-Solver: refimpl encodes with first-order DDIM only
+    "DPMSolverMultistepInverseScheduler": Profile(
+        lambda kw: "ddim" if kw.get("solver_order", 2) == 1 else _dpm_multistep(kw), {}, "sigma"
+    ),
     "DEISMultistepScheduler": Profile(
         lambda kw: {1: "ddim", 2: "dpm_solver_2m_exact", 3: "dpm_solver_3m_exact"}[kw.get("solver_order", 2)],
         {},
@@ -140,7 +154,68 @@ DIFFUSERS: dict[str, Profile] = {
     "EulerDiscreteScheduler": Profile(lambda kw: "edm_euler", {}, "scaled"),
     "HeunDiscreteScheduler": Profile(lambda kw: "edm_heun", {}, "scaled"),
     "LMSDiscreteScheduler": Profile(lambda kw: "lms", {}, "scaled", ("eps", "x0", "v")),
+    # Euler ancestral (eta = 1) is DDPM's posterior step: sigma_down = sigma_to^2 / sigma_from (in the EDM variables)
+    "EulerAncestralDiscreteScheduler": Profile(lambda kw: "ddpm", {}, "scaled", ("eps", "v")),
+    # KDPM2 is DPM-Solver-2 with its midpoint at the geometric mean of its float32 sigmas (r = 1/2 in lambda, up to
+    # the float32 cancellation in 1 - alpha-bar near t = 0, which moves it by ~1e-4 in lambda): the reference takes
+    # the scheduler's midpoints as given (``_reference_options``)
+    "KDPM2DiscreteScheduler": Profile(lambda kw: "dpm_solver_singlestep_2", {}, "scaled", ("eps", "v")),
+    # flow matching on the rectified-flow path (sigma = t): Euler and Heun in t; stochastic_sampling re-noises x0
+    "FlowMatchEulerDiscreteScheduler": Profile(
+        _flow_euler, {}, "flow", ("eps",)
+    ),
+    "FlowMatchHeunDiscreteScheduler": Profile(lambda kw: "flow_heun", {}, "flow", ("eps",)),
+    # EDM's own schedulers (sigma_t = t, alpha = 1; the network output F of Karras et al. 2022, Eq. 7)
+    "EDMEulerScheduler": Profile(lambda kw: "edm_euler", {}, "edm", ("eps", "v")),
+    "EDMDPMSolverMultistepScheduler": Profile(_dpm_multistep, {}, "edm", ("eps", "v")),
 }  # fmt: skip
+
+#: The scheduler classes diffusers exports that the oracle does not adapt, with the reason (tested to be complete).
+NOT_ADAPTED = {
+    "KDPM2AncestralDiscreteScheduler": "ancestral DPM-Solver-2 (noise at every step, no switch to turn it off): "
+    "refimpl has no ancestral DPM-Solver-2; its skeleton is k-diffusion's sample_dpm_2_ancestral(eta=0), adapted",
+    "DPMSolverSDEScheduler": "Brownian-tree noise, and s_noise=0 still steps to sigma_down (not the ODE skeleton): "
+    "refimpl has no SDE-DPM-Solver++(2S)",
+    "LCMScheduler": "f(x, t) = c_skip x + c_out x0 re-noised with fresh noise at every step: refimpl's "
+    "consistency_multistep takes the DDIM teacher's map as f (the distillation fixed point), another f",
+    "SASolverScheduler": "refimpl has no SA-Solver (stochastic Adams predictor-corrector)",
+    "CMStochasticIterativeScheduler": "consistency-model sampling with Karras preconditioning: as LCMScheduler",
+    "FlowMatchLCMScheduler": "LCM on the flow path: as LCMScheduler",
+    "SCMScheduler": "continuous-time consistency models (TrigFlow): no refimpl counterpart",
+    "FlowMapEulerDiscreteScheduler": "a flow-map (two-time) model: the exact toys give one-time predictions only",
+    "CosineDPMSolverMultistepScheduler": "DPM-Solver on Stable Audio's cosine sigma table: not adapted yet (its "
+    "sigmas are not a refimpl schedule)",
+    "CogVideoXDDIMScheduler": "CogVideoX's copy of DDIM with its own snr_shift_scale schedule: not adapted yet",
+    "CogVideoXDPMScheduler": "CogVideoX's copy of DPM-Solver with its own snr_shift_scale schedule: not adapted yet",
+    "IPNDMScheduler": "improved PNDM on its own cosine-like table: not adapted yet",
+    "LTXEulerAncestralRFScheduler": "LTX's ancestral Euler on the flow path: no refimpl ancestral flow sampler",
+    "ScoreSdeVeScheduler": "predictor-corrector with Langevin corrector steps (a step-size rule on the score norm)",
+    "KarrasVeScheduler": "EDM's stochastic sampler with churn drawn inside step: no noise injection point",
+    "RePaintScheduler": "inpainting with resampling jumps: not a sampler of the unconditional model",
+    "UnCLIPScheduler": "Karlo's DDPM variant (learned-range variance): needs a model that outputs variances",
+    "DDPMWuerstchenScheduler": "Wuerstchen's own continuous cosine schedule: not adapted yet",
+    "DiscreteDDIMScheduler": "DDIM over discrete states: not a continuous diffusion",
+    "AmusedScheduler": "masked-token (discrete) generation: not a continuous diffusion",
+    "VQDiffusionScheduler": "discrete (vector-quantized) diffusion: not a continuous diffusion",
+    "BlockRefinementScheduler": "discrete block refinement for language models: not a continuous diffusion",
+    "EntropyBoundScheduler": "discrete (masked) language diffusion: not a continuous diffusion",
+    "HeliosScheduler": "Helios' video pipeline scheduler: model-specific, not adapted yet",
+    "HeliosDMDScheduler": "Helios' distribution-matching distilled sampler: model-specific, not adapted yet",
+    "MiniMaxH3Scheduler": "a model-specific scheduler: not adapted yet",
+    "PiflowScheduler": "pi-Flow's policy-based flow sampler: needs its network's policy outputs",
+    "RFD4ProteinaScheduler": "protein-structure flow sampler on its own manifold: not the exact toys' Euclidean space",
+}
+
+#: Schedulers whose ``step`` draws its own noise from the ``generator`` it is given (the adapter replays it).
+_GENERATOR_NOISE = ("DDPMScheduler", "DDPMParallelScheduler", "EulerAncestralDiscreteScheduler",
+                    "FlowMatchEulerDiscreteScheduler")  # fmt: skip
+#: Two model calls per step, ``state_in_first_order`` telling which (the last step to sigma = 0 is one Euler call).
+_TWO_STAGE = ("HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+#: Schedulers whose tables the float64 probe cannot rebuild (interleaved two-stage tables, an increasing inverse table).
+_NO_FLOAT64_PROBE = (*_TWO_STAGE, "DPMSolverMultistepInverseScheduler")
+#: Schedulers whose ``step`` casts the sample to float32 whatever its dtype (diffusers 0.42.1).
+_FLOAT32_STEP = ("EulerAncestralDiscreteScheduler", "FlowMatchEulerDiscreteScheduler",
+                 "FlowMatchHeunDiscreteScheduler")  # fmt: skip
 
 
 @dataclass
@@ -207,9 +282,36 @@ class DiffusersScheduler:
         end at sigma_min (its own suggestion).
         """
         args = {**self.profile.defaults, **self.kwargs}
-        if self.class_name.startswith("DPMSolver") and args.get("algorithm_type") in ("dpmsolver", "sde-dpmsolver"):
+        if self.class_name in ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler") and args.get(
+            "algorithm_type"
+        ) in ("dpmsolver", "sde-dpmsolver"):
             args.setdefault("final_sigmas_type", "sigma_min")
         return args
+
+    def _split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The arguments split into the constructor's and ``set_timesteps``' (by their signatures)."""
+        import inspect
+
+        import diffusers
+
+        accepted = inspect.signature(getattr(diffusers, self.class_name).set_timesteps).parameters
+        args = self.arguments
+        return {k: v for k, v in args.items() if k not in accepted}, {k: v for k, v in args.items() if k in accepted}
+
+    def validate(self) -> DiffusersScheduler:
+        """Raise ValueError if diffusers refuses these arguments (a combination it rejects, a missing extra)."""
+        import diffusers
+
+        profile, args = self.profile, self.arguments
+        probe_free = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+        no_probe = profile.kind in ("flow", "edm") or self.class_name in _NO_FLOAT64_PROBE
+        if self.float64_tables and (no_probe or any(args.get(k) for k in probe_free)):
+            raise ValueError("the float64 probe applies to one interpolated sigma per timestep only")
+        try:
+            getattr(diffusers, self.class_name)(**self._split()[0])
+        except (ValueError, NotImplementedError, ImportError, TypeError) as err:
+            raise ValueError(f"diffusers refuses {self.name}: {err}") from err
+        return self
 
     @property
     def name(self) -> str:
@@ -222,7 +324,7 @@ class DiffusersScheduler:
 
     @property
     def encodes(self) -> bool:
-        return self.class_name == "DDIMInverseScheduler"
+        return self.class_name in ("DDIMInverseScheduler", "DPMSolverMultistepInverseScheduler")
 
     def build(self, schedule: DiscreteVP, config: Config) -> Any:
         import diffusers
@@ -234,11 +336,18 @@ class DiffusersScheduler:
                 stacklevel=2,
             )
 
+        kind = self.profile.kind
+        if kind in ("flow", "edm"):
+            path = {"flow": "rectified_flow", "edm": "edm"}[kind]
+            if schedule.name != path:
+                raise ValueError(f"{self.class_name} samples the {path} path: use schedule={path!r}")
+            extra = {"prediction_type": _PREDICTION[config.prediction]} if kind == "edm" else {}
+            return getattr(diffusers, self.class_name)(**self._split()[0], **extra)
         if not isinstance(schedule, DiscreteVP) or schedule.name not in _BETAS:
             raise ValueError(f"diffusers schedulers need a discrete schedule {sorted(_BETAS)}, got {schedule.name}")
         kind, start, end = _BETAS[schedule.name]
         args = {
-            **self.arguments,
+            **self._split()[0],
             "num_train_timesteps": schedule.N,
             "beta_schedule": kind,
             "beta_start": start,
@@ -255,21 +364,30 @@ class DiffusersScheduler:
                        f"set Config(encode={self.encodes})")  # fmt: skip
         schedule = model.schedule
         sched = self.build(schedule, config)
-        sched.set_timesteps(config.n_steps)
-        tables = _Tables(sched, schedule)
+        sched.set_timesteps(config.n_steps, **self._split()[1])
+        kind = self.profile.kind
+        if kind in ("flow", "edm") and self.float64_tables:
+            raise ValueError(f"{self.class_name} keeps float32 sigmas: the float64 probe does not apply")
+        tables = {"flow": _FlowTables, "edm": _EDMTables}.get(kind, _Tables)(sched, schedule)
         if self.float64_tables:
             tables.to_float64(sched, schedule)
-        N = schedule.N
 
         def call(x: Tensor, k: Any, level: float) -> Tensor:
-            t = (float(k) + 1) / N
+            t = torch.tensor(tables.model_time(k), dtype=torch.float64)
             trace.levels.append(level)
-            trace.queries.append(t)
-            return model(x.double(), torch.tensor(t, dtype=torch.float64)).to(x.dtype)
+            trace.queries.append(float(t))
+            if kind == "flow":  # diffusers' flow-matching models predict the velocity d x_t / dt = eps - x_0
+                return predict(model, x.double(), t, "velocity").to(x.dtype)
+            if kind == "edm":  # the network output F with D = c_skip x + c_out F (Karras et al. 2022, Eq. 7)
+                sd, sign = sched.config.sigma_data, -1.0 if sched.config.prediction_type == "v_prediction" else 1.0
+                c_skip, c_out = sd**2 / (t**2 + sd**2), sign * t * sd / (t**2 + sd**2).sqrt()
+                return ((predict(model, x.double(), t, "x0") - c_skip * x.double()) / c_out).to(x.dtype)
+            return model(x.double(), t).to(x.dtype)
 
         trace = _Trace()
-        loop = {"alphabar": self._alphabar, "sigma": self._sigma, "scaled": self._scaled}[self.profile.kind]
-        start = loop(sched, tables, call, x_T, noise, trace, config)
+        loop = {"alphabar": self._alphabar, "sigma": self._sigma, "scaled": self._scaled, "flow": self._scaled,
+                "edm": self._sigma if "DPMSolver" in self.class_name else self._scaled}  # fmt: skip
+        start = loop[self.profile.kind](sched, tables, call, x_T, noise, trace, config)
         if isinstance(start, str):
             return Run(x_T.new_zeros(0), [], [], error=start)
         if not trace.steps:
@@ -285,9 +403,14 @@ class DiffusersScheduler:
             reference_options=self._reference_options(sched, tables, final),
             levels=trace.levels,
             noise=torch.stack(trace.noise).double() if trace.noise else None,
-            coefficient_dtype=torch.float64 if self.float64_tables else torch.float32,
+            coefficient_dtype=torch.float64 if self.float64_tables and not self.float32_step else torch.float32,
             landings=[s.landing for s in trace.steps],
         )
+
+    @property
+    def float32_step(self) -> bool:
+        """Whether ``step`` computes in float32 whatever the state's dtype (float64 tables cannot help then)."""
+        return self.class_name in _FLOAT32_STEP
 
     def _final_kind(self) -> str:
         return "step" if self.class_name in ("PNDMScheduler", "LMSDiscreteScheduler") else "x0"
@@ -332,6 +455,10 @@ class DiffusersScheduler:
                 kw = {"generator": gen}  # DDPM draws its own noise: replay its generator to learn which
                 if k > 0:
                     trace.noise.append(torch.randn(x_T.shape, generator=replay, dtype=x_T.dtype))
+            elif self.class_name == "TCDScheduler":  # gamma = 0: DDIM to the next timestep of its list (then k = 0)
+                following = int(sched.timesteps[i + 1]) if i + 1 < len(sched.timesteps) else 0
+                step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(following)
+                kw = {"eta": 0.0}
             else:  # DDIM
                 step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(k - ratio)
                 if eta > 0:
@@ -364,28 +491,38 @@ class DiffusersScheduler:
                 trace.steps.append(_Step(group_start, tables.t_of_sigma(j + 1), sample))
         return x_T
 
-    # sigma tables, state x~ = x_t / alpha_t: Euler, Heun, LMS
+    # sigma tables, state x~ = x_t / alpha_t: Euler (ancestral), Heun, KDPM2, LMS; the flow-matching schedulers (x_t)
     def _scaled(self, sched, tables, call, x_T, noise, trace, config) -> Tensor | str:
-        heun = self.class_name == "HeunDiscreteScheduler"
+        two_stage = self.class_name in _TWO_STAGE
         sample = x_T / tables.alpha(0).to(x_T.dtype)  # x~ at the first level
         ks = list(sched.timesteps)
+        gen, replay = torch.Generator().manual_seed(config.seed + 1), torch.Generator().manual_seed(config.seed + 1)
+        draws = self.class_name in _GENERATOR_NOISE and (self.class_name != "FlowMatchEulerDiscreteScheduler"
+                                                         or sched.config.stochastic_sampling)  # fmt: skip
         step_start = None
         for j, k in enumerate(ks):
             idx = sched.step_index if sched.step_index is not None else 0
-            level = tables.t_of_sigma(idx, k)
-            first_order = not heun or sched.state_in_first_order
+            first_order = not two_stage or sched.state_in_first_order
+            between = getattr(sched, "sigmas_interpol", None)  # KDPM2 evaluates its second stage there
+            level = tables.t_of_sigma(idx, k, None if first_order or between is None else between[idx])
             if first_order:
-                step_start = level
-            model_in = sched.scale_model_input(sample, k)
-            out = call(model_in, k, level)
-            sample = _step(sched, out, k, sample).prev_sample
-            if heun and not first_order:  # the corrector completed a step, landing where it evaluated
-                trace.steps.append(_Step(step_start, level, sample * tables.alpha(idx).to(sample.dtype)))
-            elif not heun or j + 1 == len(ks):  # Euler, LMS, or Heun's last (Euler) step to sigma = 0
-                trace.steps.append(
-                    _Step(step_start, tables.t_of_sigma(idx + 1), sample * tables.alpha(idx + 1).to(sample.dtype))
-                )
+                step_start, landing = level, tables.t_of_sigma(idx + 1)
+            scale = getattr(sched, "scale_model_input", lambda x, k: x)  # EDM's: c_in x (the adapter's F takes x)
+            scaled = scale(sample, k)
+            out = call(scaled if self.profile.kind == "scaled" else sample, k, level)
+            kw: dict[str, Any] = {"generator": gen} if draws else {}
+            if draws:  # replay the scheduler's generator to learn the noise it drew (in the dtype it drew it)
+                trace.noise.append(torch.randn(x_T.shape, generator=replay, dtype=self._noise_dtype(out)))
+            sample = _step(sched, out, k, sample, **kw).prev_sample
+            completed = j + 1 == len(ks) or (not first_order if two_stage else True)
+            if completed:  # a two-stage step ends after its second call, the last (Euler) step to sigma = 0 at once
+                at = idx if two_stage and not first_order else idx + 1
+                trace.steps.append(_Step(step_start, landing, sample * tables.alpha(at).to(sample.dtype)))
         return x_T
+
+    def _noise_dtype(self, out: Tensor) -> torch.dtype:
+        """The dtype of the scheduler's own draw: the model output's, or float32 where ``step`` casts the sample."""
+        return torch.float32 if self.class_name == "FlowMatchEulerDiscreteScheduler" else out.dtype
 
     # --- what the reference needs ----------------------------------------------------------------------
 
@@ -415,7 +552,8 @@ class DiffusersScheduler:
         """The order diffusers uses at each regular step of a multistep method (None: not multistep)."""
         cfg = sched.config
         name = self.class_name
-        if name not in ("DPMSolverMultistepScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler"):
+        if name not in ("DPMSolverMultistepScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler",
+                        "EDMDPMSolverMultistepScheduler"):  # fmt: skip
             return None
         p, n = cfg.solver_order, len(sched.timesteps)
         orders = []
@@ -437,6 +575,10 @@ class DiffusersScheduler:
         cfg = sched.config
         if self.class_name in ("DDPMScheduler", "DDPMParallelScheduler") and cfg.variance_type == "fixed_large":
             return {"variance": "beta"}
+        if self.class_name == "KDPM2DiscreteScheduler":  # step i evaluates its second stage at sigmas_interpol[2i + 1]
+            n = sched.num_inference_steps - (final != "grid")
+            stages = [[tables.t_of_sigma(2 * i + 1, value=sched.sigmas_interpol[2 * i + 1])] for i in range(n)]
+            return {"orders": [2] * n, "stages": stages}
         if self.class_name == "DPMSolverSinglestepScheduler" and cfg.solver_order > 1:
             groups, stages = [], []
             for j, order in enumerate(sched.order_list):
@@ -497,9 +639,14 @@ class _Tables:
         end = self.initial_abar if initial else self.final_abar
         return math.nan if end is None or float(end) == 1.0 else 1 / self.N
 
-    def t_of_sigma(self, j: int, k: Any = None) -> float:
-        """The time of ``sigmas[j]``: its knot's time if it is a knot sigma (timestep k's), else t(-log sigma)."""
-        sigma = self.sigmas[j]
+    def model_time(self, k: Any) -> float:
+        """The continuous time of the model's timestep input k: (k + 1) / N."""
+        return (float(k) + 1) / self.N
+
+    def t_of_sigma(self, j: int, k: Any = None, value: Tensor | None = None) -> float:
+        """The time of ``sigmas[j]`` (or of ``value``): its knot's time if it is a knot sigma (timestep k's), else
+        t(-log sigma)."""
+        sigma = self.sigmas[j] if value is None else value
         if float(sigma) == 0.0:
             return math.nan
         if k is not None and float(k) == int(k) and 0 <= int(k) < self.N and self.train_sigmas[int(k)] == sigma:
@@ -515,3 +662,42 @@ class _Tables:
         """alpha_t = 1 / sqrt(1 + sigma^2) of ``sigmas[j]`` (1 at sigma = 0), in float64."""
         sigma = self.sigmas[j].double()
         return 1.0 / torch.sqrt(1.0 + sigma**2)
+
+
+class _FlowTables:
+    """The flow-matching schedulers' noise levels: on the rectified-flow path sigma_t = t, and the model's timestep
+    input is k = N t (``num_train_timesteps`` N). Their grids start at sigma = 1 (alpha = 0, lambda = -inf), outside
+    every schedule's domain: the first level is moved to the schedule's t_max, where the oracle's x_T is drawn (the
+    rest of the grid, shifted or Karras-spaced, is the scheduler's own)."""
+
+    def __init__(self, sched: Any, schedule: Any):
+        self.N = sched.config.num_train_timesteps
+        if float(sched.sigmas[0]) > schedule.t_max:
+            sched.sigmas[0] = schedule.t_max
+            sched.timesteps[0] = schedule.t_max * self.N
+        self.sigmas, self.schedule = sched.sigmas, schedule
+
+    def model_time(self, k: Any) -> float:
+        return min(max(float(k) / self.N, self.schedule.t_min), self.schedule.t_max)
+
+    def t_of_sigma(self, j: int, k: Any = None, value: Tensor | None = None) -> float:
+        sigma = float(self.sigmas[j] if value is None else value)
+        if sigma == 0.0:
+            return math.nan
+        return min(max(sigma, self.schedule.t_min), self.schedule.t_max)  # float32 ends round past the domain
+
+    def alpha(self, j: int) -> Tensor:
+        """1: the flow schedulers keep x_t itself."""
+        return torch.tensor(1.0, dtype=torch.float64)
+
+
+class _EDMTables(_FlowTables):
+    """EDM's schedulers: sigma_t = t on the EDM schedule (alpha = 1, state x_t), and the model's timestep input is
+    c_noise = log(sigma) / 4 (Karras et al. 2022, arXiv:2206.00364v2, Table 1). Their Karras grids span exactly the
+    EDM schedule's [0.002, 80] (up to float32 rounding, clamped)."""
+
+    def __init__(self, sched: Any, schedule: Any):
+        self.sigmas, self.schedule = sched.sigmas, schedule
+
+    def model_time(self, k: Any) -> float:
+        return min(max(math.exp(4 * float(k)), self.schedule.t_min), self.schedule.t_max)

@@ -16,13 +16,24 @@ from typing import Any
 
 from tqdm import tqdm
 
-from refimpl.oracle.adapters import KDIFFUSION, DiffusersScheduler, KDiffusionSampler
+from refimpl.oracle.adapters import DIFFUSERS, KDIFFUSION, DiffusersScheduler, KDiffusionSampler
 from refimpl.oracle.config import Config
 from refimpl.oracle.explore import Finding, explore
 from refimpl.oracle.order import OrderReport, order_check
 from refimpl.oracle.running import Implementation
+from refimpl.oracle.space import derived_options
 
-__all__ = ["ORDER_STEPS", "Entry", "matrix", "order_entries", "render", "run_matrix", "run_orders"]
+__all__ = [
+    "ORDER_STEPS",
+    "Entry",
+    "diffusers_entries",
+    "matrix",
+    "order_entries",
+    "render",
+    "run_matrix",
+    "run_orders",
+    "run_reproducers",
+]
 
 
 @dataclass(frozen=True)
@@ -37,84 +48,51 @@ class Entry:
 
 
 def _diffusers(name: str, **fixed: Any) -> Callable[..., Implementation]:
-    """A diffusers scheduler from drawn options; ``float64_tables`` (float64 coefficients) is the adapter's probe."""
+    """A diffusers scheduler from drawn options (refused combinations raise ValueError: not drawn); ``float64_tables``
+    (float64 coefficients) is the adapter's probe."""
 
     def make(float64_tables: bool = False, **kw: Any) -> Implementation:
-        return DiffusersScheduler(name, {**fixed, **kw}, float64_tables=float64_tables)
+        return DiffusersScheduler(name, {**fixed, **kw}, float64_tables=float64_tables).validate()
 
     return make
+
+
+#: Variants explored as entries of their own (a setting that changes what the scheduler is), and strategy settings
+#: that are not options of the scheduler (the injected eta of DDIM's step, float64-only DDPM, encoders).
+_VARIANTS: dict[str, list[dict[str, Any]]] = {"PNDMScheduler": [{"skip_prk_steps": True}, {"skip_prk_steps": False}]}
+_PATHS = {"flow": ("rectified_flow",), "edm": ("edm",)}
+
+
+def diffusers_entries() -> list[Entry]:
+    """One entry per adapted diffusers scheduler (per variant), its options derived from its signatures
+    (``space.derived_options``), plus the float64 probe where it applies; the method is the one the drawn options
+    make it claim."""
+    from hypothesis import strategies as st
+
+    entries = []
+    for name, profile in DIFFUSERS.items():
+        for fixed in _VARIANTS.get(name, [{}]):
+            options = {k: st.sampled_from(v) for k, v in derived_options(name, fixed).items()}
+            options["float64_tables"] = st.booleans()
+            strategy: dict[str, Any] = {"predictions": profile.predictions}
+            if profile.kind in _PATHS:
+                strategy["schedules"] = _PATHS[profile.kind]
+            if name in ("DDIMScheduler", "DDIMParallelScheduler"):
+                strategy["options"] = {"eta": st.sampled_from([0.0, 1.0])}
+            if name.startswith("DDPM"):
+                strategy["dtypes"] = ("float64",)
+            if DiffusersScheduler(name).encodes:
+                strategy["encode"] = True
+            extra = f" ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else ""
+            entries.append(Entry(f"diffusers {name}{extra}", _diffusers(name, **fixed), "", options, strategy))
+    return entries
 
 
 def matrix() -> list[Entry]:
     """Every implementation the oracle explores: each diffusers scheduler and k-diffusion sampler with an adapter."""
     from hypothesis import strategies as st
 
-    spacing = st.sampled_from(["leading", "trailing", "linspace"])
-    orders = st.sampled_from([1, 2, 3])
-    lof = st.booleans()
-    coefficients = st.booleans()  # float64 coefficient tables (True) or diffusers' own float32 ones
-    alphabar = {"timestep_spacing": spacing, "float64_tables": coefficients}
-    multistep = {**alphabar, "solver_order": orders, "lower_order_final": lof}
-    entries = [
-        Entry(
-            "diffusers DDIMScheduler",
-            _diffusers("DDIMScheduler"),
-            "ddim",
-            alphabar,
-            {"options": {"eta": st.sampled_from([0.0, 1.0])}},
-        ),
-        Entry("diffusers DDPMScheduler", _diffusers("DDPMScheduler"), "ddpm", alphabar, {"dtypes": ("float64",)}),
-        Entry(
-            "diffusers DDIMParallelScheduler",
-            _diffusers("DDIMParallelScheduler"),
-            "ddim",
-            alphabar,
-            {"options": {"eta": st.sampled_from([0.0, 1.0])}},
-        ),
-        Entry(
-            "diffusers DDPMParallelScheduler",
-            _diffusers("DDPMParallelScheduler"),
-            "ddpm",
-            alphabar,
-            {"dtypes": ("float64",)},
-        ),
-        Entry("diffusers DDIMInverseScheduler", _diffusers("DDIMInverseScheduler"), "ddim", alphabar, {"encode": True}),
-        Entry(
-            "diffusers PNDMScheduler (PLMS)",
-            _diffusers("PNDMScheduler", skip_prk_steps=True),
-            "plms",
-            alphabar,
-            {"predictions": ("eps", "v")},
-        ),
-        Entry(
-            "diffusers PNDMScheduler (PRK warm-up)",
-            _diffusers("PNDMScheduler"),
-            "pndm",
-            alphabar,
-            {"predictions": ("eps", "v")},
-        ),
-        Entry("diffusers DEISMultistepScheduler", _diffusers("DEISMultistepScheduler"), "", multistep),
-        Entry("diffusers UniPCMultistepScheduler", _diffusers("UniPCMultistepScheduler"), "", multistep),
-        Entry("diffusers EulerDiscreteScheduler", _diffusers("EulerDiscreteScheduler"), "edm_euler", alphabar),
-        Entry("diffusers HeunDiscreteScheduler", _diffusers("HeunDiscreteScheduler"), "edm_heun", alphabar),
-        Entry("diffusers LMSDiscreteScheduler", _diffusers("LMSDiscreteScheduler"), "lms", alphabar),
-    ]
-    for algorithm in ("dpmsolver++", "dpmsolver", "sde-dpmsolver++"):
-        options = {**multistep, "final_sigmas_type": st.sampled_from(["zero", "sigma_min"])}
-        if algorithm == "sde-dpmsolver++":
-            options["solver_order"] = st.sampled_from([1, 2])
-        if algorithm == "dpmsolver":
-            options.pop("final_sigmas_type")
-        name = f"diffusers DPMSolverMultistepScheduler ({algorithm})"
-        entries.append(Entry(name, _diffusers("DPMSolverMultistepScheduler", algorithm_type=algorithm), "", options))
-    entries.append(
-        Entry(
-            "diffusers DPMSolverSinglestepScheduler",
-            _diffusers("DPMSolverSinglestepScheduler"),
-            "",
-            {"solver_order": st.sampled_from([1, 2]), "float64_tables": coefficients},
-        )
-    )
+    entries = diffusers_entries()
     for function in KDIFFUSION:
         entries.append(
             Entry(
@@ -219,12 +197,39 @@ def render(findings: list[Finding], orders: list[OrderReport] | None = None) -> 
     return "\n".join(lines)
 
 
+def run_reproducers(folder: Path = Path("findings")) -> list[tuple[str, bool, str]]:
+    """Run every reproducer script in ``folder``: (name, shows the defect (exit 0), its last output line)."""
+    import subprocess
+    import sys
+
+    out = []
+    for script in sorted(folder.glob("*.py")):
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+        lines = (done.stdout or done.stderr).strip().splitlines()
+        out.append((script.name, done.returncode == 0, lines[-1] if lines else ""))
+    return out
+
+
 def main() -> None:
+    """Explore the matrix, measure orders, run the reproducers; report them with the wall and CPU time taken."""
+    import resource
+    import time
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
+    wall, cpu = time.perf_counter(), time.process_time()
     text = render(run_matrix(args.max_examples), run_orders())
+    lines = ["", "## Reproducers (`findings/`, against the installed versions)", "",
+             "| script | defect shown | output |", "|---|---|---|"]  # fmt: skip
+    for name, shown, last in run_reproducers():
+        lines.append(f"| {name} | {'yes' if shown else 'NO: gone, or the script failed'} | {last} |")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = time.process_time() - cpu + children.ru_utime + children.ru_stime
+    lines += ["", f"`make oracle` took {time.perf_counter() - wall:.0f} s wall, {cpu_s:.0f} s CPU "
+              f"(--max-examples {args.max_examples})."]  # fmt: skip
+    text += "\n".join(lines)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "oracle-report.md").write_text(text + "\n")
     print(text)
