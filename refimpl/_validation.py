@@ -14,8 +14,10 @@ __all__ = [
     "as_float_tensor",
     "as_real_array",
     "check_finite",
+    "check_float_tensors",
     "check_in_range",
     "check_instance",
+    "check_kinds",
     "check_probability_vector",
     "check_resolvable_steps",
     "check_strictly_decreasing",
@@ -50,6 +52,22 @@ def check_instance(value: object, cls: type | tuple[type, ...], name: str) -> No
     if not isinstance(value, cls):
         wanted = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
         raise TypeError(f"{name} must be a {wanted}, got {type(value).__name__}")
+
+
+def check_kinds(cls: type | tuple[type, ...], **values: object) -> None:
+    """Raise ``TypeError`` unless every keyword value is a ``cls``, naming the first that is not (``check_kinds(
+    ScheduleValues, v_s=v_s, v_t=v_t)``). O(1): cheap enough for the step helpers a sampler calls once a step."""
+    for name, value in values.items():
+        check_instance(value, cls, name)
+
+
+def check_float_tensors(**values: object) -> None:
+    """Raise ``TypeError`` unless every keyword value is a floating ``torch.Tensor``, naming the first that is not.
+    O(1) (no look at the entries): the step helpers' check of their state and model outputs."""
+    for name, value in values.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {kind}")
 
 
 def as_real_array(value: object, name: str) -> np.ndarray:
