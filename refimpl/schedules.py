@@ -316,9 +316,8 @@ class DiscreteVP(VPSchedule):
         if betas.ndim != 1 or betas.numel() < 2:
             raise ValueError(f"betas must be a 1-D tensor of at least 2 values, got shape {tuple(betas.shape)}")
         if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError(
-                f"every entry of betas must lie in (0, 1); got values in [{float(betas.min()):g}, {float(betas.max()):g}]"
-            )
+            lo, hi = float(betas.min()), float(betas.max())
+            raise ValueError(f"every entry of betas must lie in (0, 1); got values in [{lo:g}, {hi:g}]")
         check_instance(name, str, "name")
         self.name = name
         self.betas = betas
