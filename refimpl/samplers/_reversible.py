@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import check_finite
+from refimpl._validation import check_finite, check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel
 from refimpl.samplers._common import check_sampler_inputs
 from refimpl.samplers.dpm_solver import dpm_solver_1_step
@@ -51,6 +51,8 @@ ddim_transfer = dpm_solver_1_step
 def ddim_transfer_inverse(x_t: Tensor, eps: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """The exact inverse of ``ddim_transfer`` s -> t at the same eps: the x_s with ddim_transfer(x_s, eps, v_s, v_t)
     = x_t, x_s = (alpha_s / alpha_t) (x_t + sigma_t expm1(h) eps), h = lambda_t - lambda_s."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_t=x_t, eps=eps)
     h = v_t.lambda_ - v_s.lambda_
     return expand_like(v_s.alpha / v_t.alpha, x_t) * (x_t + expand_like(v_t.sigma * torch.expm1(h), eps) * eps)
 

@@ -44,6 +44,7 @@ import warnings
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
@@ -78,6 +79,8 @@ def pndm_transfer(x_s: Tensor, e: Tensor, v_s: ScheduleValues, v_t: ScheduleValu
 
     x_s and e have shape (B, ...); v_s, v_t are the schedule at the start s and the end t (their t and t - delta).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_s=x_s, e=e)
     a_s, s_s, a_t, s_t = v_s.alpha, v_s.sigma, v_t.alpha, v_t.sigma
     coef_e = (a_t**2 * s_s**2 - a_s**2 * s_t**2) / (a_s * (a_s * s_t + a_t * s_s))  # Eq. 9, alpha-bar = alpha^2
     return expand_like(a_t / a_s, x_s) * x_s - expand_like(coef_e, e) * e
@@ -107,6 +110,8 @@ def prk_stage(x_s: Tensor, e_prev: Tensor, v_s: ScheduleValues, v_stage: Schedul
     Stage 2 is ``prk_stage(x_s, e_1, v_s, v_mid)``, stage 3 ``(x_s, e_2, v_s, v_mid)``, stage 4
     ``(x_s, e_3, v_s, v_t)``; the model output at stage k is e_k.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_stage=v_stage)
+    check_float_tensors(x_s=x_s, e_prev=e_prev)
     return pndm_transfer(x_s, e_prev, v_s, v_stage)
 
 
@@ -117,6 +122,8 @@ def prk_step(
 
     Returns (x_t, e') with e' = (e_1 + 2 e_2 + 2 e_3 + e_4) / 6 and x_t = phi(x_s, e', s, t).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_s=x_s, e_1=e_1, e_2=e_2, e_3=e_3, e_4=e_4)
     e_prime = (e_1 + 2.0 * e_2 + 2.0 * e_3 + e_4) / 6.0
     return pndm_transfer(x_s, e_prime, v_s, v_t), e_prime
 

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from refimpl._validation import check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback
@@ -83,6 +84,9 @@ def unipc_predictor_step(
 
     x, m_s (B, ...): the state and the model output (kind ``prediction``) at s. Zhao et al. (2023), Eq. 7-8.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, m_s=m_s)
+    check_kinds((list, tuple), history=history)
     setting = unipc_setting(variant, prediction, simplified)
     return multistep_step(x, [(v_s.lambda_, m_s), *history], v_s, v_t, setting)
 
@@ -104,6 +108,9 @@ def unipc_corrector_step(
     ``history`` holds the p - 1 earlier (lambda, output) pairs used by the predictor, newest first.
     Zhao et al. (2023), Eq. 7-8 with r_p = 1 (Algorithm 1).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, m_s=m_s, m_t=m_t)
+    check_kinds((list, tuple), history=history)
     setting = unipc_setting(variant, prediction, simplified)
     return multistep_step(x, [(v_s.lambda_, m_s), (v_t.lambda_, m_t), *history], v_s, v_t, setting)
 
