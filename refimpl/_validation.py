@@ -6,17 +6,22 @@ the offending argument, so bad input never turns into a silent NaN later on.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "as_finite_float",
     "as_float_tensor",
     "as_real_array",
     "check_finite",
+    "check_finite_result",
     "check_float_tensors",
     "check_in_range",
     "check_instance",
+    "check_integer",
     "check_kinds",
     "check_probability_vector",
     "check_resolvable_steps",
@@ -94,6 +99,37 @@ def check_finite(x: Tensor, name: str) -> Tensor:
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf)")
     return x
+
+
+def check_finite_result(result: Tensor | tuple[Tensor, ...], inputs: str) -> Tensor | tuple[Tensor, ...]:
+    """Return ``result`` (a tensor or a tuple of them) if it is finite; otherwise raise ``ValueError`` naming the
+    ``inputs`` it came from (finite inputs near the end of the float range, or ones a formula cannot take, e.g.
+    coinciding nodes). For public helpers; the loops call their unchecked private versions."""
+    for r in result if isinstance(result, tuple) else (result,):
+        if not bool(torch.isfinite(r).all()):
+            raise ValueError(f"non-finite result ({r.dtype} overflow or a division by zero): check {inputs}")
+    return result
+
+
+def check_integer(value: object, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """Return ``value`` if it is an integer (not a bool) in [lo, hi] (either bound may be None); else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        raise ValueError(f"{name} must be an integer in {bounds}, got {value}")
+    return int(value)
+
+
+def as_finite_float(value: object, name: str) -> float:
+    """``value`` (a real number or a one-element tensor or array) as a finite Python float; else raise."""
+    t = as_float_tensor(value, name)
+    if t.numel() != 1:
+        raise ValueError(f"{name} must be a single number, got shape {tuple(t.shape)}")
+    f = float(t)
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {f}")
+    return f
 
 
 def check_in_range(t: Tensor, lo: float, hi: float, name: str) -> Tensor:

@@ -13,7 +13,9 @@ With x_t = alpha_t x_0 + sigma_t eps (every schedule in ``refimpl.schedules``):
 Every conversion goes through the pair (x0, eps); ``tests/test_parameterization.py`` round-trips all
 pairs in float64. Coefficients are scalars or per-sample (B,) tensors. Every conversion checks its input:
 states and predictions must be floating tensors (an integer x would truncate alpha and sigma to integers),
-coefficients real and finite, and a coefficient it divides by non-zero (``TypeError``/``ValueError`` naming it).
+coefficients real and finite, and a coefficient it divides by non-zero (``TypeError``/``ValueError`` naming it);
+the named conversions also refuse a result that overflows. ``to_x0_eps`` and ``from_x0_eps``, which run on every
+model output, skip that last check (they call the private forms of the conversions).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Literal
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_finite, check_instance, check_kinds
+from refimpl._validation import as_float_tensor, check_finite, check_finite_result, check_instance, check_kinds
 from refimpl.schedules import ScheduleValues
 
 __all__ = [
@@ -65,15 +67,6 @@ def _coef(value: object, name: str, like: Tensor, nonzero: bool = False) -> Tens
     return expand_like(a, like)
 
 
-def _finite(result: Tensor | tuple[Tensor, Tensor], inputs: str) -> Tensor | tuple[Tensor, Tensor]:
-    """Raise if finite inputs gave a non-finite result (overflow: |values| near the float range's end). Only the
-    public conversions pay this check; ``to_x0_eps`` and ``from_x0_eps``, called on every model output, do not."""
-    for r in result if isinstance(result, tuple) else (result,):
-        if not bool(r.isfinite().all()):
-            raise ValueError(f"the result overflows {r.dtype}: {inputs} are too large in magnitude")
-    return result
-
-
 def _x0_from_eps(x: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     x = _states(x=x, eps=eps)
     return (x - _coef(sigma_t, "sigma_t", x) * eps) / _coef(alpha_t, "alpha_t", x, nonzero=True)
@@ -81,7 +74,7 @@ def _x0_from_eps(x: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Te
 
 def x0_from_eps(x: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """x_0 = (x_t - sigma_t eps) / alpha_t."""
-    return _finite(_x0_from_eps(x, eps, alpha_t, sigma_t), "x, eps, alpha_t, sigma_t")
+    return check_finite_result(_x0_from_eps(x, eps, alpha_t, sigma_t), "x, eps, alpha_t, sigma_t")
 
 
 def _eps_from_x0(x: Tensor, x0: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
@@ -91,7 +84,7 @@ def _eps_from_x0(x: Tensor, x0: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Ten
 
 def eps_from_x0(x: Tensor, x0: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """eps = (x_t - alpha_t x_0) / sigma_t."""
-    return _finite(_eps_from_x0(x, x0, alpha_t, sigma_t), "x, x0, alpha_t, sigma_t")
+    return check_finite_result(_eps_from_x0(x, x0, alpha_t, sigma_t), "x, x0, alpha_t, sigma_t")
 
 
 def _v_from_x0_eps(x0: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
@@ -101,7 +94,7 @@ def _v_from_x0_eps(x0: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) ->
 
 def v_from_x0_eps(x0: Tensor, eps: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> Tensor:
     """v = alpha_t eps - sigma_t x_0."""
-    return _finite(_v_from_x0_eps(x0, eps, alpha_t, sigma_t), "x0, eps, alpha_t, sigma_t")
+    return check_finite_result(_v_from_x0_eps(x0, eps, alpha_t, sigma_t), "x0, eps, alpha_t, sigma_t")
 
 
 def _x0_eps_from_v(x: Tensor, v: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,7 +111,7 @@ def x0_eps_from_v(x: Tensor, v: Tensor, alpha_t: Tensor, sigma_t: Tensor) -> tup
 
     For VP schedules alpha^2 + sigma^2 = 1 and this is x0 = alpha x - sigma v, eps = sigma x + alpha v.
     """
-    return _finite(_x0_eps_from_v(x, v, alpha_t, sigma_t), "x, v, alpha_t, sigma_t")
+    return check_finite_result(_x0_eps_from_v(x, v, alpha_t, sigma_t), "x, v, alpha_t, sigma_t")
 
 
 def _score_from_eps(eps: Tensor, sigma_t: Tensor) -> Tensor:
@@ -128,7 +121,7 @@ def _score_from_eps(eps: Tensor, sigma_t: Tensor) -> Tensor:
 
 def score_from_eps(eps: Tensor, sigma_t: Tensor) -> Tensor:
     """grad log p_t = -eps / sigma_t."""
-    return _finite(_score_from_eps(eps, sigma_t), "eps, sigma_t")
+    return check_finite_result(_score_from_eps(eps, sigma_t), "eps, sigma_t")
 
 
 def _eps_from_score(score: Tensor, sigma_t: Tensor) -> Tensor:
@@ -138,7 +131,7 @@ def _eps_from_score(score: Tensor, sigma_t: Tensor) -> Tensor:
 
 def eps_from_score(score: Tensor, sigma_t: Tensor) -> Tensor:
     """eps = -sigma_t grad log p_t."""
-    return _finite(_eps_from_score(score, sigma_t), "score, sigma_t")
+    return check_finite_result(_eps_from_score(score, sigma_t), "score, sigma_t")
 
 
 def _velocity_from_x0_eps(x0: Tensor, eps: Tensor, d_alpha_t: Tensor, d_sigma_t: Tensor) -> Tensor:
@@ -148,7 +141,7 @@ def _velocity_from_x0_eps(x0: Tensor, eps: Tensor, d_alpha_t: Tensor, d_sigma_t:
 
 def velocity_from_x0_eps(x0: Tensor, eps: Tensor, d_alpha_t: Tensor, d_sigma_t: Tensor) -> Tensor:
     """dx_t/dt = alpha_t' x_0 + sigma_t' eps, the probability-flow ODE field."""
-    return _finite(_velocity_from_x0_eps(x0, eps, d_alpha_t, d_sigma_t), "x0, eps, d_alpha_t, d_sigma_t")
+    return check_finite_result(_velocity_from_x0_eps(x0, eps, d_alpha_t, d_sigma_t), "x0, eps, d_alpha_t, d_sigma_t")
 
 
 def _x0_eps_from_velocity(
@@ -171,7 +164,7 @@ def x0_eps_from_velocity(
     The determinant alpha sigma' - sigma alpha' = -alpha sigma lambda' is non-zero because
     lambda_t is strictly decreasing.
     """
-    return _finite(
+    return check_finite_result(
         _x0_eps_from_velocity(x, u, alpha_t, sigma_t, d_alpha_t, d_sigma_t),
         "x, u, alpha_t, sigma_t, d_alpha_t, d_sigma_t",
     )
