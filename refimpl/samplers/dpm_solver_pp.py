@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import check_float_tensors, check_kinds
+from refimpl._validation import as_finite_float, check_finite, check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_orders, check_sampler_inputs
@@ -56,6 +56,11 @@ def dynamic_thresholding(x0: Tensor, ratio: float = 0.995, max_value: float = 1.
     (Saharia et al. 2022, arXiv:2205.11487v1, Sec. 2.3, written there for max_value = 1). The result lies in
     the data range, the map is idempotent, and predictions already in range are returned unchanged.
     """
+    check_float_tensors(x0=x0)
+    if x0.ndim < 1 or x0.numel() == 0:
+        raise ValueError(f"x0 must be a non-empty batch (B, ...), got shape {tuple(x0.shape)}")
+    check_finite(x0, "x0")
+    ratio, max_value = as_finite_float(ratio, "ratio"), as_finite_float(max_value, "max_value")
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
     if not max_value > 0:

@@ -30,7 +30,7 @@ import math
 
 from torch import Tensor
 
-from refimpl._validation import check_float_tensors, check_kinds
+from refimpl._validation import check_finite_result, check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo
@@ -102,6 +102,12 @@ def edict_step(
 
 def edict_unmix(x_t: Tensor, y_t: Tensor, p: float = EDICT_P) -> tuple[Tensor, Tensor]:
     """Undo EDICT's mixing layers: (x_inter, y_inter) from the pair (x', y') at t (Eq. 14, lines 4 and 3)."""
+    check_float_tensors(x_t=x_t, y_t=y_t)
+    return check_finite_result(_unmix(x_t, y_t, _check_p(p)), "that x_t and y_t are finite")
+
+
+def _unmix(x_t: Tensor, y_t: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """``edict_unmix`` without its checks (the steps call it on states they have checked)."""
     y_inter = (y_t - (1 - p) * x_t) / p  # undo the fourth line
     x_inter = (x_t - (1 - p) * y_inter) / p  # undo the third line
     return x_inter, y_inter
@@ -122,7 +128,7 @@ def edict_inverse_stage(
     check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
     check_float_tensors(x_t=x_t, y_t=y_t, eps_1=eps_1)
     p = _check_p(p)
-    x_inter, y_inter = edict_unmix(x_t, y_t, p)
+    x_inter, y_inter = _unmix(x_t, y_t, p)
     return ddim_transfer_inverse(x_inter if y_first else y_inter, eps_1, v_s, v_t)
 
 
@@ -144,7 +150,7 @@ def edict_step_inverse(
     check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
     check_float_tensors(x_t=x_t, y_t=y_t, eps_1=eps_1, eps_2=eps_2)
     p = _check_p(p)
-    x_inter, y_inter = edict_unmix(x_t, y_t, p)
+    x_inter, y_inter = _unmix(x_t, y_t, p)
     first = edict_inverse_stage(x_t, y_t, eps_1, v_s, v_t, p, y_first)
     second = ddim_transfer_inverse(y_inter if y_first else x_inter, eps_2, v_s, v_t)
     return (first, second) if y_first else (second, first)
@@ -210,7 +216,7 @@ def invert_edict(
     n = len(ts) - 1
     for j, i in enumerate(range(n - 1, -1, -1)):  # undo the step values[i] -> values[i + 1]
         v_s, v_t, y_first = values[i], values[i + 1], leapfrog and i % 2 == 1
-        x0, eps_1 = _eps(model, edict_unmix(x, y, p)[1 if y_first else 0], v_s)
+        x0, eps_1 = _eps(model, _unmix(x, y, p)[1 if y_first else 0], v_s)
         eps_2 = _eps(model, edict_inverse_stage(x, y, eps_1, v_s, v_t, p, y_first), v_s)[1]
         x_prev, y = edict_step_inverse(x, y, eps_1, eps_2, v_s, v_t, p, y_first)
         if callback is not None:

@@ -202,7 +202,7 @@ def lagrange_integrals(nodes: Tensor, a: Tensor, b: Tensor, z: Tensor | float = 
     """
     _check_nodes(nodes, batched=True)
     check_float_tensors(a=a, b=b)
-    if a.shape != b.shape or a.shape != torch.broadcast_shapes(a.shape, nodes.shape[:-1]):
+    if a.shape != b.shape or a.shape != nodes.shape[:-1]:
         raise ValueError(f"a and b must have the batch shape of nodes {tuple(nodes.shape[:-1])}, got {tuple(a.shape)}")
     q = nodes.shape[-1]
     z = as_float_tensor(z, "z", nodes.dtype)

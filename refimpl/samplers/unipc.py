@@ -60,6 +60,7 @@ def unipc_setting(variant: str, prediction: str, simplified: bool) -> MultistepS
     """The engine's setting for UniPC with B(h) ``variant``: with the solved coefficients (``simplified=False``)
     B(h) cancels from Eq. 7-8 and the step is the exact integral of the interpolant (rows ``dpm_solver_pp_exact``,
     ``deis_logrho``); with the official 1/2 it is the row ``unipc_<variant>[_eps]``."""
+    check_kinds(str, variant=variant, prediction=prediction)
     if variant not in B_FUNCTIONS:
         raise ValueError(f"unknown B(h) variant {variant!r}; choose one of {B_FUNCTIONS}")
     if prediction not in INTEGRANDS:
