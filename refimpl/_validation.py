@@ -16,6 +16,7 @@ __all__ = [
     "as_finite_float",
     "as_float_tensor",
     "as_real_array",
+    "check_callable",
     "check_finite",
     "check_finite_result",
     "check_float_tensors",
@@ -57,6 +58,12 @@ def check_instance(value: object, cls: type | tuple[type, ...], name: str) -> No
     if not isinstance(value, cls):
         wanted = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
         raise TypeError(f"{name} must be a {wanted}, got {type(value).__name__}")
+
+
+def check_callable(value: object, name: str) -> None:
+    """Raise ``TypeError`` unless ``value`` can be called (a sampler, a function argument)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
 
 
 def check_kinds(cls: type | tuple[type, ...], **values: object) -> None:

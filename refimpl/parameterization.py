@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
@@ -54,6 +55,13 @@ def _states(**tensors: object) -> Tensor:
         if not isinstance(value, Tensor) or not value.is_floating_point():
             kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
             raise TypeError(f"{name} must be a floating torch.Tensor, got {kind}")
+    shapes = [value.shape for value in tensors.values()]
+    if any(shape != shapes[0] for shape in shapes[1:]):  # the usual case, equal shapes, costs two comparisons
+        try:
+            torch.broadcast_shapes(*shapes)
+        except RuntimeError:
+            named = ", ".join(f"{name} {tuple(value.shape)}" for name, value in tensors.items())
+            raise ValueError(f"the shapes do not broadcast: {named}") from None
     return next(iter(tensors.values()))  # type: ignore[return-value]
 
 

@@ -103,6 +103,8 @@ def edict_step(
 def edict_unmix(x_t: Tensor, y_t: Tensor, p: float = EDICT_P) -> tuple[Tensor, Tensor]:
     """Undo EDICT's mixing layers: (x_inter, y_inter) from the pair (x', y') at t (Eq. 14, lines 4 and 3)."""
     check_float_tensors(x_t=x_t, y_t=y_t)
+    if x_t.shape != y_t.shape:
+        raise ValueError(f"x_t and y_t must have one shape, got {tuple(x_t.shape)} and {tuple(y_t.shape)}")
     return check_finite_result(_unmix(x_t, y_t, _check_p(p)), "that x_t and y_t are finite")
 
 
