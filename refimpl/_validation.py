@@ -14,15 +14,25 @@ from torch import Tensor
 
 __all__ = [
     "all_finite",
+    "as_finite_float",
     "as_float_tensor",
     "as_real_array",
+    "check_array",
+    "check_callable",
     "check_finite",
+    "check_finite_result",
+    "check_float_tensors",
+    "check_generator",
     "check_in_range",
     "check_instance",
+    "check_integer",
+    "check_kinds",
+    "check_number",
     "check_probability_vector",
     "check_resolvable_steps",
     "check_strictly_decreasing",
     "check_symmetric_positive_definite",
+    "check_tensor",
 ]
 
 
@@ -53,6 +63,28 @@ def check_instance(value: object, cls: type | tuple[type, ...], name: str) -> No
     if not isinstance(value, cls):
         wanted = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
         raise TypeError(f"{name} must be a {wanted}, got {type(value).__name__}")
+
+
+def check_callable(value: object, name: str) -> None:
+    """Raise ``TypeError`` unless ``value`` can be called (a sampler, a function argument)."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+
+
+def check_kinds(cls: type | tuple[type, ...], **values: object) -> None:
+    """Raise ``TypeError`` unless every keyword value is a ``cls``, naming the first that is not (``check_kinds(
+    ScheduleValues, v_s=v_s, v_t=v_t)``). O(1): cheap enough for the step helpers a sampler calls once a step."""
+    for name, value in values.items():
+        check_instance(value, cls, name)
+
+
+def check_float_tensors(**values: object) -> None:
+    """Raise ``TypeError`` unless every keyword value is a floating ``torch.Tensor``, naming the first that is not.
+    O(1) (no look at the entries): the step helpers' check of their state and model outputs."""
+    for name, value in values.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {kind}")
 
 
 def as_real_array(value: object, name: str) -> np.ndarray:
@@ -91,6 +123,37 @@ def check_finite(x: Tensor, name: str) -> Tensor:
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf)")
     return x
+
+
+def check_finite_result(result: Tensor | tuple[Tensor, ...], inputs: str) -> Tensor | tuple[Tensor, ...]:
+    """Return ``result`` (a tensor or a tuple of them) if it is finite; otherwise raise ``ValueError`` naming the
+    ``inputs`` it came from (finite inputs near the end of the float range, or ones a formula cannot take, e.g.
+    coinciding nodes). For public helpers; the loops call their unchecked private versions."""
+    for r in result if isinstance(result, tuple) else (result,):
+        if not all_finite(r):
+            raise ValueError(f"non-finite result ({r.dtype} overflow or a division by zero): check {inputs}")
+    return result
+
+
+def check_integer(value: object, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """Return ``value`` if it is an integer (not a bool) in [lo, hi] (either bound may be None); else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        raise ValueError(f"{name} must be an integer in {bounds}, got {value}")
+    return int(value)
+
+
+def as_finite_float(value: object, name: str) -> float:
+    """``value`` (a real number or a one-element tensor or array) as a finite Python float; else raise."""
+    t = as_float_tensor(value, name)
+    if t.numel() != 1:
+        raise ValueError(f"{name} must be a single number, got shape {tuple(t.shape)}")
+    f = float(t)
+    if not math.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {f}")
+    return f
 
 
 def check_in_range(t: Tensor, lo: float, hi: float, name: str) -> Tensor:
@@ -177,3 +240,41 @@ def check_symmetric_positive_definite(cov: Tensor, name: str = "covariances") ->
         k = int(torch.nonzero(info.reshape(-1))[0])
         raise ValueError(f"{name}[{k}] is not positive definite")
     return cov
+
+
+def check_number(value: object, name: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """``value`` as a finite real float in [lo, hi] (an int, a float or a 0-d array or tensor)."""
+    array = as_real_array(value, name)
+    if array.ndim != 0:
+        raise ValueError(f"{name} must be a single number, got shape {array.shape}")
+    x = float(array)
+    if not lo <= x <= hi:
+        raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}], got {x:g}")
+    return x
+
+
+def check_array(value: object, name: str, ndim: int | None = None, *, nonempty: bool = True) -> np.ndarray:
+    """``value`` as a finite float64 array with ``ndim`` dimensions (any if None), non-empty unless told."""
+    array = as_real_array(value, name)
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {array.shape}")
+    if nonempty and array.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
+    return array
+
+
+def check_generator(rng: object, name: str = "rng") -> np.random.Generator:
+    """Raise ``TypeError`` unless ``rng`` is a ``numpy.random.Generator``."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{name} must be a numpy.random.Generator, got {type(rng).__name__}")
+    return rng
+
+
+def check_tensor(value: object, name: str, ndim: int | None = None) -> Tensor:
+    """``value`` as a finite real floating tensor (numbers and arrays are converted, float64 unless floating)."""
+    if isinstance(value, str) or value is None:
+        raise TypeError(f"{name} must be a tensor of real numbers, got {type(value).__name__}")
+    x = check_finite(as_float_tensor(value, name), name)
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(x.shape)}")
+    return x

@@ -28,11 +28,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_instance, check_symmetric_positive_definite
+from refimpl._validation import (
+    check_instance,
+    check_integer,
+    check_number,
+    check_symmetric_positive_definite,
+    check_tensor,
+)
 from refimpl.parameterization import from_x0_eps
 from refimpl.registry import SamplerSpec
 from refimpl.schedules import NoiseSchedule
-from refimpl.selection._checks import check_integer, check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = ["ConditionalGaussianModel", "LinearGaussianSCM", "diffusion_counterfactual", "ode_counterfactual"]

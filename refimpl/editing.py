@@ -25,14 +25,13 @@ import math
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite, check_instance
+from refimpl._validation import as_float_tensor, check_finite, check_instance, check_number, check_tensor
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.parameterization import eps_from_x0, x0_from_eps
 from refimpl.registry import SamplerSpec
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddpm import forward_sample
 from refimpl.schedules import NoiseSchedule
-from refimpl.selection._checks import check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = [

@@ -24,8 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_instance
-from refimpl.selection._checks import check_integer, check_number, check_tensor
+from refimpl._validation import check_instance, check_integer, check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = [

@@ -56,6 +56,14 @@ def check_model(model: object) -> DiffusionModel:
     return model
 
 
+def _check_model_quickly(model: object) -> None:
+    """``check_model``'s error for an object that is plainly no model, in O(1): it runs on every model call, where
+    the protocol check (slow ``isinstance`` of a runtime protocol) would cost more than a small model; the sampler
+    entry points run the full check once."""
+    if not (callable(model) and hasattr(model, "schedule") and hasattr(model, "prediction")):
+        check_model(model)
+
+
 def _checked_output(model: DiffusionModel, x: Tensor, t: Tensor) -> Tensor:
     out = model(x, t)
     if not isinstance(out, Tensor):
@@ -71,12 +79,14 @@ def predict_x0_eps(
     model: DiffusionModel, x: Tensor, t: Tensor, values: ScheduleValues | None = None
 ) -> tuple[Tensor, Tensor]:
     """One model call at (x, t), returned as the pair (x0, eps). ``values`` = model.schedule(t) if given."""
+    _check_model_quickly(model)
     values = model.schedule(t) if values is None else values
     return to_x0_eps(model.prediction, _checked_output(model, x, values.t), x, values)
 
 
 def predict(model: DiffusionModel, x: Tensor, t: Tensor, kind: str) -> Tensor:
     """One model call at (x, t), converted to the prediction ``kind`` (eps, x0, v, score or velocity)."""
+    _check_model_quickly(model)
     values = model.schedule(t)
     out = _checked_output(model, x, values.t)
     if kind == model.prediction:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from refimpl._validation import check_instance
 from refimpl.registry import samplers
 
 __all__ = ["CHAPTERS", "PAPERS", "Paper", "coverage_table", "resolve"]
@@ -197,18 +198,27 @@ PAPERS: tuple[Paper, ...] = (
 )  # fmt: skip
 
 
+class UnresolvedPathError(ValueError, ImportError):
+    """A dotted path that names nothing: a bad value of ``dotted`` (ValueError), and still the ImportError that
+    callers of ``resolve`` caught before."""
+
+
 def resolve(dotted: str) -> object:
-    """The object at a dotted path: the longest importable module prefix, then attributes (ImportError if none)."""
+    """The object at a dotted path: the longest importable module prefix, then attributes (``UnresolvedPathError``,
+    a ValueError, if none)."""
+    check_instance(dotted, str, "dotted")
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
         try:
             obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
+        except (ImportError, ValueError):  # ValueError: an empty module name
             continue
         for name in parts[cut:]:
+            if not hasattr(obj, name):
+                raise UnresolvedPathError(f"dotted path {dotted!r}: {'.'.join(parts[:cut])} has no attribute {name!r}")
             obj = getattr(obj, name)
         return obj
-    raise ImportError(f"nothing importable in {dotted!r}")
+    raise UnresolvedPathError(f"nothing importable in the dotted path {dotted!r}")
 
 
 def coverage_table() -> str:

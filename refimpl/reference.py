@@ -31,7 +31,17 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite, check_symmetric_positive_definite
+from refimpl._validation import (
+    as_finite_float,
+    as_float_tensor,
+    as_real_array,
+    check_callable,
+    check_finite,
+    check_float_tensors,
+    check_instance,
+    check_integer,
+    check_symmetric_positive_definite,
+)
 from refimpl.grids import timesteps as make_grid
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 
@@ -67,8 +77,18 @@ OPS_PER_STEP = 8
 
 
 def steps_roundoff(n_steps: int, scale: float, unit: float, passes: int = 1, condition: float = 1.0) -> float:
-    """passes * OPS_PER_STEP * n * u * scale * condition: the round-off of ``passes`` n-step runs (see OPS_PER_STEP)."""
-    return passes * OPS_PER_STEP * n_steps * unit * scale * condition
+    """passes * OPS_PER_STEP * n * u * scale * condition: the round-off of ``passes`` n-step runs (see OPS_PER_STEP).
+    n_steps, passes: non-negative integers; scale, unit, condition: non-negative finite numbers."""
+    check_integer(n_steps, "n_steps", 0)
+    check_integer(passes, "passes", 0)
+    factors = {"scale": scale, "unit": unit, "condition": condition}
+    for name, value in factors.items():
+        if as_finite_float(value, name) < 0:
+            raise ValueError(f"{name} must be non-negative, got {float(value)}")
+    bound = passes * OPS_PER_STEP * n_steps * float(unit) * float(scale) * float(condition)
+    if not math.isfinite(bound):
+        raise ValueError(f"the bound overflows: n_steps, scale, unit and condition are too large ({bound})")
+    return bound
 
 
 #: rtol = atol of the reference solve. DOP853's global error then stays within about 1e-12 of the
@@ -135,17 +155,38 @@ class OrderResult:
 
 def convergence_order(steps: Sequence[int], errors: Sequence[float]) -> OrderResult:
     """Fit error ~ C n^(-p): p is minus the least-squares slope of log error against log n."""
-    steps, errors = tuple(int(n) for n in steps), tuple(float(e) for e in errors)
+    steps = _step_counts(steps)
+    errors = as_real_array(errors, "errors")
+    if errors.ndim != 1:
+        raise ValueError(f"errors must be a 1-D sequence, got shape {errors.shape}")
+    errors = tuple(float(e) for e in errors)
     if len(steps) < 2 or len(steps) != len(errors):
-        raise ValueError("need at least two step counts, each with one error")
+        raise ValueError(f"steps and errors need at least two entries, one error per count; got {steps}, {errors}")
     if any(b <= a for a, b in itertools.pairwise(steps)):
-        raise ValueError(f"step counts must increase strictly, got {steps}")
+        raise ValueError(f"steps (the step counts) must increase strictly, got {steps}")
     if not all(math.isfinite(e) and e > 0 for e in errors):
         raise ValueError(f"errors must be finite and positive, got {errors}")
     log_n, log_e = np.log(steps), np.log(errors)
     slope = np.polyfit(log_n, log_e, 1)[0]
     local = tuple(float(-(log_e[i + 1] - log_e[i]) / (log_n[i + 1] - log_n[i])) for i in range(len(steps) - 1))
     return OrderResult(steps, errors, float(-slope), local)
+
+
+def _step_counts(steps: object) -> tuple[int, ...]:
+    """``steps`` as a tuple of positive integers (a sequence, array or 1-D tensor of whole numbers below 2^53)."""
+    counts = as_real_array(steps, "steps")
+    if counts.ndim != 1 or not all(n == round(n) and 1 <= n < 2**53 for n in counts):
+        raise ValueError(f"steps must be a 1-D sequence of positive integers, got {counts}")
+    return tuple(int(n) for n in counts)
+
+
+def _check_order_inputs(sample: object, model: object, x: object | None = None) -> None:
+    """The arguments every order measurement takes: a callable sampler, a model, a finite floating start x."""
+    check_callable(sample, "sample")
+    check_model(model)
+    if x is not None:
+        check_float_tensors(x=x)
+        check_finite(x, "x")
 
 
 def _order_errors(
@@ -184,6 +225,8 @@ def measure_order(
     when an error falls below ``ERROR_FLOOR`` times the state's scale (not in the asymptotic regime
     any more: take fewer steps).
     """
+    _check_order_inputs(sample, model, x)
+    steps = _step_counts(steps)
     errors, _, scale = _order_errors(sample, model, x, steps, spacing, t_start, t_end, reference)
     _check_above_floor(steps, errors, scale)
     return convergence_order(steps, errors)
@@ -222,7 +265,11 @@ def measure_settled_order(
     ``reference`` (the ODE solution at t_end from x, as ``solve_pf_ode`` gives it) saves solving it again when
     several samplers are measured on the same problem.
     """
-    steps = [int(n) for n in steps]
+    _check_order_inputs(sample, model, x)
+    steps = list(_step_counts(steps))
+    if as_finite_float(settle, "settle") <= 0:
+        raise ValueError(f"settle must be positive, got {settle}")
+    check_integer(max_doublings, "max_doublings", 0)
     errors, reference, scale = _order_errors(sample, model, x, steps, spacing, t_start, t_end, reference)
     _check_above_floor(steps, errors, scale)
     result = convergence_order(steps, errors)
@@ -253,6 +300,16 @@ def affine_output_law(
     read off by probing the sampler with unit vectors in x_T and in each injected noise (one batched run),
     so the law is exact up to round-off: mean = c + M mean, covariance = M cov M^T + sum_i N_i N_i^T.
     """
+    _check_order_inputs(sample, model)
+    check_float_tensors(timesteps=timesteps, mean=mean, cov=cov)
+    if timesteps.ndim != 1 or mean.ndim != 1 or mean.numel() == 0 or cov.shape != (mean.numel(), mean.numel()):
+        raise ValueError(
+            f"timesteps must be 1-D, mean (d,) with d >= 1 and cov (d, d); got shapes {tuple(timesteps.shape)}, "
+            f"{tuple(mean.shape)}, {tuple(cov.shape)}"
+        )
+    check_finite(mean, "mean")
+    check_finite(cov, "cov")
+    check_instance(stochastic, bool, "stochastic")
     d = mean.shape[-1]
     n = len(timesteps) - 1
     eye = torch.eye(d, dtype=mean.dtype)
@@ -297,6 +354,14 @@ def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
 def gaussian_law_error(mean: Tensor, cov: Tensor, target_mean: Tensor, target_cov: Tensor) -> float:
     """max(|mean - target_mean|_max, |cov - target_cov|_max): the weak error in the first two moments, which
     determine a Gaussian law (both vanish iff the laws agree; each is a test function of the weak error)."""
+    check_float_tensors(mean=mean, cov=cov, target_mean=target_mean, target_cov=target_cov)
+    if mean.shape != target_mean.shape or cov.shape != target_cov.shape or mean.numel() == 0 or cov.numel() == 0:
+        raise ValueError(
+            f"mean and target_mean, cov and target_cov must be non-empty and match: shapes {tuple(mean.shape)}, "
+            f"{tuple(target_mean.shape)}, {tuple(cov.shape)}, {tuple(target_cov.shape)}"
+        )
+    for name, value in (("mean", mean), ("cov", cov), ("target_mean", target_mean), ("target_cov", target_cov)):
+        check_finite(value, name)
     return max(float((mean - target_mean).abs().max()), float((cov - target_cov).abs().max()))
 
 
@@ -319,6 +384,9 @@ def measure_weak_order(
     round-off, no Monte Carlo) and the error is ``gaussian_law_error`` against marginal(t_end). Raises
     ``ValueError`` like ``measure_order`` when an error falls below ``ERROR_FLOOR`` times the law's scale.
     """
+    _check_order_inputs(sample, model)
+    check_callable(marginal, "marginal")
+    steps = _step_counts(steps)
     grids = [make_grid(model.schedule, n, spacing, t_start, t_end) for n in steps]
     start, end = marginal(float(grids[0][0])), marginal(float(grids[0][-1]))
     scale = max(1.0, float(end[0].abs().max()), float(end[1].abs().max()))

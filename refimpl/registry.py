@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from refimpl._validation import check_instance
+
 __all__ = [
     "KINDS",
     "ORDER_CHECKS",
@@ -254,6 +256,7 @@ class Registry(Mapping[str, SamplerSpec]):
 
     def sampler(self, name: str) -> SamplerSpec:
         """The spec called ``name`` (ValueError listing the registered names if there is none)."""
+        check_instance(name, str, "name")
         try:
             return self._specs[name]
         except KeyError:
@@ -311,7 +314,15 @@ def load_module(
     module and ``REGISTRY`` are untouched (the copy's objects still name ``name`` as their module).
     Returns the copy and the registry it filled.
     """
-    module = importlib.import_module(name)
+    check_instance(name, str, "name")
+    if source is not None:
+        check_instance(source, str, "source")
+    if into is not None:
+        check_instance(into, Registry, "into")
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise ValueError(f"name {name!r} is no importable module ({err})") from None
     source = inspect.getsource(module) if source is None else source
     into = Registry() if into is None else into
     view = types.ModuleType(__name__)

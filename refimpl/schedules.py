@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import interp_with_slope
-from refimpl._validation import as_float_tensor, check_finite, check_in_range
+from refimpl._validation import as_float_tensor, check_finite, check_in_range, check_instance
 
 __all__ = [
     "SCHEDULES",
@@ -44,15 +44,20 @@ __all__ = [
     "VPCosine",
     "VPLinear",
     "VPSchedule",
+    "check_finite_parameters",
     "get_schedule",
 ]
 
 
-def _check_finite_parameters(**parameters: object) -> None:
+def check_finite_parameters(**parameters: object) -> None:
     """Raise unless every schedule parameter is a finite real number (NaN fails every comparison silently)."""
     for name, value in parameters.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite real number, got {value!r}")
+
+
+#: The former private name (``refimpl.forward.rddm`` imports it).
+_check_finite_parameters = check_finite_parameters
 
 
 @dataclass(frozen=True)
@@ -253,7 +258,7 @@ class VPLinear(VPSchedule):
     name = "vp_linear"
 
     def __init__(self, beta_0: float = 0.1, beta_1: float = 20.0, t_min: float = 1e-3, t_max: float = 1.0):
-        _check_finite_parameters(beta_0=beta_0, beta_1=beta_1, t_min=t_min, t_max=t_max)
+        check_finite_parameters(beta_0=beta_0, beta_1=beta_1, t_min=t_min, t_max=t_max)
         if not 0 < beta_0 < beta_1:
             raise ValueError(f"need 0 < beta_0 < beta_1, got beta_0={beta_0}, beta_1={beta_1}")
         if not 0 < t_min < t_max:
@@ -284,7 +289,7 @@ class VPCosine(VPSchedule):
     name = "vp_cosine"
 
     def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946):
-        _check_finite_parameters(s=s, t_min=t_min, t_max=t_max)
+        check_finite_parameters(s=s, t_min=t_min, t_max=t_max)
         if s <= 0:
             raise ValueError(f"s must be positive, got {s}")
         if not 0 < t_min < t_max < 1:
@@ -331,7 +336,9 @@ class DiscreteVP(VPSchedule):
         if betas.ndim != 1 or betas.numel() < 2:
             raise ValueError(f"betas must be a 1-D tensor of at least 2 values, got shape {tuple(betas.shape)}")
         if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError("every beta must lie in (0, 1)")
+            lo, hi = float(betas.min()), float(betas.max())
+            raise ValueError(f"every entry of betas must lie in (0, 1); got values in [{lo:g}, {hi:g}]")
+        check_instance(name, str, "name")
         self.name = name
         self.betas = betas
         self.N = betas.numel()
@@ -376,7 +383,7 @@ class EDMSchedule(NoiseSchedule):
     name = "edm"
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
-        _check_finite_parameters(sigma_min=sigma_min, sigma_max=sigma_max)
+        check_finite_parameters(sigma_min=sigma_min, sigma_max=sigma_max)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.t_min, self.t_max = sigma_min, sigma_max
@@ -443,6 +450,7 @@ SCHEDULES = {
 
 def get_schedule(name: str) -> NoiseSchedule:
     """The schedule called ``name`` (a key of ``SCHEDULES``) with its default settings."""
+    check_instance(name, str, "name")
     try:
         return SCHEDULES[name]()
     except KeyError:

@@ -263,3 +263,80 @@ def test_exact_enumerations_of_dpp_and_masked_laws_have_limits() -> None:
     with pytest.raises(ValueError, match="concentration"):
         masked.random_sequence_law(concentration=math.nan)
     assert masked.random_sequence_law(L=2, V=2).probs.numel() == 4
+
+
+# --- the spine's helpers and records: each refuses a bad argument by name (issue 18, the fuzzer's findings) ----
+def _spine_cases() -> list:
+    from refimpl import get_sampler, predict
+    from refimpl.papers import resolve
+    from refimpl.reference import convergence_order, gaussian_law_error, measure_order, steps_roundoff
+    from refimpl.registry import load_module
+    from refimpl.samplers import (
+        CoupledState,
+        NoiseMaps,
+        ddim_transfer,
+        deis_ab_coefficients,
+        dpm_solver_2_step,
+        dynamic_thresholding,
+        edict_unmix,
+        lagrange_integrals,
+    )
+    from refimpl.samplers.deis import lagrange_integrals_symbolic
+    from refimpl.samplers.dpm_solver_v3 import step_integrals
+    from refimpl.samplers.multistep import MultistepSetting
+    from refimpl.samplers.pndm import plms_direction
+    from refimpl.samplers.unipc import unipc_setting
+    from refimpl.samplers.usf import SolverSchedule
+    from refimpl.schedules import DiscreteVP
+
+    s = get_schedule("vp_linear")
+    model = ExactModel(ring(), s)
+    v_s, v_t = s(torch.tensor([0.6, 0.4], dtype=torch.float64))[0], s(torch.tensor(0.4, dtype=torch.float64))
+    x, nan = torch.zeros(2, 3), torch.full((2, 3), math.nan)
+    a, b = torch.tensor(0.0), torch.tensor(1.0)
+    return [
+        (lambda: dpm_solver_2_step(x, x, x, torch.zeros(3), v_s, v_t), TypeError, "v_s must be a ScheduleValues"),
+        (lambda: ddim_transfer(x, x, v_s, "t"), TypeError, "v_t must be a ScheduleValues"),
+        (lambda: predict(torch.zeros(3), x, a, "eps"), TypeError, "model must be callable"),
+        (lambda: CoupledState(x, nan), ValueError, "y holds"),
+        (lambda: NoiseMaps(x, torch.zeros(4, 5)), ValueError, "noise must have shape"),
+        (lambda: MultistepSetting("x0", "lambda", None, 9, None, ""), ValueError, "max_order"),
+        (lambda: lagrange_integrals(torch.tensor([0.5, 0.5]), a, b), ValueError, "nodes are finite and distinct"),
+        (lambda: edict_unmix(nan, x), ValueError, "x_t and y_t are finite"),
+        (lambda: plms_direction([nan]), ValueError, "es holds finite"),
+        (lambda: dynamic_thresholding(nan), ValueError, "x0 holds"),
+        (lambda: parameterization.x0_from_eps(x + 1e300, x + 1e300, 1e-300, 1e300), ValueError, "check x, eps"),
+        (lambda: parameterization.x0_from_eps(x, x, torch.ones(5), 1.0), ValueError, "alpha_t must be a scalar"),
+        (lambda: parameterization.convert(x, np.zeros(2), "eps", x, v_t), TypeError, "source must be a str"),
+        (lambda: get_schedule(np.zeros(2)), TypeError, "name must be a str"),
+        (lambda: get_sampler(np.zeros(2)), TypeError, "name must be a str"),
+        (lambda: load_module("no_such_module_of_refimpl"), ValueError, "no importable module"),
+        (lambda: resolve(1.0), TypeError, "dotted must be a str"),
+        (lambda: steps_roundoff(10, 1e300, 1e300), ValueError, "overflows"),
+        (lambda: convergence_order([1, 2, 2], [1.0, 0.5, 0.25]), ValueError, "steps .* must increase"),
+        (lambda: convergence_order([1.5, 3], [1.0, 0.5]), ValueError, "steps must be a 1-D sequence"),
+        (lambda: gaussian_law_error(nan[0], x, x[0], x), ValueError, "mean holds"),
+        (lambda: measure_order(torch.zeros(3), model, x), TypeError, "sample must be callable"),
+        (lambda: DiscreteVP(torch.tensor([0.5, 2.0])), ValueError, "betas must lie in"),
+        (lambda: deis_ab_coefficients(torch.zeros(3), torch.tensor([0.5, 0.3]), 3), TypeError, "schedule must"),
+        (lambda: lagrange_integrals_symbolic(20), ValueError, "q must be an integer in"),
+        (lambda: unipc_setting(np.zeros(2), "x0", True), TypeError, "variant must be a str"),
+        (lambda: SolverSchedule(1.0, ()), TypeError, "timesteps must be a floating"),
+        (lambda: step_integrals(None, 0.0, 1.0, [0.0], 1), TypeError, "stats must be a ModelStatistics"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(28))
+def test_spine_helpers_and_records_name_the_argument_they_refuse(case: int) -> None:
+    call, error, message = _spine_cases()[case]
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_resolve_still_raises_an_import_error_for_callers_that_caught_one() -> None:
+    from refimpl.papers import resolve
+
+    with pytest.raises(ImportError):
+        resolve("no_such_package.f")
+    with pytest.raises(ValueError, match="dotted path"):
+        resolve("refimpl.samplers.no_such_function")

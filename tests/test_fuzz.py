@@ -45,8 +45,18 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 RUN_ALL = os.environ.get("FUZZ_ALL", "") == "1"
 WRITE_BASELINE = os.environ.get("FUZZ_WRITE_BASELINE", "") == "1"
 BASELINE_FILE = os.path.join(os.path.dirname(__file__), "fuzz_baseline.txt")
+#: Imported once in the parent: a first import inside a call (POT, sympy, torch.optim's compiler stack take seconds
+#: each on a loaded machine) would count against CALL_SECONDS and read as a hang of the function called.
+SLOW_IMPORTS = ("ot", "sympy", "torch.optim")
 #: Not fuzzed: the oracle drives third-party code and the command line; plotting and bench only draw and print.
 SKIP_MODULES = ("refimpl.oracle", "refimpl.plotting", "refimpl.bench")
+#: Cases whose outcome is right although the fuzzer cannot tell, each with its reason (``name [kind]``, exact).
+#: They are counted as "allowed", not as findings. Add one only where the callable behaves as it should.
+ALLOWED: dict[str, str] = {
+    "refimpl.schedules.NoiseSchedule [defaults]": "an abstract base class: Python's own TypeError (can't instantiate "
+    "an abstract class) is the right error, and the class has no parameter for the message to name",
+    "refimpl.schedules.VPSchedule [defaults]": "an abstract base class (as NoiseSchedule)",
+}
 
 
 def _public_api() -> list[tuple[str, str, Callable]]:
@@ -177,6 +187,8 @@ class Runner:
     """One forked worker at a time; a call that overruns CALL_SECONDS (or dies) kills and replaces it."""
 
     def __init__(self) -> None:
+        for name in SLOW_IMPORTS:  # before the workers fork, so that they inherit the modules
+            importlib.import_module(name)
         self.context = multiprocessing.get_context("fork")
         self.pool = self._start()
 
@@ -225,9 +237,10 @@ def runner():
     yield r
     r.close()
     if COUNTS:
-        print("\nfuzz counts per package: cases, clear errors, finite results, findings (open in the baseline)")
+        print("\nfuzz counts per package: cases, clear errors, finite results, allowed, findings (open in baseline)")
         for package, c in sorted(COUNTS.items()):
-            print(f"  {package:28s} {c['cases']:6d} {c['clear']:6d} {c['finite']:6d} {c['findings']:5d} ({c['open']})")
+            row = (c["cases"], c["clear"], c["finite"], c["allowed"], c["findings"])
+            print(f"  {package:28s} " + " ".join(f"{n:6d}" for n in row) + f" ({c['open']})")
     if WRITE_BASELINE:
         with open(BASELINE_FILE, "w") as f:
             f.write(
@@ -247,6 +260,9 @@ def _record(package: str, name: str, kind: str, outcome: str, detail: str, findi
     c["cases"] += 1
     if outcome in ("clear", "finite", "skipped"):
         c[outcome] += 1
+        return
+    if f"{package}.{name} [{kind}]" in ALLOWED:
+        c["allowed"] += 1
         return
     c["findings"] += 1
     key = _key(package, name, kind, outcome, detail)

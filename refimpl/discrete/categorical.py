@@ -34,8 +34,7 @@ import torch
 from scipy.optimize import brentq
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, as_real_array, check_probability_vector
-from refimpl.selection._checks import check_integer, check_number
+from refimpl._validation import as_float_tensor, as_real_array, check_integer, check_number, check_probability_vector
 
 __all__ = [
     "UNIFORM_BITS",

@@ -30,9 +30,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_instance, check_probability_vector, check_strictly_decreasing
+from refimpl._validation import (
+    as_float_tensor,
+    check_instance,
+    check_integer,
+    check_number,
+    check_probability_vector,
+    check_strictly_decreasing,
+)
 from refimpl.discrete.categorical import sample_categorical
-from refimpl.selection._checks import check_integer, check_number
 
 __all__ = [
     "CountingDenoiser",

@@ -37,8 +37,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.optimize import brentq, linprog
 
-from refimpl._validation import as_real_array
-from refimpl.selection._checks import check_integer
+from refimpl._validation import as_real_array, check_integer
 
 __all__ = [
     "DRAFT_METHODS",

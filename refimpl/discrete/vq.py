@@ -34,10 +34,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite, check_instance
+from refimpl._validation import as_float_tensor, check_finite, check_instance, check_integer, check_number
 from refimpl.differentiable._optim import Adam
 from refimpl.discrete.masked import SequenceLaw
-from refimpl.selection._checks import check_integer, check_number
 
 __all__ = [
     "DiscreteSchedule",

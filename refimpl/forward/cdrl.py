@@ -22,9 +22,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_finite, check_instance, check_symmetric_positive_definite
+from refimpl._validation import (
+    check_callable,
+    check_finite,
+    check_instance,
+    check_integer,
+    check_number,
+    check_symmetric_positive_definite,
+    check_tensor,
+)
 from refimpl.schedules import ScheduleValues
-from refimpl.selection._checks import check_callable, check_integer, check_number, check_tensor
 
 __all__ = [
     "fit_initializer",

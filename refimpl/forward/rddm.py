@@ -28,13 +28,12 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import check_instance
+from refimpl._validation import check_instance, check_number, check_tensor
 from refimpl.forward.shifted import ShiftedModel, check_shift, kappa_residual
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_sigma
 from refimpl.schedules import NoiseSchedule, ScheduleValues, _check_finite_parameters
-from refimpl.selection._checks import check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = ["ResidualSchedule", "degraded_posterior", "rddm_coefficients", "rddm_forward", "rddm_step", "sample_rddm"]

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import check_finite, check_instance
+from refimpl._validation import check_callable, check_finite, check_instance, check_tensor
 from refimpl.models import ModelWrapper, check_model
 from refimpl.schedules import ScheduleValues
-from refimpl.selection._checks import check_callable, check_tensor
 
 __all__ = ["Kappa", "ShiftedModel", "check_shift", "kappa_one", "kappa_residual", "shifted_forward"]
 

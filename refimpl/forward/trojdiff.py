@@ -26,12 +26,11 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_finite, check_instance
+from refimpl._validation import as_float_tensor, check_finite, check_instance, check_number, check_tensor
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_sigma, ddim_step
 from refimpl.schedules import NoiseSchedule, ScheduleValues
-from refimpl.selection._checks import check_number, check_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = ["PoisonedModel", "marginal_symbolic", "sample_trojan", "trojan_forward", "trojan_marginal"]

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import check_finite
+from refimpl._validation import check_finite, check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel
 from refimpl.samplers._common import check_sampler_inputs
 from refimpl.samplers.dpm_solver import dpm_solver_1_step
@@ -35,11 +35,28 @@ from refimpl.schedules import ScheduleValues
 __all__ = ["CoupledState", "check_coupled_inputs", "ddim_transfer", "ddim_transfer_inverse"]
 
 
-class CoupledState(NamedTuple):
-    """Two tensors of one shape (B, ...) carried together by a two-state sampler (meaning set by the method)."""
-
+class _Pair(NamedTuple):
     x: Tensor
     y: Tensor
+
+
+class CoupledState(_Pair):
+    """Two tensors of one shape (B, ...) carried together by a two-state sampler (meaning set by the method).
+
+    Checked when made: two finite floating tensors of one shape and dtype (``TypeError``/``ValueError``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, x: Tensor, y: Tensor) -> CoupledState:
+        check_float_tensors(x=x, y=y)
+        if y.shape != x.shape or y.dtype != x.dtype:
+            raise ValueError(
+                f"the two tensors x and y of a CoupledState must match: shapes {tuple(x.shape)} and "
+                f"{tuple(y.shape)}, dtypes {x.dtype} and {y.dtype}"
+            )
+        check_finite(x, "x")
+        check_finite(y, "y")
+        return super().__new__(cls, x, y)
 
 
 #: The DDIM step s -> t at fixed eps, (alpha_t / alpha_s) x_s - sigma_t expm1(h) eps with h = lambda_t - lambda_s,
@@ -51,6 +68,8 @@ ddim_transfer = dpm_solver_1_step
 def ddim_transfer_inverse(x_t: Tensor, eps: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """The exact inverse of ``ddim_transfer`` s -> t at the same eps: the x_s with ddim_transfer(x_s, eps, v_s, v_t)
     = x_t, x_s = (alpha_s / alpha_t) (x_t + sigma_t expm1(h) eps), h = lambda_t - lambda_s."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_t=x_t, eps=eps)
     h = v_t.lambda_ - v_s.lambda_
     return expand_like(v_s.alpha / v_t.alpha, x_t) * (x_t + expand_like(v_t.sigma * torch.expm1(h), eps) * eps)
 
@@ -59,18 +78,9 @@ def check_coupled_inputs(
     model: DiffusionModel, state: Tensor | CoupledState, timesteps: object
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Validate a sampler's input that is a tensor or a ``CoupledState``; return (x, y or None, timesteps)."""
-    if isinstance(state, CoupledState):
+    if isinstance(state, CoupledState):  # its two tensors were checked when it was made
         x, y = state
-        ts = check_sampler_inputs(model, x, timesteps)
-        if not isinstance(y, Tensor) or not y.is_floating_point():
-            raise TypeError(f"the second tensor of a CoupledState must be a floating tensor, got {type(y).__name__}")
-        if y.shape != x.shape or y.dtype != x.dtype:
-            raise ValueError(
-                f"the two tensors of a CoupledState must match: shapes {tuple(x.shape)} and {tuple(y.shape)}, "
-                f"dtypes {x.dtype} and {y.dtype}"
-            )
-        check_finite(y, "CoupledState.y")
-        return x, y, ts
+        return x, y, check_sampler_inputs(model, x, timesteps)
     if isinstance(state, tuple):
         raise TypeError("pass a pair of states as a CoupledState(x, y), not a plain tuple")
     return state, None, check_sampler_inputs(model, state, timesteps)

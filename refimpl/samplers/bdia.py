@@ -31,6 +31,7 @@ import math
 
 from torch import Tensor
 
+from refimpl._validation import check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo
@@ -65,6 +66,9 @@ def bdia_step(
 
     Grid t_{j-1} > t_j > t_{j+1} in the paper's letters is prev > s > t here; one model call, at (z_s, s).
     """
+    check_kinds(ScheduleValues, v_prev=v_prev, v_s=v_s, v_t=v_t)
+    check_float_tensors(z_prev=z_prev, z_s=z_s, eps_s=eps_s)
+    gamma = _check_gamma(gamma, invert=False)
     forward = ddim_transfer(z_s, eps_s, v_s, v_t)  # z_j + Delta(t_j -> t_{j+1} | z_j)
     backward = ddim_transfer(z_s, eps_s, v_s, v_prev)  # z_j + Delta(t_j -> t_{j-1} | z_j)
     return forward + gamma * (z_prev - backward)  # BDIA-DDIM update (arXiv:2307.10829)
@@ -80,6 +84,9 @@ def bdia_step_inverse(
     gamma: float,
 ) -> Tensor:
     """The exact inverse of ``bdia_step``: z_prev from (z_t, z_s), eps_s = eps(z_s, s), gamma > 0."""
+    check_kinds(ScheduleValues, v_prev=v_prev, v_s=v_s, v_t=v_t)
+    check_float_tensors(z_t=z_t, z_s=z_s, eps_s=eps_s)
+    gamma = _check_gamma(gamma, invert=True)
     forward = ddim_transfer(z_s, eps_s, v_s, v_t)
     backward = ddim_transfer(z_s, eps_s, v_s, v_prev)
     return backward + (z_t - forward) / gamma

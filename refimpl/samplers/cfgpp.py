@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from refimpl._validation import check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
@@ -57,6 +58,7 @@ def cfgpp_eps(model: DiffusionModel, x: Tensor, t: Tensor) -> tuple[Tensor, Tens
 def cfg_equivalent_weight(lam: float, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """The CFG weight w = lambda rho_hi / (rho_hi - rho_lo) whose DDIM step (or DDIM inversion step) between the
     noise levels of v_s and v_t equals CFG++'s (or its inversion's): lambda / (1 - e^{-h}) for a log-SNR step h."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
     rho_hi, rho_lo = torch.maximum(v_s.rho, v_t.rho), torch.minimum(v_s.rho, v_t.rho)
     return lam * rho_hi / (rho_hi - rho_lo)
 
@@ -68,6 +70,8 @@ def _x0_hat(x: Tensor, eps: Tensor, v: ScheduleValues) -> Tensor:
 def cfgpp_step(x: Tensor, eps_lambda: Tensor, eps_u: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """One CFG++ step s -> t: alpha_t (x_s - sigma_s eps_lambda) / alpha_s + sigma_t eps_u (Chung et al. 2024, Eq. 11
     [unverified])."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, eps_lambda=eps_lambda, eps_u=eps_u)
     return ddim_step(_x0_hat(x, eps_lambda, v_s), eps_u, v_t)
 
 
@@ -75,6 +79,8 @@ def cfgpp_inverse_step(
     x: Tensor, eps_lambda: Tensor, eps_u: Tensor, v_s: ScheduleValues, v_t: ScheduleValues
 ) -> Tensor:
     """One CFG++ inversion step s -> t > s: alpha_t (x_s - sigma_s eps_u) / alpha_s + sigma_t eps_lambda."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, eps_lambda=eps_lambda, eps_u=eps_u)
     return ddim_step(_x0_hat(x, eps_u, v_s), eps_lambda, v_t)
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import as_float_tensor, check_instance, check_integer, check_strictly_decreasing
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
@@ -63,8 +64,10 @@ def lagrange_integrals_symbolic(q: int) -> dict[str, Any]:
 
     The step runs over theta in [0, 1]; the newest point is theta_0 = 0 and the older ones theta_1, ..., theta_{q-1}
     lie behind it (negative). Returns the symbols ``thetas`` and the simplified ``weights`` (a list of q
-    expressions); a weight times (b - a) is the integral over [a, b].
+    expressions); a weight times (b - a) is the integral over [a, b]. q in 1..6 (sympy's time grows fast with q;
+    the samplers use at most 4).
     """
+    check_integer(q, "q", 1, 6)
     import sympy as sp
 
     theta = sp.Symbol("theta", real=True)
@@ -84,9 +87,10 @@ def deis_ab_coefficients(schedule: NoiseSchedule, ts: Tensor, order: int, variab
     "logrho" (-lambda); the weights are the engine's (``refimpl.samplers.multistep.multistep_weights``) over
     alpha_{i+1}, so that x_{i+1} = (alpha_{i+1} / alpha_i) x_i + alpha_{i+1} sum_j C_ij eps_{i-j}.
     """
-    if order not in (1, 2, 3, 4):
-        raise ValueError(f"DEIS-AB order must be 1 to 4, got {order!r}")
-    if variable not in VARIABLES:
+    check_instance(schedule, NoiseSchedule, "schedule")
+    ts = schedule.check_t(check_strictly_decreasing(as_float_tensor(ts, "ts")), "ts")
+    check_integer(order, "order", 1, 4)
+    if not isinstance(variable, str) or variable not in VARIABLES:
         raise ValueError(f"variable must be one of {tuple(VARIABLES)}, got {variable!r}")
     setting = SETTINGS[VARIABLES[variable]]
     values = schedule(ts)

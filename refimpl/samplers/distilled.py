@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from refimpl import grids
+from refimpl._validation import check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_sampler_inputs
@@ -77,6 +78,8 @@ def sample_progressive_student(
 def renoise(x_eps: Tensor, v_eps: ScheduleValues, v_t: ScheduleValues, z: Tensor) -> Tensor:
     """The exact forward transition from epsilon to t > epsilon: (alpha_t / alpha_eps) x_eps + sqrt(sigma_t^2 -
     (alpha_t / alpha_eps)^2 sigma_eps^2) z (Song et al. 2023, Algorithm 1, in variance-preserving form)."""
+    check_kinds(ScheduleValues, v_eps=v_eps, v_t=v_t)
+    check_float_tensors(x_eps=x_eps, z=z)
     a = v_t.alpha / v_eps.alpha
     return a * x_eps + torch.sqrt(v_t.sigma**2 - a**2 * v_eps.sigma**2) * z
 

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from refimpl import grids
 from refimpl._util import expand_like
+from refimpl._validation import check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
@@ -90,6 +91,8 @@ def intermediate_values(
 
 def dpm_solver_1_step(x_s: Tensor, eps_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """DPM-Solver-1 from s to t: x_t = (alpha_t / alpha_s) x_s - sigma_t (e^h - 1) eps_s (Eq. 3.7; DDIM)."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_s=x_s, eps_s=eps_s)
     h = v_t.lambda_ - v_s.lambda_
     return expand_like(v_t.alpha / v_s.alpha, x_s) * x_s - expand_like(v_t.sigma * torch.expm1(h), x_s) * eps_s
 
@@ -102,6 +105,8 @@ def dpm_solver_2_step(
     eps_s1 is the model's noise prediction at (u_1, s_1), u_1 = ``dpm_solver_1_step(x_s, eps_s, v_s, v_s1)``
     (their u_i: a DPM-Solver-1 step to s_1); r1 is read from the three times.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_s1=v_s1, v_t=v_t)
+    check_float_tensors(x_s=x_s, eps_s=eps_s, eps_s1=eps_s1)
     h = v_t.lambda_ - v_s.lambda_
     r1 = (v_s1.lambda_ - v_s.lambda_) / h
     # x_t = DPM-Solver-1 - sigma_t / (2 r1) (e^h - 1) (eps(u_1, s_1) - eps(x_s, s))
@@ -124,6 +129,8 @@ def dpm_solver_3_stage(
     With D_1 = eps(u_1, s_1) - eps_s (u_1 = ``dpm_solver_1_step`` to s_1) and (e^{rh} - 1)/(rh) - 1 = rh phi_2(rh):
     u_2 = DPM-Solver-1 to s_2 - sigma_{s_2} (r2 / r1) r2 h phi_2(r2 h) D_1.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_s1=v_s1, v_s2=v_s2, v_t=v_t)
+    check_float_tensors(x_s=x_s, eps_s=eps_s, eps_s1=eps_s1)
     h = v_t.lambda_ - v_s.lambda_
     r1, r2 = (v_s1.lambda_ - v_s.lambda_) / h, (v_s2.lambda_ - v_s.lambda_) / h
     D1 = eps_s1 - eps_s
@@ -141,6 +148,8 @@ def dpm_solver_3_step(
     eps_s2 is the model's noise prediction at (u_2, s_2), u_2 from ``dpm_solver_3_stage``; the output at s_1
     enters only through u_2. With D_2 = eps_s2 - eps_s: x_t = DPM-Solver-1 to t - (sigma_t / r2) h phi_2(h) D_2.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_s2=v_s2, v_t=v_t)
+    check_float_tensors(x_s=x_s, eps_s=eps_s, eps_s2=eps_s2)
     h = v_t.lambda_ - v_s.lambda_
     r2 = (v_s2.lambda_ - v_s.lambda_) / h
     D2 = eps_s2 - eps_s

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import as_finite_float, check_finite, check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, NoiseSource, StepInfo, check_orders, check_sampler_inputs
@@ -55,6 +56,11 @@ def dynamic_thresholding(x0: Tensor, ratio: float = 0.995, max_value: float = 1.
     (Saharia et al. 2022, arXiv:2205.11487v1, Sec. 2.3, written there for max_value = 1). The result lies in
     the data range, the map is idempotent, and predictions already in range are returned unchanged.
     """
+    check_float_tensors(x0=x0)
+    if x0.ndim < 1 or x0.numel() == 0:
+        raise ValueError(f"x0 must be a non-empty batch (B, ...), got shape {tuple(x0.shape)}")
+    check_finite(x0, "x0")
+    ratio, max_value = as_finite_float(ratio, "ratio"), as_finite_float(max_value, "max_value")
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
     if not max_value > 0:
@@ -80,6 +86,8 @@ def _threshold_options(thresholding: bool, ratio: float, max_value: float) -> di
 
 def dpm_solver_pp_1_step(x: Tensor, x0_s: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -> Tensor:
     """DPM-Solver++(1) from s to t: x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) x0_s (DDIM; their Sec. 4)."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, x0_s=x0_s)
     return multistep_step(x, [(v_s.lambda_, x0_s)], v_s, v_t, SETTINGS["dpm_solver_pp"])
 
 
@@ -92,6 +100,8 @@ def dpm_solver_pp_2s_step(
     "bh2" step (``refimpl.samplers.multistep``) with its second point inside the step; x0_s1 is the model's
     x_theta at ``dpm_solver_pp_1_step(x, x0_s, v_s, v_s1)``.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_s1=v_s1, v_t=v_t)
+    check_float_tensors(x=x, x0_s=x0_s, x0_s1=x0_s1)
     return multistep_step(x, [(v_s.lambda_, x0_s), (v_s1.lambda_, x0_s1)], v_s, v_t, SETTINGS["dpm_solver_pp"])
 
 
@@ -110,6 +120,9 @@ def dpm_solver_pp_multistep_step(
     The official code and diffusers multiply h^2 [m0, m1, m2] (which is h^2 x''/2) by the coefficient of
     h^2 x'', dropping half of the last term: their local error is O(h^3), a second-order method.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x)
+    check_kinds((list, tuple), x0s=x0s, lambdas=lambdas)
     if order not in (1, 2, 3):
         raise ValueError(f"multistep DPM-Solver++ has order 1, 2 or 3, got {order!r}")
     if len(x0s) < order or len(lambdas) < order:
@@ -188,6 +201,13 @@ def sde_dpm_solver_pp_step(
     x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) (m0 + D / 2) + sigma_t sqrt(1 - e^{-2h}) z,
     D = (m0 - m1) / r, r = h_{i-1} / h_i (order 1: D = 0, exactly DDPM's ancestral step).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, z=z)
+    check_kinds((list, tuple), x0s=x0s, lambdas=lambdas)
+    if not x0s or len(lambdas) < len(x0s):
+        raise ValueError(
+            f"x0s needs the data prediction at s, and lambdas a lambda for each; got {len(x0s)}, {len(lambdas)}"
+        )
     h = v_t.lambda_ - v_s.lambda_
     one_minus = -torch.expm1(-2.0 * h)  # 1 - e^{-2h}
     D = x0s[0]

@@ -47,6 +47,7 @@ from numpy.polynomial import chebyshev as C
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import check_float_tensors, check_instance, check_integer, check_kinds
 from refimpl.models import DiffusionModel, check_model, predict, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_orders, check_sampler_inputs
@@ -231,6 +232,17 @@ def step_integrals(
 
     The interval spans lambda_s, lambda_t and every point whose g is needed; all integrals start at lambda_s.
     """
+    check_instance(stats, ModelStatistics, "stats")
+    check_kinds((list, tuple), lam_points=lam_points)
+    lams = {"lam_s": lam_s, "lam_t": lam_t, **{f"lam_points[{i}]": u for i, u in enumerate(lam_points)}}
+    for name, value in lams.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a Python float, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+    if lam_t == lam_s:
+        raise ValueError(f"lam_t must differ from lam_s, both are {lam_s}")
+    check_integer(n_moments, "n_moments", 1)
     a, b = min([lam_s, lam_t, *lam_points]), max([lam_s, lam_t, *lam_points])
     nodes, integrate, at_own_nodes = _chebyshev_operators(STEP_NODES)
     lam = 0.5 * (a + b) + 0.5 * (b - a) * nodes
@@ -282,6 +294,12 @@ def dpm_solver_v3_step(
     ``points`` = [(lambda_i, f_i)], points[0] at lambda_s; the others are earlier points (predictor) or the
     new point at lambda_t followed by earlier ones (corrector). f_i = (sigma eps - l x) / alpha, (B, ...).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_instance(stats, ModelStatistics, "stats")
+    check_float_tensors(x_s=x_s)
+    check_kinds((list, tuple), points=points)
+    if not points:
+        raise ValueError("points must hold at least the point at lambda_s")
     lam_s, lam_t = float(v_s.lambda_), float(v_t.lambda_)
     lam_pts = [float(lam) for lam, _ in points]
     if abs(lam_pts[0] - lam_s) > 1e-12 * max(1.0, abs(lam_s)):

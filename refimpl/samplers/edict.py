@@ -30,6 +30,7 @@ import math
 
 from torch import Tensor
 
+from refimpl._validation import check_finite_result, check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo
@@ -67,6 +68,8 @@ def edict_stage(
 ) -> Tensor:
     """Where an EDICT step s -> t queries the model the second time (at time s): x_inter = T_{s->t}(x; eps_1),
     eps_1 = eps(y, s) (arXiv:2211.12446 Eq. 14, first line); with ``y_first``, y_inter = T_{s->t}(y; eps(x, s))."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, y=y, eps_1=eps_1)
     return ddim_transfer(y if y_first else x, eps_1, v_s, v_t)
 
 
@@ -86,6 +89,9 @@ def edict_step(
     calls, both at time s. ``y_first`` swaps the roles of the two sequences in the coupling (the official code's
     leapfrog order: eps_1 = eps(x, s), eps_2 = eps(y_inter, s)); the mixing always updates x first.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, y=y, eps_1=eps_1, eps_2=eps_2)
+    p = _check_p(p)
     first = edict_stage(x, y, eps_1, v_s, v_t, y_first)  # Eq. 14 first line: a_t x + b_t eps(y, s)
     second = ddim_transfer(x if y_first else y, eps_2, v_s, v_t)  # second line: b_t eps(x_inter, s)
     x_inter, y_inter = (second, first) if y_first else (first, second)
@@ -96,6 +102,14 @@ def edict_step(
 
 def edict_unmix(x_t: Tensor, y_t: Tensor, p: float = EDICT_P) -> tuple[Tensor, Tensor]:
     """Undo EDICT's mixing layers: (x_inter, y_inter) from the pair (x', y') at t (Eq. 14, lines 4 and 3)."""
+    check_float_tensors(x_t=x_t, y_t=y_t)
+    if x_t.shape != y_t.shape:
+        raise ValueError(f"x_t and y_t must have one shape, got {tuple(x_t.shape)} and {tuple(y_t.shape)}")
+    return check_finite_result(_unmix(x_t, y_t, _check_p(p)), "that x_t and y_t are finite")
+
+
+def _unmix(x_t: Tensor, y_t: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """``edict_unmix`` without its checks (the steps call it on states they have checked)."""
     y_inter = (y_t - (1 - p) * x_t) / p  # undo the fourth line
     x_inter = (x_t - (1 - p) * y_inter) / p  # undo the third line
     return x_inter, y_inter
@@ -113,7 +127,10 @@ def edict_inverse_stage(
     """Where the inverse of an EDICT step s -> t queries the model the second time (at time s): y_s =
     T^{-1}(y_inter; eps_1), eps_1 = eps(x_inter, s), the first query at x_inter of ``edict_unmix``. With
     ``y_first`` the roles exchange: x_s = T^{-1}(x_inter; eps_1), eps_1 = eps(y_inter, s)."""
-    x_inter, y_inter = edict_unmix(x_t, y_t, p)
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_t=x_t, y_t=y_t, eps_1=eps_1)
+    p = _check_p(p)
+    x_inter, y_inter = _unmix(x_t, y_t, p)
     return ddim_transfer_inverse(x_inter if y_first else y_inter, eps_1, v_s, v_t)
 
 
@@ -132,7 +149,10 @@ def edict_step_inverse(
     eps_1 = eps(x_inter, s) with x_inter from ``edict_unmix``, eps_2 = eps(y_s, s) at the state of
     ``edict_inverse_stage`` (with ``y_first`` the roles of x and y are exchanged). Returns (x_s, y_s).
     """
-    x_inter, y_inter = edict_unmix(x_t, y_t, p)
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_t=x_t, y_t=y_t, eps_1=eps_1, eps_2=eps_2)
+    p = _check_p(p)
+    x_inter, y_inter = _unmix(x_t, y_t, p)
     first = edict_inverse_stage(x_t, y_t, eps_1, v_s, v_t, p, y_first)
     second = ddim_transfer_inverse(y_inter if y_first else x_inter, eps_2, v_s, v_t)
     return (first, second) if y_first else (second, first)
@@ -198,7 +218,7 @@ def invert_edict(
     n = len(ts) - 1
     for j, i in enumerate(range(n - 1, -1, -1)):  # undo the step values[i] -> values[i + 1]
         v_s, v_t, y_first = values[i], values[i + 1], leapfrog and i % 2 == 1
-        x0, eps_1 = _eps(model, edict_unmix(x, y, p)[1 if y_first else 0], v_s)
+        x0, eps_1 = _eps(model, _unmix(x, y, p)[1 if y_first else 0], v_s)
         eps_2 = _eps(model, edict_inverse_stage(x, y, eps_1, v_s, v_t, p, y_first), v_s)[1]
         x_prev, y = edict_step_inverse(x, y, eps_1, eps_2, v_s, v_t, p, y_first)
         if callback is not None:

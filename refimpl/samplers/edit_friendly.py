@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import check_finite
+from refimpl._validation import check_finite, check_float_tensors
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
@@ -41,11 +41,27 @@ from refimpl.samplers.ddpm import ddpm_posterior, sample_ddpm
 __all__ = ["NoiseMaps", "auxiliary_path", "extract_noise_maps", "sample_edit_friendly"]
 
 
-class NoiseMaps(NamedTuple):
-    """An edit-friendly latent: the start x at timesteps[0] (B, ...) and the noise of every step (n, B, ...)."""
-
+class _Maps(NamedTuple):
     x: Tensor
     noise: Tensor
+
+
+class NoiseMaps(_Maps):
+    """An edit-friendly latent: the start x at timesteps[0] (B, ...) and the noise of every step (n, B, ...).
+
+    Checked when made: finite floating tensors, ``noise`` of shape (n, *x.shape) (``TypeError``/``ValueError``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, x: Tensor, noise: Tensor) -> NoiseMaps:
+        check_float_tensors(x=x, noise=noise)
+        if x.ndim < 1 or noise.shape[1:] != x.shape:
+            raise ValueError(
+                f"noise must have shape (n, *x.shape) = (n, {', '.join(map(str, x.shape))}), got {tuple(noise.shape)}"
+            )
+        check_finite(x, "x")
+        check_finite(noise, "noise")
+        return super().__new__(cls, x, noise)
 
 
 def auxiliary_path(model: DiffusionModel, x: Tensor, timesteps: Tensor, eps: Tensor) -> Tensor:

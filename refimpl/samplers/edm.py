@@ -31,6 +31,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
@@ -52,6 +53,8 @@ def euler_step(x: Tensor, d: Tensor, v_s: ScheduleValues, v_t: ScheduleValues) -
     x (B, ...) is the unscaled state x_s; d = dx~/dsigma (= eps) at (x_s, s); sigma = ``v.rho``. EDM Algorithm 1,
     line 5 (their step goes from t_i to t_{i+1}).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, d=d)
     x_tilde_t = x / expand_like(v_s.alpha, x) + expand_like(v_t.rho - v_s.rho, d) * d
     return expand_like(v_t.alpha, x) * x_tilde_t
 
@@ -62,6 +65,9 @@ def lms_step(x: Tensor, ds: list[Tensor], sigmas: Tensor, v_s: ScheduleValues, v
     ``ds`` are the stored derivatives d = eps, newest first, at the noise levels ``sigmas`` (sigmas[0] = sigma_s);
     l_j is the Lagrange basis in sigma through them, integrated exactly by the engine (setting ``"lms"``).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, sigmas=sigmas)
+    check_kinds((list, tuple), ds=ds)
     if len(ds) != sigmas.numel():
         raise ValueError(f"{len(ds)} stored derivatives for {sigmas.numel()} noise levels")
     return multistep_step(x, list(zip(sigmas, ds, strict=True)), v_s, v_t, SETTINGS["lms"])

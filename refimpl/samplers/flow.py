@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from refimpl._validation import check_instance
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.parameterization import velocity_from_x0_eps
 from refimpl.registry import SamplerSpec, register
@@ -49,6 +50,7 @@ MIDPOINTS = ("t", "lambda")
 
 def flow_velocity(model: DiffusionModel, x: Tensor, values: ScheduleValues) -> tuple[Tensor, Tensor]:
     """One model call at (x, t): the velocity u = alpha_t' x0 + sigma_t' eps and the model's x0."""
+    check_instance(values, ScheduleValues, "values")
     x0, eps = predict_x0_eps(model, x, values.t, values)
     return velocity_from_x0_eps(x0, eps, values.d_alpha, values.d_sigma), x0
 

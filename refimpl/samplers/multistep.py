@@ -49,6 +49,14 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import (
+    as_float_tensor,
+    check_finite_result,
+    check_float_tensors,
+    check_instance,
+    check_integer,
+    check_kinds,
+)
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_orders, check_sampler_inputs
@@ -79,18 +87,14 @@ VARIABLES = ("lambda", "rho", "t")
 WARMUPS = ("lower_order", "singlestep")
 #: UniPC's B(h) (arXiv:2302.04867v4 Sec. 3.3) for the simplified two-point coefficient.
 B_FUNCTIONS = ("bh1", "bh2")
+#: The warm-up companions a setting may name (see ``MultistepSetting``), and the highest order of any setting.
+SINGLESTEPS = (None, "2s", "rk4")
+MAX_ORDER = 4
 GAUSS_LEGENDRE_NODES = 24
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(GAUSS_LEGENDRE_NODES)  # (nodes, weights) on [-1, 1]
 
 
-class MultistepSetting(NamedTuple):
-    """One named multistep method: what is interpolated, in which variable, and how a two-point step is formed.
-
-    ``simplified`` None integrates every interpolant exactly; "bh1"/"bh2" replaces the solved coefficient of a
-    two-point step by 1/2 with UniPC's B(h). ``singlestep`` names the warm-up companion ("2s": DPM-Solver++(2S)
-    for the first step of order 3; "rk4": RK4 in sigma for the first order - 1 steps; None: none).
-    """
-
+class _MultistepFields(NamedTuple):
     prediction: str
     variable: str
     simplified: str | None
@@ -99,16 +103,42 @@ class MultistepSetting(NamedTuple):
     equation: str
 
 
-def _setting(*fields: object) -> MultistepSetting:
-    """A checked row of ``SETTINGS``."""
-    row = MultistepSetting(*fields)
-    if row.prediction not in INTEGRANDS or row.variable not in VARIABLES:
-        raise ValueError(f"prediction must be in {INTEGRANDS} and variable in {VARIABLES}")
-    if row.simplified is not None and row.simplified not in B_FUNCTIONS:
-        raise ValueError(f"simplified must be None or one of {B_FUNCTIONS}, got {row.simplified!r}")
-    if row.variable != "lambda" and (row.prediction != "eps" or row.simplified is not None):
-        raise ValueError("the polynomial kernels (rho, t) integrate eps exactly")
-    return row
+class MultistepSetting(_MultistepFields):
+    """One named multistep method: what is interpolated, in which variable, and how a two-point step is formed.
+
+    ``simplified`` None integrates every interpolant exactly; "bh1"/"bh2" replaces the solved coefficient of a
+    two-point step by 1/2 with UniPC's B(h). ``singlestep`` names the warm-up companion ("2s": DPM-Solver++(2S)
+    for the first step of order 3; "rk4": RK4 in sigma for the first order - 1 steps; None: none). Checked when
+    made (``ValueError``/``TypeError`` naming the field).
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        prediction: str,
+        variable: str,
+        simplified: str | None,
+        max_order: int,
+        singlestep: str | None,
+        equation: str,
+    ) -> MultistepSetting:
+        check_kinds(str, prediction=prediction, variable=variable, equation=equation)
+        check_kinds((str, type(None)), simplified=simplified, singlestep=singlestep)
+        if prediction not in INTEGRANDS or variable not in VARIABLES:
+            raise ValueError(f"prediction must be in {INTEGRANDS} and variable in {VARIABLES}")
+        if simplified is not None and simplified not in B_FUNCTIONS:
+            raise ValueError(f"simplified must be None or one of {B_FUNCTIONS}, got {simplified!r}")
+        if variable != "lambda" and (prediction != "eps" or simplified is not None):
+            raise ValueError("the polynomial kernels (rho, t) integrate eps exactly")
+        check_integer(max_order, "max_order", 1, MAX_ORDER)
+        if singlestep not in SINGLESTEPS:
+            raise ValueError(f"singlestep must be one of {SINGLESTEPS}, got {singlestep!r}")
+        return super().__new__(cls, prediction, variable, simplified, max_order, singlestep, equation)
+
+
+#: A checked row of ``SETTINGS`` (the constructor checks).
+_setting = MultistepSetting
 
 
 #: Every multistep method of the book as a setting of the one update (rows with equal fields are one map).
@@ -137,16 +167,29 @@ def step_orders(n_steps: int, order: int, *, lower_final: bool = False) -> list[
     return [min(order, i + 1, n_steps - i) if lower_final else min(order, i + 1) for i in range(n_steps)]
 
 
+def _check_nodes(nodes: object, batched: bool = False) -> None:
+    """Interpolation nodes: a floating tensor (q,), or (..., q) if ``batched``, with q >= 1 (O(1): no look at the
+    entries; non-finite or coinciding nodes show in the result, which the callers check)."""
+    check_float_tensors(nodes=nodes)
+    if nodes.ndim < 1 or (nodes.ndim > 1 and not batched) or nodes.shape[-1] == 0:
+        shape = "(..., q)" if batched else "1-D"
+        raise ValueError(f"nodes must be a non-empty {shape} tensor, got shape {tuple(nodes.shape)}")
+
+
 def lagrange_basis(nodes: Tensor, u: Tensor) -> Tensor:
-    """l_j(u) = prod_{k != j} (u - u_k) / (u_j - u_k), the Lagrange basis of ``nodes`` (q,) at points u (P,): (P, q)."""
+    """l_j(u) = prod_{k != j} (u - u_k) / (u_j - u_k), the Lagrange basis of ``nodes`` (q,) at points u (P,): (P, q).
+    The nodes must be distinct and finite (``ValueError`` otherwise)."""
+    _check_nodes(nodes)
+    check_float_tensors(u=u)
     q = nodes.numel()
-    return torch.stack(
+    basis = torch.stack(
         [
             math.prod([(u - nodes[k]) / (nodes[j] - nodes[k]) for k in range(q) if k != j], start=torch.ones_like(u))
             for j in range(q)
         ],
         -1,
     )
+    return check_finite_result(basis, "that nodes are finite and distinct and u is finite")
 
 
 def lagrange_integrals(nodes: Tensor, a: Tensor, b: Tensor, z: Tensor | float = 0.0) -> Tensor:
@@ -156,21 +199,34 @@ def lagrange_integrals(nodes: Tensor, a: Tensor, b: Tensor, z: Tensor | float = 
     prod_{k != j} (theta - theta_k) / (theta_j - theta_k); expanding the numerator in powers of theta and using
     int_0^1 theta^m e^{(1 - theta) z} dtheta = m! phi_{m+1}(z) integrates it exactly. Shifting to [0, 1] keeps
     the coefficients of order one, so nothing cancels when the nodes are far from zero. Returns (..., q).
+    Distinct finite nodes, a != b and a finite z are needed (``ValueError`` otherwise).
     """
+    _check_nodes(nodes, batched=True)
+    check_float_tensors(a=a, b=b)
+    if a.shape != b.shape or a.shape != nodes.shape[:-1]:
+        raise ValueError(f"a and b must have the batch shape of nodes {tuple(nodes.shape[:-1])}, got {tuple(a.shape)}")
     q = nodes.shape[-1]
-    z = torch.as_tensor(z, dtype=nodes.dtype)
+    z = as_float_tensor(z, "z", nodes.dtype)
+    bad = "that nodes are finite and distinct, a != b and a, b and z are finite"
     if nodes.ndim == 1 and a.ndim == 0 and b.ndim == 0 and z.ndim == 0 and not _needs_grad(nodes, a, b, z):
         # One step (every call a sampler makes): the same arithmetic on Python floats, where a 0-d tensor per
         # operation would cost far more than the operation.
         length = float(b) - float(a)
-        theta = [(float(u) - float(a)) / length for u in nodes]
-        moments = [math.factorial(m) * float(phi(m + 1, z)) for m in range(q)]
-        return torch.tensor(_basis_integrals(theta, moments, 1.0), dtype=nodes.dtype) * length
+        try:
+            theta = [(float(u) - float(a)) / length for u in nodes]
+            moments = [math.factorial(m) * float(phi(m + 1, z)) for m in range(q)]
+            w = _basis_integrals(theta, moments, 1.0)
+        except (ZeroDivisionError, OverflowError):
+            raise ValueError(f"division by zero or overflow: check {bad}") from None
+        if not all(math.isfinite(w_j * length) for w_j in w):
+            raise ValueError(f"non-finite result: check {bad}")
+        return torch.tensor(w, dtype=nodes.dtype) * length
     length = (b - a)[..., None]
     theta = (nodes - a[..., None]) / length
     moments = [math.factorial(m) * phi(m + 1, z) for m in range(q)]  # int_0^1 theta^m e^{(1 - theta) z}
     thetas = [theta[..., k] for k in range(q)]
-    return torch.stack(_basis_integrals(thetas, moments, torch.ones_like(thetas[0])), -1) * length
+    w = torch.stack(_basis_integrals(thetas, moments, torch.ones_like(thetas[0])), -1) * length
+    return check_finite_result(w, bad)
 
 
 def _needs_grad(*tensors: Tensor) -> bool:
@@ -214,6 +270,8 @@ def _quadrature_in_rho(schedule: NoiseSchedule, t_nodes: Tensor, v_s: ScheduleVa
 
 def node(setting: MultistepSetting, v: ScheduleValues) -> Tensor:
     """Where a point lies in the setting's interpolation variable: lambda, rho or t."""
+    check_instance(setting, MultistepSetting, "setting")
+    check_instance(v, ScheduleValues, "v")
     return {"lambda": v.lambda_, "rho": v.rho, "t": v.t}[setting.variable]
 
 
@@ -229,6 +287,9 @@ def multistep_weights(
 
     The only place Lagrange weights are computed (see the module docstring); ``schedule`` is needed for t.
     """
+    check_instance(setting, MultistepSetting, "setting")
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_kinds((NoiseSchedule, type(None)), schedule=schedule)
     h = v_t.lambda_ - v_s.lambda_
     if setting.variable == "lambda":
         z = -h if setting.prediction == "x0" else h
@@ -261,6 +322,10 @@ def multistep_step(
     """One step of ``setting`` from s to t: ``points`` = [(u_j, m_j)], u_j in the setting's variable (``node``),
     points[0] at s, the others earlier points (a predictor), the point at t (a corrector) or inside the step (a
     singlestep stage). A pure function of the model outputs m_j."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_instance(setting, MultistepSetting, "setting")
+    check_float_tensors(x=x)
+    check_kinds((list, tuple), points=points)
     if not points:
         raise ValueError("a multistep step needs at least the model output at s")
     if not 1 <= len(points) <= setting.max_order + 1:

@@ -44,7 +44,8 @@ import warnings
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl.models import DiffusionModel, predict_x0_eps
+from refimpl._validation import check_finite_result, check_float_tensors, check_kinds
+from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
 from refimpl.samplers.multistep import WARMUPS
@@ -78,17 +79,28 @@ def pndm_transfer(x_s: Tensor, e: Tensor, v_s: ScheduleValues, v_t: ScheduleValu
 
     x_s and e have shape (B, ...); v_s, v_t are the schedule at the start s and the end t (their t and t - delta).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_s=x_s, e=e)
     a_s, s_s, a_t, s_t = v_s.alpha, v_s.sigma, v_t.alpha, v_t.sigma
     coef_e = (a_t**2 * s_s**2 - a_s**2 * s_t**2) / (a_s * (a_s * s_t + a_t * s_s))  # Eq. 9, alpha-bar = alpha^2
     return expand_like(a_t / a_s, x_s) * x_s - expand_like(coef_e, e) * e
 
 
 def plms_direction(es: list[Tensor]) -> Tensor:
-    """The PLMS gradient part e' = sum_j w_j e_j with the weights of order len(es), ``es`` newest first."""
-    weights = PLMS_WEIGHTS.get(len(es))
-    if weights is None:
-        raise ValueError(f"PLMS needs 1 to 4 stored model outputs, got {len(es)}")
-    return sum(w * e for w, e in zip(weights, es, strict=True))
+    """The PLMS gradient part e' = sum_j w_j e_j with the weights of order len(es), ``es`` newest first (1 to 4
+    finite floating tensors of one shape)."""
+    check_kinds((list, tuple), es=es)
+    if not 1 <= len(es) <= len(PLMS_WEIGHTS):
+        raise ValueError(f"es must hold 1 to {len(PLMS_WEIGHTS)} stored model outputs, got {len(es)}")
+    check_float_tensors(**{f"es[{j}]": e for j, e in enumerate(es)})
+    if any(e.shape != es[0].shape for e in es):
+        raise ValueError(f"es must hold tensors of one shape, got {[tuple(e.shape) for e in es]}")
+    return check_finite_result(_plms_direction(es), "that es holds finite values")
+
+
+def _plms_direction(es: list[Tensor]) -> Tensor:
+    """``plms_direction`` without its checks (the sampler's loop: its outputs are checked model outputs)."""
+    return sum(w * e for w, e in zip(PLMS_WEIGHTS[len(es)], es, strict=True))
 
 
 def midpoint_time(schedule: NoiseSchedule, s: Tensor, t: Tensor, midpoint: str) -> Tensor:
@@ -107,6 +119,8 @@ def prk_stage(x_s: Tensor, e_prev: Tensor, v_s: ScheduleValues, v_stage: Schedul
     Stage 2 is ``prk_stage(x_s, e_1, v_s, v_mid)``, stage 3 ``(x_s, e_2, v_s, v_mid)``, stage 4
     ``(x_s, e_3, v_s, v_t)``; the model output at stage k is e_k.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_stage=v_stage)
+    check_float_tensors(x_s=x_s, e_prev=e_prev)
     return pndm_transfer(x_s, e_prev, v_s, v_stage)
 
 
@@ -117,6 +131,8 @@ def prk_step(
 
     Returns (x_t, e') with e' = (e_1 + 2 e_2 + 2 e_3 + e_4) / 6 and x_t = phi(x_s, e', s, t).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x_s=x_s, e_1=e_1, e_2=e_2, e_3=e_3, e_4=e_4)
     e_prime = (e_1 + 2.0 * e_2 + 2.0 * e_3 + e_4) / 6.0
     return pndm_transfer(x_s, e_prime, v_s, v_t), e_prime
 
@@ -126,6 +142,7 @@ def run_prk_step(
 ) -> tuple[Tensor, Tensor]:
     """A PRK step s -> t with its model calls: given e_1 = eps(x_s, s), query the 3 other stages and apply
     ``prk_step``. Returns (x_t, e')."""
+    check_model(model)
     schedule = model.schedule
     t_mid = midpoint_time(schedule, s, t, midpoint)
     v_s, v_mid, v_t = schedule(s), schedule(t_mid), schedule(t)
@@ -177,7 +194,7 @@ def sample_pndm(
             _, e_end = predict_x0_eps(model, pndm_transfer(x, e, v_s, v_t), ts[i + 1], v_t)
             x_next = pndm_transfer(x, 0.5 * (e + e_end), v_s, v_t)
         else:
-            x_next = pndm_transfer(x, plms_direction(es), v_s, v_t)  # PLMS of order len(es)
+            x_next = pndm_transfer(x, _plms_direction(es), v_s, v_t)  # PLMS of order len(es)
         if callback is not None:
             callback(StepInfo(i, ts[i], ts[i + 1], x, x_next, x0))
         x = x_next

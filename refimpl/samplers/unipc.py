@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from refimpl._validation import check_float_tensors, check_kinds
 from refimpl.models import DiffusionModel
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback
@@ -59,6 +60,7 @@ def unipc_setting(variant: str, prediction: str, simplified: bool) -> MultistepS
     """The engine's setting for UniPC with B(h) ``variant``: with the solved coefficients (``simplified=False``)
     B(h) cancels from Eq. 7-8 and the step is the exact integral of the interpolant (rows ``dpm_solver_pp_exact``,
     ``deis_logrho``); with the official 1/2 it is the row ``unipc_<variant>[_eps]``."""
+    check_kinds(str, variant=variant, prediction=prediction)
     if variant not in B_FUNCTIONS:
         raise ValueError(f"unknown B(h) variant {variant!r}; choose one of {B_FUNCTIONS}")
     if prediction not in INTEGRANDS:
@@ -83,6 +85,9 @@ def unipc_predictor_step(
 
     x, m_s (B, ...): the state and the model output (kind ``prediction``) at s. Zhao et al. (2023), Eq. 7-8.
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, m_s=m_s)
+    check_kinds((list, tuple), history=history)
     setting = unipc_setting(variant, prediction, simplified)
     return multistep_step(x, [(v_s.lambda_, m_s), *history], v_s, v_t, setting)
 
@@ -104,6 +109,9 @@ def unipc_corrector_step(
     ``history`` holds the p - 1 earlier (lambda, output) pairs used by the predictor, newest first.
     Zhao et al. (2023), Eq. 7-8 with r_p = 1 (Algorithm 1).
     """
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x, m_s=m_s, m_t=m_t)
+    check_kinds((list, tuple), history=history)
     setting = unipc_setting(variant, prediction, simplified)
     return multistep_step(x, [(v_s.lambda_, m_s), (v_t.lambda_, m_t), *history], v_s, v_t, setting)
 

@@ -33,6 +33,14 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
+from refimpl._validation import (
+    as_float_tensor,
+    check_finite_result,
+    check_float_tensors,
+    check_integer,
+    check_kinds,
+    check_strictly_decreasing,
+)
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.registry import SamplerSpec, register
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
@@ -90,6 +98,9 @@ class SolverSchedule:
     afs: str = "none"
 
     def __post_init__(self) -> None:
+        check_float_tensors(timesteps=self.timesteps)
+        check_strictly_decreasing(self.timesteps, "timesteps")
+        check_kinds((tuple, list), steps=self.steps)
         if len(self.steps) != len(self.timesteps) - 1 or not all(isinstance(c, StepChoice) for c in self.steps):
             raise ValueError(f"steps must hold one StepChoice per step ({len(self.timesteps) - 1}), got {self.steps}")
         if self.afs not in AFS_CHOICES:
@@ -120,16 +131,21 @@ def taylor_integrals(nodes: Tensor, a: Tensor, b: Tensor, z: Tensor | float, n_t
     With theta_k = (u_k - a) / (b - a), l_j(theta) = sum_m C_mj theta^m with C the inverse of the Vandermonde matrix
     V_km = theta_k^m; powers of theta are powers of (u - a), so truncating at m < n_terms is the Taylor
     truncation, and int_0^1 theta^m e^{(1 - theta) z} dtheta = m! phi_{m+1}(z). With n_terms = q this is
-    ``lagrange_integrals`` (tested)."""
+    ``lagrange_integrals`` (tested). Distinct finite nodes, a != b and a finite z are needed (``ValueError``)."""
+    check_float_tensors(nodes=nodes, a=a, b=b)
+    if nodes.ndim != 1 or a.ndim != 0 or b.ndim != 0:
+        raise ValueError(f"nodes must be 1-D and a, b numbers (0-d), got shapes {nodes.shape}, {a.shape}, {b.shape}")
     q = nodes.numel()
-    if not 1 <= n_terms <= q:
-        raise ValueError(f"n_terms must be in 1..{q} (the number of nodes), got {n_terms}")
+    check_integer(n_terms, "n_terms", 1, q)
+    z = as_float_tensor(z, "z", nodes.dtype)
     length = b - a
     theta = (nodes - a) / length
-    C = torch.linalg.inv(theta[:, None] ** torch.arange(q, dtype=theta.dtype))  # (m, j)
+    C, info = torch.linalg.inv_ex(theta[:, None] ** torch.arange(q, dtype=theta.dtype))  # (m, j)
+    if int(info) != 0:
+        raise ValueError("the nodes must be distinct and a != b (the Vandermonde matrix is singular)")
     z = torch.as_tensor(z, dtype=theta.dtype)
     moments = torch.stack([math.factorial(m) * phi(m + 1, z) for m in range(n_terms)])
-    return length * (moments @ C[:n_terms])
+    return check_finite_result(length * (moments @ C[:n_terms]), "that nodes, a, b and z are finite")
 
 
 def usf_step(
@@ -139,6 +155,14 @@ def usf_step(
     """One USF step s -> t: ``points`` = [(lambda_j, m_j)], points[0] at s, m of kind ``prediction``; the Taylor
     polynomial of ``n_terms`` terms at s of their interpolant is integrated exactly. n_terms = len(points) is the
     multistep engine's exact step (its weights are used as they are)."""
+    check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
+    check_float_tensors(x=x)
+    check_kinds((list, tuple), points=points)
+    if not isinstance(prediction, str) or prediction not in _EXACT:
+        raise ValueError(f"prediction must be one of {tuple(_EXACT)}, got {prediction!r}")
+    check_integer(n_terms, "n_terms", 1, max(1, len(points)))
+    if not points:
+        raise ValueError("points must hold at least the model output at s")
     nodes = torch.stack([torch.as_tensor(u) for u, _ in points])
     if n_terms == len(points):
         c, k_t, w = multistep_weights(_EXACT[prediction], nodes, v_s, v_t)

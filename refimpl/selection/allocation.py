@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
-from refimpl._validation import check_instance
-from refimpl.selection._checks import check_array, check_generator, check_integer, check_number
+from refimpl._validation import check_array, check_generator, check_instance, check_integer, check_number
 
 __all__ = [
     "Curves",

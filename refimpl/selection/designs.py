@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl.selection._checks import check_array, check_generator, check_integer, check_number
+from refimpl._validation import check_array, check_generator, check_integer, check_number
 
 __all__ = ["centered_discrepancy", "latin_hypercube", "performance_toy"]
 

@@ -31,8 +31,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from refimpl._validation import as_real_array
-from refimpl.selection._checks import check_generator, check_integer
+from refimpl._validation import as_real_array, check_generator, check_integer
 
 __all__ = [
     "ARCSINE_BOUND",

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from refimpl.selection._checks import check_array, check_generator, check_integer, check_number
+from refimpl._validation import check_array, check_generator, check_integer, check_number
 
 __all__ = [
     "approx_top_n_probability",

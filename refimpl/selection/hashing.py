@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from refimpl.selection._checks import check_array, check_generator, check_integer
+from refimpl._validation import check_array, check_generator, check_integer
 
 __all__ = [
     "angle",

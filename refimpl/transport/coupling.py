@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite, check_probability_vector
-from refimpl.selection._checks import check_integer, check_tensor
+from refimpl._validation import as_float_tensor, check_finite, check_integer, check_probability_vector, check_tensor
 
 __all__ = ["check_cost_matrix", "minibatch_ot_pairs", "ot_plan"]
 

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite, check_instance
-from refimpl.selection._checks import check_callable, check_tensor
+from refimpl._validation import as_float_tensor, check_callable, check_finite, check_instance, check_tensor
 
 __all__ = ["CodebookFlow", "autoregressive_decode", "codebook_posterior", "codebook_velocity"]
 

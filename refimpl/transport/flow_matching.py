@@ -20,8 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from refimpl._validation import check_callable, check_tensor
 from refimpl.schedules import NoiseSchedule
-from refimpl.selection._checks import check_callable, check_tensor
 from refimpl.transport.coupling import minibatch_ot_pairs
 from refimpl.transport.paths import conditional_path, marginal_velocity
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_in_range, check_instance
+from refimpl._validation import as_float_tensor, check_in_range, check_instance, check_tensor
 from refimpl.parameterization import velocity_from_x0_eps
 from refimpl.schedules import NoiseSchedule
-from refimpl.selection._checks import check_tensor
 
 __all__ = ["conditional_path", "from_library_time", "marginal_velocity", "to_library_time"]
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite, check_probability_vector
-from refimpl.selection._checks import check_number, check_tensor
+from refimpl._validation import as_float_tensor, check_finite, check_number, check_probability_vector, check_tensor
 
 __all__ = ["SemiDiscreteOT", "fit_semidiscrete_ot", "is_cyclically_monotone"]
 
