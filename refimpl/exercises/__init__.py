@@ -99,4 +99,4 @@ def check(label: str, answer: Any) -> None:
 
 
 # the chapters' exercises register themselves on import
-from refimpl.exercises import analytic_lab, editing, exponential, inversion, multistep  # noqa: E402, F401
+from refimpl.exercises import analytic_lab, editing, exponential, gallery, inversion, multistep, score_distillation  # noqa: E402, F401
