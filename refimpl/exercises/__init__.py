@@ -108,4 +108,5 @@ from refimpl.exercises import (  # noqa: E402, F401
     inversion,
     multistep,
     score_distillation,
+    trained,
 )
