@@ -112,7 +112,7 @@ def assemble(parts: dict[tuple[str, int], tuple[dict[str, Tensor], Tensor]]) -> 
         for sampler in SAMPLERS
         for steps in STEPS
     }
-    checkpoints = {sampler: parts[sampler, 0][1][:, :N_CHECKED] for sampler in SAMPLERS}
+    checkpoints = {sampler: parts[sampler, 0][1][:, :N_CHECKED].clone() for sampler in SAMPLERS}  # not the view
     return {"format": 1, "ddpm_ddim": runs, "checkpoints": checkpoints}
 
 
