@@ -87,6 +87,7 @@ def build_sources(out: Path) -> dict[str, list[str]]:
     notebooks.mkdir(parents=True, exist_ok=True)
     for name in BOOK_FILES:
         shutil.copy2(BOOK / name, src / name)
+    shutil.copytree(BOOK / "_static", src / "_static", dirs_exist_ok=True)  # the stylesheet of the wide column
     (src / "_config.yml").write_text(student_config())
     for tree in INCLUDED_TREES:
         link = out / tree

@@ -108,4 +108,14 @@ def check(label: str, answer: Any) -> None:
 
 
 # the chapters' exercises register themselves on import
-from refimpl.exercises import analytic_lab, editing, exponential, inversion, multistep  # noqa: E402, F401
+from refimpl.exercises import (  # noqa: E402, F401
+    analytic_lab,
+    differentiating,
+    editing,
+    exponential,
+    gallery,
+    inversion,
+    multistep,
+    score_distillation,
+    trained,
+)

@@ -79,3 +79,19 @@ def sympy_equal(answer: Any, expected: Any, what: str, symbols: dict[str, Any]) 
     if difference != 0:
         raise _failed(f"{what} differs from the expected expression by {difference}")
     return f"{what} equals {sp.simplify(expected)} symbolically."
+
+
+def exact_toy(mixture: Any, seed: int, n: int = 8, schedule: str = "vp_linear") -> tuple[Any, Any, Tensor]:
+    """The set-up most checkers share: the schedule ``schedule``, the exact model of ``mixture`` under it, and n
+    draws of x_T from its law at t_max (generator seeded with ``seed``)."""
+    from refimpl.schedules import get_schedule
+    from toy_models import ExactModel
+
+    sched = get_schedule(schedule)
+    model = ExactModel(mixture, sched)
+    return sched, model, model.sample_xt(n, sched.t_max, torch.Generator().manual_seed(seed))[1]
+
+
+def steps_tolerance(n_steps: int, scale: float) -> float:
+    """Round-off allowed after ``n_steps`` sampler steps of a handful of roundings each, on states of size ``scale``."""
+    return 64 * n_steps * U64 * scale

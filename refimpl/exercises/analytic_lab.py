@@ -9,7 +9,16 @@ import torch
 
 from refimpl import grids
 from refimpl.exercises import ExerciseFailed, exercise
-from refimpl.exercises._compare import U64, as_array, call, callable_answer, close, sympy_equal
+from refimpl.exercises._compare import (
+    U64,
+    as_array,
+    call,
+    callable_answer,
+    close,
+    exact_toy,
+    steps_tolerance,
+    sympy_equal,
+)
 from refimpl.guidance import classifier_free_guidance
 from refimpl.samplers import ddpm_posterior, posterior_symbolic, sample_ddim
 from refimpl.schedules import get_schedule
@@ -148,13 +157,10 @@ answer = my_ddim
 )
 def _ddim_implement(answer: Any) -> str:
     my_ddim = callable_answer(answer, "my_ddim")
-    schedule = get_schedule("vp_linear")
-    model = ExactModel(ring(), schedule)
-    x_T = model.sample_xt(16, schedule.t_max, torch.Generator().manual_seed(0))[1]
+    schedule, model, x_T = exact_toy(ring(), 0, 16)
     ts = grids.uniform_lambda(schedule, 20)
     expected = sample_ddim(model, x_T, ts)
-    # n steps of a handful of roundings each, relative to the largest state
-    tol = 64 * len(ts) * U64 * float(x_T.abs().max())
+    tol = steps_tolerance(len(ts), float(x_T.abs().max()))
     return close(
         call(my_ddim, model, x_T, ts, what="my_ddim"),
         expected,

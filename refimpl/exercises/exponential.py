@@ -8,11 +8,20 @@ import torch
 
 from refimpl import grids
 from refimpl.exercises import ExerciseFailed, exercise
-from refimpl.exercises._compare import U64, as_array, call, callable_answer, close, sympy_equal
+from refimpl.exercises._compare import (
+    U64,
+    as_array,
+    call,
+    callable_answer,
+    close,
+    exact_toy,
+    steps_tolerance,
+    sympy_equal,
+)
 from refimpl.samplers import sample_ddim
 from refimpl.samplers.deis import deis_ab_coefficients
 from refimpl.schedules import get_schedule
-from toy_models import ExactModel, random_mixture
+from toy_models import random_mixture
 
 CHAPTER = "03_exponential_integrators"
 ORDER_BAND = 0.15  # the book's band for a measured order (STYLE rule 12)
@@ -106,14 +115,12 @@ answer = dpm1
 )
 def _ddim(answer: Any) -> str:
     dpm1 = callable_answer(answer, "dpm1")
-    schedule = get_schedule("vp_linear")
-    model = ExactModel(random_mixture(K=4, d=16, seed=0), schedule)
-    x = model.sample_xt(8, schedule.t_max, torch.Generator().manual_seed(7))[1]
+    schedule, model, x = exact_toy(random_mixture(K=4, d=16, seed=0), 7)
     ts = grids.quadratic(schedule, 15)
     v, out = schedule(ts), x
     for i in range(len(ts) - 1):
         out = call(dpm1, out, model(out, v.t[i]), v[i], v[i + 1], what="dpm1")
-    tol = 64 * len(ts) * U64 * float(x.abs().max())  # n steps of a handful of roundings each
+    tol = steps_tolerance(len(ts), float(x.abs().max()))
     return close(
         out,
         sample_ddim(model, x, ts),
