@@ -14,7 +14,6 @@ import torch
 
 from toy_models.trained import load_unet
 from toy_models.unet_samples import (
-    CACHE_PATH,
     N_CHECKED,
     N_SAMPLES,
     SAMPLERS,
@@ -28,8 +27,6 @@ from toy_models.unet_samples import (
 U32 = torch.finfo(torch.float32).eps / 2
 ROWS = slice(0, 4)
 TOL = 64 * SEGMENT * U32 * 8
-# Until the cache is committed (python -m toy_models.unet_samples, about 8 CPU-minutes) there is nothing to compare.
-pytestmark = pytest.mark.skipif(not CACHE_PATH.is_file(), reason=f"{CACHE_PATH.name} not written yet")
 
 
 @pytest.fixture(scope="module")
