@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from refimpl._validation import as_float_tensor, check_instance
+from refimpl._validation import check_instance
 from refimpl.models import DiffusionModel, check_model
-
-
-def scalar(value: object, name: str) -> float:
-    """``value`` as a finite Python float (a number or a one-element tensor)."""
-    t = as_float_tensor(value, name)
-    if t.numel() != 1:
-        raise ValueError(f"{name} must be a single number, got shape {tuple(t.shape)}")
-    v = float(t)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return v
 
 
 def integer(value: object, name: str, minimum: int = 1) -> int:

@@ -28,12 +28,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite
+from refimpl._validation import as_finite_float, as_float_tensor, check_finite
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.samplers._common import Callback, StepInfo, Trajectory, check_sampler_inputs
 from refimpl.samplers.multistep import lagrange_basis, step_orders
 from refimpl.samplers.unipc import unipc_corrector_step, unipc_predictor_step
-from refimpl.search._checks import integer, scalar
+from refimpl.search._checks import integer
 
 __all__ = ["cpr_features", "cpr_predict", "dynamic_compensation", "fit_cpr", "fit_dc_ratios", "sample_dc_solver"]
 
@@ -56,7 +56,7 @@ def dynamic_compensation(outputs: Sequence[Tensor], times: Tensor, ratio: float 
     if any(m.shape != outputs[0].shape for m in outputs):
         raise ValueError("outputs must all have one shape")
     if not (isinstance(ratio, Tensor) and ratio.requires_grad):
-        ratio = scalar(ratio, "ratio")
+        ratio = as_finite_float(ratio, "ratio")
     if len(outputs) != len(times) or len(times) < 2:
         raise ValueError(f"need one time per output and at least two outputs, got {len(outputs)} and {len(times)}")
     t_tilde = times[1] + torch.as_tensor(ratio, dtype=times.dtype) * (times[0] - times[1])
@@ -167,7 +167,7 @@ def _state_after(model, x, ts, ratios, i, options) -> Tensor:
 
 def cpr_features(cfg: float, nfe: int, step: int, degree: int = CPR_DEGREE) -> Tensor:
     """The monomials x^i W^(degree - j) N^(degree - k) of the cascade, (degree + 1)^3 of them, index (i, j, k)."""
-    cfg, nfe, degree = scalar(cfg, "cfg"), integer(nfe, "nfe"), integer(degree, "degree", 0)
+    cfg, nfe, degree = as_finite_float(cfg, "cfg"), integer(nfe, "nfe"), integer(degree, "degree", 0)
     if integer(step, "step", 0) > nfe:
         raise ValueError(f"step must lie in [0, nfe = {nfe}], got {step}")
     w, nn, xx = cfg / CPR_CFG_SCALE, nfe / CPR_NFE_SCALE, step / nfe
@@ -200,7 +200,10 @@ def fit_cpr(samples: Sequence[tuple[float, int, int, float]], degree: int = CPR_
     if any(not isinstance(r, Sequence) or isinstance(r, str) or len(r) != 4 for r in samples):
         raise ValueError("samples must hold (cfg, nfe, step, rho) tuples of 4 numbers")
     integer(degree, "degree", 0)
-    checked = [(scalar(c, "samples"), n, integer(s, "samples", 0), scalar(r, "samples")) for c, n, s, r in samples]
+    checked = [
+        (as_finite_float(c, "samples"), n, integer(s, "samples", 0), as_finite_float(r, "samples"))
+        for c, n, s, r in samples
+    ]
     rows = [row for row in checked if row[2] >= 3]
     if not rows or any(not math.isfinite(r[3]) for r in rows):
         raise ValueError("fit_cpr needs finite (cfg, nfe, step, rho) samples with step >= 3")

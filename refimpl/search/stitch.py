@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite, check_instance
+from refimpl._validation import as_finite_float, as_float_tensor, check_finite, check_instance
 from refimpl.models import DiffusionModel, predict
 from refimpl.schedules import NoiseSchedule
-from refimpl.search._checks import generator_argument, integer, model_argument, scalar
+from refimpl.search._checks import generator_argument, integer, model_argument
 from toy_models.gmm import ExactModel, GaussianMixture
 
 __all__ = ["StitchedModel", "moment_matched_model", "noised_kl", "stitch_time"]
@@ -29,7 +29,7 @@ def stitch_time(timesteps: Tensor, fraction: float) -> Tensor:
     timesteps = check_finite(as_float_tensor(timesteps, "timesteps"), "timesteps")
     if timesteps.ndim != 1 or len(timesteps) < 2:
         raise ValueError(f"timesteps must be a 1-D grid of at least 2 times, got shape {tuple(timesteps.shape)}")
-    fraction = scalar(fraction, "fraction")
+    fraction = as_finite_float(fraction, "fraction")
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction!r}")
     n = len(timesteps) - 1
@@ -45,7 +45,7 @@ class StitchedModel:
         model_argument(large, "large")
         if small.schedule is not large.schedule:
             raise ValueError("the small and large models must share one schedule")
-        self.small, self.large, self.t_switch = small, large, scalar(t_switch, "t_switch")
+        self.small, self.large, self.t_switch = small, large, as_finite_float(t_switch, "t_switch")
         self.schedule: NoiseSchedule = large.schedule
         self.prediction: str = large.prediction
 
@@ -67,7 +67,7 @@ def noised_kl(model: ExactModel, t: float | Tensor, n: int, generator: torch.Gen
     """KL(p_t || q_t) of the noised data law p_t and the noised moment-matched Gaussian q_t, as E_p[log p_t - log
     q_t] over n exact draws of x_t: (estimate, its standard error). Both densities are exact."""
     small = moment_matched_model(model)
-    t = model.schedule.check_t(scalar(t, "t"), "t")
+    t = model.schedule.check_t(as_finite_float(t, "t"), "t")
     x_t = model.sample_xt(integer(n, "n", 2), t, generator_argument(generator))[1]
     terms = model.log_prob(x_t, t) - small.log_prob(x_t, t)
     return float(terms.mean()), float(terms.std() / n**0.5)
