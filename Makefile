@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a CPU wheel lies on this machine's disk; with torch absent, any `torch>=X` would
 # pull a multi-GB CUDA build from the index.
 TORCH := torch==2.13.0
+# --no-compile: pip would byte-compile every installed module (torch alone: 42 s CPU against 14 s without); Python
+# compiles the modules a run imports, once, on first import.
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-compile
 JOBS ?= 2
 # One thread per process: the tests run one process per core, and torch's intra-op threads on tiny
 # tensors cost far more than they save (a softmax went from 17 us to 4 ms with 2 threads on 2 busy cores).
@@ -26,13 +29,13 @@ help:  ## list the targets
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,book,compare]'
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) "$(TORCH)"
+	$(PIP) -e '.[dev,book,compare]'
 	@# k-diffusion for the oracle, without its dependencies (they pull torchvision, which does not import
 	@# beside the CPU torch wheel): refimpl.oracle loads only its sampling module (see adapters.py).
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps k-diffusion==0.1.1.post1 2>&1 \
+	$(PIP) --no-deps k-diffusion==0.1.1.post1 2>&1 \
 	  | grep -v "dependency resolver\|requires" || true
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps torchcfm==1.0.7 flow_matching==1.0.10  # ch. 10 cross-checks; their deps pull a CUDA torch
+	$(PIP) --no-deps torchcfm==1.0.7 flow_matching==1.0.10  # ch. 10 cross-checks; their deps pull a CUDA torch
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install what is missing (torch first)
@@ -40,12 +43,7 @@ setup: $(STAMP)  ## create .venv and install what is missing (torch first)
 lint: setup  ## ruff: lint and format check (package, tests, scripts, notebook code)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	@# notebook code cells, through jupytext (prose lines become comments: no line-length rule there; exercises are
-	@# self-contained, so their cells import again what the chapter imported: no redefinition rule either)
-	@for nb in notebooks/*.md; do \
-	  $(VENV)/bin/jupytext --quiet --to py:percent -o - "$$nb" \
-	    | $(VENV)/bin/ruff check --quiet --extend-ignore E402,E501,F811 --stdin-filename "$$nb.py" -; \
-	done
+	$(PY) scripts/lint_notebooks.py  # notebook code cells, through jupytext (rules: see the script's docstring)
 
 format: setup  ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
