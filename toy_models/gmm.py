@@ -94,6 +94,14 @@ def _unrotate(y: Tensor, eigvecs: Tensor) -> Tensor:
     return (y.transpose(0, 1) @ eigvecs.mT).transpose(0, 1)
 
 
+def _mix(r: Tensor, v: Tensor) -> Tensor:
+    """sum_k r_k v_k for weights r (B, K) and vectors v (B|1, K, d): (B, d).
+
+    One batched (1, K) @ (K, d) product per row; torch's sum over a short middle axis is several times slower for
+    many rows (a reduction kernel per output element) and no faster for a few."""
+    return (r[:, None, :] @ v).squeeze(1)
+
+
 def _log_gauss(y: Tensor, var: Tensor) -> Tensor:
     """log N(y; 0, diag(var)) summed over the last axis."""
     return -0.5 * (y**2 / var + torch.log(var) + _LOG_2PI).sum(-1)
@@ -109,7 +117,7 @@ def _log_gauss_shifted(y: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
     rescaled form is taken only for a batch where some q_min overflowed; elsewhere q is used as it is.
     """
     log_det = torch.log(var).sum(-1) + y.shape[-1] * _LOG_2PI
-    q = (y**2 / var).sum(-1)
+    q = (y * y / var) @ y.new_ones(y.shape[-1])  # sum over j as a product with ones: faster than .sum(-1) on d terms
     q_min = q.amin(-1)
     if math.isfinite(float(q_min.detach().sum())):
         return -0.5 * ((q - q_min[:, None]) + log_det), q_min
@@ -315,16 +323,15 @@ class GaussianMixture:
     def score(self, x: Tensor, alpha: object, sigma: object) -> Tensor:
         """grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha mu_k): (B, d)."""
         y, c, log_n, _, _, _ = self._terms(x, alpha, sigma)
-        r = torch.softmax(log_n, -1)[..., None]
-        return -(r * _unrotate(y / c, self.eigvecs.to(x.dtype))).sum(1)
+        return -_mix(torch.softmax(log_n, -1), _unrotate(y / c, self.eigvecs.to(x.dtype)))
 
     def x0_eps(self, x: Tensor, alpha: object, sigma: object) -> tuple[Tensor, Tensor]:
         """Tweedie's E[x_0 | x_t] and E[eps | x_t], each (B, d), computed without cancellation."""
         y, c, log_n, _, a, s = self._terms(x, alpha, sigma)
-        r = torch.softmax(log_n, -1)[..., None]
+        r = torch.softmax(log_n, -1)
         eigvecs, eigvals = self.eigvecs.to(x.dtype), self.eigvals.to(x.dtype)
-        x0 = (r * (self.means.to(x.dtype) + _unrotate(a * eigvals / c * y, eigvecs))).sum(1)
-        eps = (r * _unrotate(s * y / c, eigvecs)).sum(1)
+        x0 = _mix(r, self.means.to(x.dtype) + _unrotate(a * eigvals / c * y, eigvecs))
+        eps = _mix(r, _unrotate(s * y / c, eigvecs))
         return x0, eps
 
     def reverse_kernel(
