@@ -38,24 +38,24 @@ def _check_bandwidth(bandwidth: float) -> float:
     return value
 
 
-def _check_points(x: Tensor, y: Tensor) -> None:
-    """x (m, d) and y (n, d): finite real tensors with the same d."""
-    check_tensor(x, "x", ndim=2)
-    check_tensor(y, "y", ndim=2)
+def _check_points(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """x (m, d) and y (n, d) as finite real floating tensors with the same d."""
+    x, y = check_tensor(x, "x", ndim=2), check_tensor(y, "y", ndim=2)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be (m, d) and (n, d) with one d, got {tuple(x.shape)} and {tuple(y.shape)}")
+    return x, y
 
 
 def rbf_kernel(x: Tensor, y: Tensor, bandwidth: float) -> Tensor:
     """k(x_i, y_j) = exp(-|x_i - y_j|^2 / (2 l^2)): (m, n)."""
     bandwidth = _check_bandwidth(bandwidth)
-    _check_points(x, y)
+    x, y = _check_points(x, y)
     return check_finite_result(torch.exp(-(torch.cdist(x, y) ** 2) / (2 * bandwidth**2)), "x and y (overflow)")
 
 
 def mmd2_unbiased(x: Tensor, y: Tensor, bandwidth: float) -> Tensor:
     """Gretton et al. (2012), Lemma 6: the unbiased MMD^2 of samples x (m, d) and y (n, d), m, n >= 2."""
-    _check_points(x, y)
+    x, y = _check_points(x, y)
     m, n = x.shape[0], y.shape[0]
     if m < 2 or n < 2:
         raise ValueError(f"x and y need at least two points each, got {m} and {n}")

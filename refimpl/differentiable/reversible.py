@@ -25,8 +25,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_finite_float, check_callable, check_finite, check_float_tensors
-from refimpl._validation import check_number, check_tensor
+from refimpl._validation import (
+    as_finite_float,
+    check_callable,
+    check_finite,
+    check_float_tensors,
+    check_number,
+    check_tensor,
+)
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 from refimpl.samplers import ddim_step
 

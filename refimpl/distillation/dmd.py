@@ -28,8 +28,7 @@ import torch
 from torch import Tensor
 
 from refimpl import reference
-from refimpl._validation import as_float_tensor, check_finite, check_finite_result, check_float_tensors
-from refimpl._validation import check_instance
+from refimpl._validation import as_float_tensor, check_finite, check_finite_result, check_float_tensors, check_instance
 from refimpl.differentiable._optim import Adam
 from refimpl.schedules import NoiseSchedule
 from toy_models.gmm import GaussianMixture

@@ -25,8 +25,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from refimpl._validation import as_float_tensor, check_finite, check_instance, check_integer
-from refimpl._validation import check_strictly_decreasing
+from refimpl._validation import as_float_tensor, check_finite, check_instance, check_integer, check_strictly_decreasing
 from refimpl.differentiable._optim import Adam
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 from refimpl.samplers.ddim import ddim_step

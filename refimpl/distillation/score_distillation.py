@@ -32,8 +32,14 @@ import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_finite, check_float_tensors, check_instance, check_number
-from refimpl._validation import check_tensor
+from refimpl._validation import (
+    as_float_tensor,
+    check_finite,
+    check_float_tensors,
+    check_instance,
+    check_number,
+    check_tensor,
+)
 from refimpl.differentiable.mmd import _check_bandwidth, rbf_kernel
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.samplers.ddim import invert_ddim
@@ -226,7 +232,7 @@ def within_mode_spread(theta: Tensor, modes: Tensor) -> float:
     check_tensor(theta, "theta", ndim=2)
     check_tensor(modes, "modes", ndim=2)
     if modes.shape[1] != theta.shape[1] or len(modes) == 0:
-        raise ValueError(f"modes must be (K, d), K >= 1, for theta (n, d), got {tuple(modes.shape)}, {tuple(theta.shape)}")
+        raise ValueError(f"modes must be (K, d) with K >= 1 and the d of theta, got {tuple(modes.shape)}")
     k = torch.cdist(theta, modes).argmin(1)
     sq = [((theta[k == j] - theta[k == j].mean(0)) ** 2).sum(1) for j in range(len(modes)) if int((k == j).sum()) > 1]
     if not sq:
