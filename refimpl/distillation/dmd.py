@@ -70,12 +70,18 @@ def gaussian_denoiser(mean: Tensor, cov: Tensor, x_t: Tensor, alpha: Tensor, sig
         )
     if not bool((sigma > 0).all()):
         raise ValueError(f"sigma must be positive, smallest entry {float(sigma.min()):g}")
-    eye = torch.eye(d, dtype=mean.dtype)
+    C = alpha[:, :, None] ** 2 * cov + sigma[:, :, None] ** 2 * torch.eye(d, dtype=cov.dtype)
+    if not bool((torch.linalg.cholesky_ex(C)[1] == 0).all()):
+        raise ValueError("alpha^2 cov + sigma^2 I is not positive definite: cov must be positive semi-definite")
+    return check_finite_result(_denoiser(mean, cov, x_t, alpha, sigma), "mean, cov, x_t, alpha and sigma (overflow)")
+
+
+def _denoiser(mean: Tensor, cov: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """``gaussian_denoiser`` without its checks, for the training loops (their arguments are built inside)."""
+    eye = torch.eye(mean.shape[-1], dtype=mean.dtype)
     C = alpha[:, :, None] ** 2 * cov + sigma[:, :, None] ** 2 * eye  # (B, d, d)
-    r, info = torch.linalg.solve_ex(C, (x_t - alpha * mean)[..., None])
-    if bool((info != 0).any()):
-        raise ValueError("alpha^2 cov + sigma^2 I is singular: cov must be symmetric positive semi-definite")
-    return check_finite_result(mean + alpha * (r[..., 0] @ cov.T), "mean, cov, x_t, alpha and sigma (overflow)")
+    r = torch.linalg.solve(C, (x_t - alpha * mean)[..., None])[..., 0]
+    return mean + alpha * (r @ cov.T)
 
 
 def dmd2_direction(x: Tensor, d_real: Tensor, d_fake: Tensor) -> Tensor:
@@ -162,7 +168,7 @@ def train_dmd2(
                     x = torch.randn(batch, d, generator=generator, dtype=dtype) @ A.T + b
                 a, s, eps = draw(batch)
                 cov_f = L_f @ L_f.T
-                dsm = ((gaussian_denoiser(m_f, cov_f, a * x + s * eps, a, s) - x) ** 2).sum(-1).mean()
+                dsm = ((_denoiser(m_f, cov_f, a * x + s * eps, a, s) - x) ** 2).sum(-1).mean()
                 opt_f.zero_grad()
                 dsm.backward()
                 opt_f.step()
@@ -173,11 +179,11 @@ def train_dmd2(
         a, s, eps = draw(batch)
         with torch.no_grad():
             x_t = a * x + s * eps
-            d_real = gaussian_denoiser(mu, Sigma, x_t, a, s)
+            d_real = _denoiser(mu, Sigma, x_t, a, s)
             if fake == "exact":
-                d_fake = gaussian_denoiser(b, A @ A.T, x_t, a, s)
+                d_fake = _denoiser(b, A @ A.T, x_t, a, s)
             else:
-                d_fake = gaussian_denoiser(m_f, L_f @ L_f.T, x_t, a, s)
+                d_fake = _denoiser(m_f, L_f @ L_f.T, x_t, a, s)
             g = dmd2_direction(x, d_real, d_fake)
         loss = 0.5 * ((x - (x - g).detach()) ** 2).sum(-1).mean()
         opt.zero_grad()
