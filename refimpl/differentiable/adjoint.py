@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from refimpl._validation import as_float_tensor, check_callable, check_finite, check_float_tensors, check_instance
 from refimpl.schedules import NoiseSchedule
 
 __all__ = [
@@ -82,6 +83,8 @@ def _field(eps_fn: EpsFn, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, 
 
 def rk38_step(f: Callable[[Tensor, Tensor], Tensor], lam: Tensor, h: Tensor, y: Tensor) -> Tensor:
     """One step of the Runge-Kutta 3/8 rule (Kutta 1901; torchdiffeq's ``rk4_alt_step_func``)."""
+    check_callable(f, "f")
+    check_float_tensors(lam=lam, h=h, y=y)
     k1 = f(lam, y)
     k2 = f(lam + h / 3, y + h * k1 / 3)
     k3 = f(lam + 2 * h / 3, y + h * (k2 - k1 / 3))
@@ -89,8 +92,20 @@ def rk38_step(f: Callable[[Tensor, Tensor], Tensor], lam: Tensor, h: Tensor, y: 
     return y + (k1 + 3 * (k2 + k3) + k4) * h * 0.125
 
 
-def _check_grid(lambdas: Tensor) -> Tensor:
-    lambdas = torch.as_tensor(lambdas, dtype=torch.float64)
+def _check_inputs(
+    eps_fn: EpsFn, schedule: NoiseSchedule, params: Sequence[Tensor], x_T: Tensor, lambdas: Tensor
+) -> Tensor:
+    """Check the arguments every solve shares; returns ``lambdas`` as a float64 tensor."""
+    check_callable(eps_fn, "eps_fn")
+    check_instance(schedule, NoiseSchedule, "schedule")
+    if isinstance(params, str | Tensor) or not isinstance(params, Sequence):
+        raise TypeError(f"params must be a list or tuple of tensors, got {type(params).__name__}")
+    for i, p in enumerate(params):
+        check_float_tensors(**{f"params[{i}]": p})
+        check_finite(p, f"params[{i}]")
+    check_float_tensors(x_T=x_T)
+    check_finite(x_T, "x_T")
+    lambdas = check_finite(as_float_tensor(lambdas, "lambdas", torch.float64), "lambdas")
     if lambdas.ndim != 1 or len(lambdas) < 2 or not bool((lambdas.diff() > 0).all()):
         raise ValueError("lambdas must be a strictly increasing 1-D grid of log-SNR values (noise to data)")
     return lambdas
@@ -98,7 +113,7 @@ def _check_grid(lambdas: Tensor) -> Tensor:
 
 def solve_y(eps_fn: EpsFn, schedule: NoiseSchedule, params: Sequence[Tensor], x_T: Tensor, lambdas: Tensor) -> Tensor:
     """x_0 from x_T by RK 3/8 on Eq. (1) over the grid ``lambdas`` (increasing); differentiable when run with grad."""
-    lambdas = _check_grid(lambdas)
+    lambdas = _check_inputs(eps_fn, schedule, params, x_T, lambdas)
     f = _field(eps_fn, schedule)
     y = x_T / schedule(schedule.t_of_lambda(lambdas[0])).alpha
     for i in range(len(lambdas) - 1):
@@ -124,6 +139,8 @@ def autograd_gradients(
     loss_fn: Callable[[Tensor], Tensor],
 ) -> AdjointResult:
     """Backpropagation through the solver (discretise-then-differentiate): stores every stage of every step."""
+    _check_inputs(eps_fn, schedule, params, x_T, lambdas)
+    check_callable(loss_fn, "loss_fn")
     x = x_T.detach().clone().requires_grad_(True)
     ps = [p.detach().clone().requires_grad_(True) for p in params]
     loss = loss_fn(solve_y(eps_fn, schedule, ps, x, lambdas))
@@ -140,7 +157,8 @@ def adjoint_gradients(
     loss_fn: Callable[[Tensor], Tensor],
 ) -> AdjointResult:
     """The adjoint method (2): forward solve without a graph, then (y, a, a_theta) backwards with RK 3/8."""
-    lambdas = _check_grid(lambdas)
+    lambdas = _check_inputs(eps_fn, schedule, params, x_T, lambdas)
+    check_callable(loss_fn, "loss_fn")
     f = _field(eps_fn, schedule)
     params = [p.detach() for p in params]
     with torch.no_grad():
@@ -194,7 +212,8 @@ def torchdiffeq_gradients(
     """
     from torchdiffeq import odeint_adjoint
 
-    lambdas = _check_grid(lambdas)
+    lambdas = _check_inputs(eps_fn, schedule, params, x_T, lambdas)
+    check_callable(loss_fn, "loss_fn")
     f = _field(eps_fn, schedule)
     ps = [torch.nn.Parameter(p.detach().clone()) for p in params]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from refimpl._validation import as_finite_float, check_finite_result, check_tensor
 from refimpl.differentiable._optim import Adam
 from refimpl.models import DiffusionModel
 from refimpl.samplers import sample_ddim
@@ -28,22 +29,36 @@ from refimpl.samplers import sample_ddim
 __all__ = ["finetune_mmd", "gaussian_rbf_expectation", "mmd2_gaussians", "mmd2_unbiased", "rbf_kernel"]
 
 
-def _check_bandwidth(bandwidth: float) -> None:
-    if not bandwidth > 0:
-        raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+def _check_bandwidth(bandwidth: float) -> float:
+    """``bandwidth`` as a positive finite float whose square (the kernel's denominator) neither overflows nor
+    underflows."""
+    value = as_finite_float(bandwidth.detach() if isinstance(bandwidth, Tensor) else bandwidth, "bandwidth")
+    if not 1e-150 < value < 1e150:
+        raise ValueError(f"bandwidth must be positive, with a finite nonzero square, got {value}")
+    return value
+
+
+def _check_points(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """x (m, d) and y (n, d) as finite real floating tensors with the same d."""
+    x, y = check_tensor(x, "x", ndim=2), check_tensor(y, "y", ndim=2)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must be (m, d) and (n, d) with one d, got {tuple(x.shape)} and {tuple(y.shape)}")
+    return x, y
 
 
 def rbf_kernel(x: Tensor, y: Tensor, bandwidth: float) -> Tensor:
     """k(x_i, y_j) = exp(-|x_i - y_j|^2 / (2 l^2)): (m, n)."""
-    _check_bandwidth(bandwidth)
-    return torch.exp(-(torch.cdist(x, y) ** 2) / (2 * bandwidth**2))
+    bandwidth = _check_bandwidth(bandwidth)
+    x, y = _check_points(x, y)
+    return check_finite_result(torch.exp(-(torch.cdist(x, y) ** 2) / (2 * bandwidth**2)), "x and y (overflow)")
 
 
 def mmd2_unbiased(x: Tensor, y: Tensor, bandwidth: float) -> Tensor:
     """Gretton et al. (2012), Lemma 6: the unbiased MMD^2 of samples x (m, d) and y (n, d), m, n >= 2."""
+    x, y = _check_points(x, y)
     m, n = x.shape[0], y.shape[0]
     if m < 2 or n < 2:
-        raise ValueError(f"need at least two points in each sample, got {m} and {n}")
+        raise ValueError(f"x and y need at least two points each, got {m} and {n}")
     k_xx, k_yy = rbf_kernel(x, x, bandwidth), rbf_kernel(y, y, bandwidth)
     within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
     within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
@@ -51,13 +66,24 @@ def mmd2_unbiased(x: Tensor, y: Tensor, bandwidth: float) -> Tensor:
 
 
 def gaussian_rbf_expectation(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor, bandwidth: float) -> Tensor:
-    """Eq. (1): E k(X, Y) for independent X ~ N(m1, S1), Y ~ N(m2, S2) under the RBF kernel."""
-    _check_bandwidth(bandwidth)
+    """Eq. (1): E k(X, Y) for independent X ~ N(m1, S1), Y ~ N(m2, S2) under the RBF kernel.
+
+    m1, m2 (d,); S1, S2 (d, d) symmetric positive semi-definite (a point mass has S = 0)."""
+    bandwidth = _check_bandwidth(bandwidth)
+    for m_name, m, S_name, S in (("m1", m1, "S1", S1), ("m2", m2, "S2", S2)):
+        check_tensor(m, m_name, ndim=1)
+        check_tensor(S, S_name, ndim=2)
+        if S.shape != (m1.shape[0], m1.shape[0]) or m.shape != m1.shape or m1.shape[0] < 1:
+            raise ValueError(f"{m_name} must be (d,) and {S_name} (d, d), one d >= 1 for both laws")
+        scale = float(S.abs().max())
+        if float((S - S.T).abs().max()) > 1e-10 * scale or float(torch.linalg.eigvalsh(S)[0]) < -1e-10 * scale:
+            raise ValueError(f"{S_name} must be a symmetric positive semi-definite covariance")
     d = m1.shape[-1]
     eye = torch.eye(d, dtype=m1.dtype)
     S, delta = S1 + S2, m1 - m2
     quad = delta @ torch.linalg.solve(S + bandwidth**2 * eye, delta)
-    return torch.exp(-0.5 * quad) / torch.sqrt(torch.linalg.det(eye + S / bandwidth**2))
+    value = torch.exp(-0.5 * quad) / torch.sqrt(torch.linalg.det(eye + S / bandwidth**2))
+    return check_finite_result(value, "m1, S1, m2, S2 and bandwidth (overflow)")
 
 
 def mmd2_gaussians(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor, bandwidth: float) -> Tensor:

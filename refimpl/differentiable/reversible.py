@@ -25,6 +25,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from refimpl._validation import (
+    as_finite_float,
+    check_callable,
+    check_finite,
+    check_float_tensors,
+    check_number,
+    check_tensor,
+)
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 from refimpl.samplers import ddim_step
 
@@ -40,19 +48,32 @@ __all__ = [
 Layer = Callable[[Tensor], Tensor]
 
 
-def _check_v(v: Tensor | float) -> None:
-    if float(v) == 0.0:
+def _check_coupling(a: Tensor, b: Tensor, F: Layer, v: Tensor | float, names: tuple[str, str]) -> None:
+    """The two streams are floating tensors of one shape, F is callable and v a finite nonzero number."""
+    check_float_tensors(**{names[0]: a, names[1]: b})
+    check_finite(a, names[0])
+    check_finite(b, names[1])
+    if a.shape != b.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    check_callable(F, "F")
+    if as_finite_float(v.detach() if isinstance(v, Tensor) else v, "v") == 0.0:
         raise ValueError("v must be nonzero: the coupling's inverse divides by v")
 
 
+def _check_sequence(value: object, name: str) -> None:
+    if isinstance(value, str | Tensor) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list or tuple, got {type(value).__name__}")
+
+
 def coupling_forward(x1: Tensor, x2: Tensor, F: Layer, v: Tensor | float) -> tuple[Tensor, Tensor]:
-    """Eq. (2), forward: (y_1, y_2) = ((1 - v) F(x_1) + v x_2, x_1)."""
+    """Eq. (2), forward: (y_1, y_2) = ((1 - v) F(x_1) + v x_2, x_1); v must be nonzero (else not invertible)."""
+    _check_coupling(x1, x2, F, v, ("x1", "x2"))
     return (1 - v) * F(x1) + v * x2, x1
 
 
 def coupling_inverse(y1: Tensor, y2: Tensor, F: Layer, v: Tensor | float) -> tuple[Tensor, Tensor]:
     """Eq. (2), inverse: (x_1, x_2) = (y_2, (y_1 - (1 - v) F(y_2)) / v); v must be nonzero."""
-    _check_v(v)
+    _check_coupling(y1, y2, F, v, ("y1", "y2"))
     return y2, (y1 - (1 - v) * F(y2)) / v
 
 
@@ -62,7 +83,9 @@ def range_null_projector(A: Tensor, rcond: float = 1e-10) -> Callable[[Tensor, T
     Raises ValueError when A A^T is singular (rank-deficient A: no x satisfies every measurement in general), judged
     by its smallest singular value below ``rcond`` times the largest.
     """
-    if A.ndim != 2 or A.shape[0] > A.shape[1]:
+    A = check_tensor(A, "A", ndim=2)
+    rcond = check_number(rcond, "rcond", 0.0, 1.0)
+    if A.shape[0] > A.shape[1]:
         raise ValueError(f"A must be an (m, d) matrix with m <= d, got shape {tuple(A.shape)}")
     gram = A @ A.T
     s = torch.linalg.svdvals(gram)
@@ -95,8 +118,22 @@ def cs_ddim_step(
     return F
 
 
+def _check_chain(layers: Sequence[Layer], vs: Sequence[Tensor], x: Tensor) -> None:
+    _check_sequence(layers, "layers")
+    _check_sequence(vs, "vs")
+    if len(layers) != len(vs):
+        raise ValueError(f"layers and vs must have one length, got {len(layers)} and {len(vs)}")
+    for i, (F, v) in enumerate(zip(layers, vs, strict=True)):
+        check_callable(F, f"layers[{i}]")
+        if as_finite_float(v.detach() if isinstance(v, Tensor) else v, f"vs[{i}]") == 0.0:
+            raise ValueError(f"vs[{i}] must be nonzero: the coupling's inverse divides by it")
+    check_float_tensors(x=x)
+    check_finite(x, "x")
+
+
 def reversible_chain(layers: Sequence[Layer], vs: Sequence[Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
     """Apply the couplings (2) from (x, x); returns the final pair (x_1, x_2)."""
+    _check_chain(layers, vs, x)
     x1, x2 = x, x
     for F, v in zip(layers, vs, strict=True):
         x1, x2 = coupling_forward(x1, x2, F, v)
@@ -113,6 +150,11 @@ def reversible_gradients(
     """Loss, dL/dx, dL/dv_i and dL/dparams by reversible backpropagation: the forward keeps no graph; going back,
     each layer's input is recomputed by the inverse (2) and its vector-Jacobian product taken on the spot.
     ``loss_fn(x_1, x_2)`` is a scalar function of the final pair; ``layers`` close over ``params``."""
+    _check_chain(layers, vs, x)
+    check_float_tensors(**{f"vs[{i}]": v for i, v in enumerate(vs)})
+    _check_sequence(params, "params")
+    check_float_tensors(**{f"params[{i}]": p for i, p in enumerate(params)})
+    check_callable(loss_fn, "loss_fn")
     with torch.no_grad():
         y1, y2 = reversible_chain(layers, vs, x)
     with torch.enable_grad():

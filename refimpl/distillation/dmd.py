@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from refimpl import reference
-from refimpl._validation import as_float_tensor, check_finite, check_instance
+from refimpl._validation import as_float_tensor, check_finite, check_finite_result, check_float_tensors, check_instance
 from refimpl.differentiable._optim import Adam
 from refimpl.schedules import NoiseSchedule
 from toy_models.gmm import GaussianMixture
@@ -55,10 +55,30 @@ def gaussian_kl(m1: Tensor, S1: Tensor, m2: Tensor, S2: Tensor) -> Tensor:
 def gaussian_denoiser(mean: Tensor, cov: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     """E[x_0 | x_t] for x_0 ~ N(mean, cov): mean + alpha cov (alpha^2 cov + sigma^2 I)^-1 (x_t - alpha mean).
 
-    alpha, sigma: (B, 1) per-sample coefficients; x_t (B, d). Differentiable in mean and cov.
+    alpha, sigma: (B, 1) per-sample coefficients, sigma > 0; x_t (B, d); cov symmetric positive semi-definite.
+    Differentiable in mean and cov.
     """
-    d = mean.shape[-1]
-    eye = torch.eye(d, dtype=mean.dtype)
+    check_float_tensors(mean=mean, cov=cov, x_t=x_t, alpha=alpha, sigma=sigma)
+    for name, v in (("mean", mean), ("cov", cov), ("x_t", x_t), ("alpha", alpha), ("sigma", sigma)):
+        check_finite(v, name)
+    d = mean.shape[-1] if mean.ndim == 1 else 0
+    B = x_t.shape[0] if x_t.ndim == 2 else 0
+    if d < 1 or cov.shape != (d, d) or x_t.shape != (B, d) or alpha.shape != (B, 1) or sigma.shape != (B, 1):
+        raise ValueError(
+            f"mean must be (d,), cov (d, d), x_t (B, d), alpha and sigma (B, 1); got {tuple(mean.shape)}, "
+            f"{tuple(cov.shape)}, {tuple(x_t.shape)}, {tuple(alpha.shape)}, {tuple(sigma.shape)}"
+        )
+    if not bool((sigma > 0).all()):
+        raise ValueError(f"sigma must be positive, smallest entry {float(sigma.min()):g}")
+    C = alpha[:, :, None] ** 2 * cov + sigma[:, :, None] ** 2 * torch.eye(d, dtype=cov.dtype)
+    if not bool((torch.linalg.cholesky_ex(C)[1] == 0).all()):
+        raise ValueError("alpha^2 cov + sigma^2 I is not positive definite: cov must be positive semi-definite")
+    return check_finite_result(_denoiser(mean, cov, x_t, alpha, sigma), "mean, cov, x_t, alpha and sigma (overflow)")
+
+
+def _denoiser(mean: Tensor, cov: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """``gaussian_denoiser`` without its checks, for the training loops (their arguments are built inside)."""
+    eye = torch.eye(mean.shape[-1], dtype=mean.dtype)
     C = alpha[:, :, None] ** 2 * cov + sigma[:, :, None] ** 2 * eye  # (B, d, d)
     r = torch.linalg.solve(C, (x_t - alpha * mean)[..., None])[..., 0]
     return mean + alpha * (r @ cov.T)
@@ -69,8 +89,10 @@ def dmd2_direction(x: Tensor, d_real: Tensor, d_fake: Tensor) -> Tensor:
 
     Homogeneous of degree 0: scaling x and both denoisers by c > 0 leaves g unchanged (the normaliser makes the step
     size independent of the data's scale)."""
+    x = check_finite(as_float_tensor(x, "x"), "x")
+    d_real = check_finite(as_float_tensor(d_real, "d_real"), "d_real")
+    d_fake = check_finite(as_float_tensor(d_fake, "d_fake"), "d_fake")
     for name, v in (("x", x), ("d_real", d_real), ("d_fake", d_fake)):
-        check_finite(as_float_tensor(v, name), name)
         if v.ndim != 2 or v.shape != x.shape:
             raise ValueError(f"{name} must be a (B, d) batch of the shape of x, got {tuple(v.shape)}")
     p_real, p_fake = x - d_real, x - d_fake
@@ -146,7 +168,7 @@ def train_dmd2(
                     x = torch.randn(batch, d, generator=generator, dtype=dtype) @ A.T + b
                 a, s, eps = draw(batch)
                 cov_f = L_f @ L_f.T
-                dsm = ((gaussian_denoiser(m_f, cov_f, a * x + s * eps, a, s) - x) ** 2).sum(-1).mean()
+                dsm = ((_denoiser(m_f, cov_f, a * x + s * eps, a, s) - x) ** 2).sum(-1).mean()
                 opt_f.zero_grad()
                 dsm.backward()
                 opt_f.step()
@@ -157,11 +179,11 @@ def train_dmd2(
         a, s, eps = draw(batch)
         with torch.no_grad():
             x_t = a * x + s * eps
-            d_real = gaussian_denoiser(mu, Sigma, x_t, a, s)
+            d_real = _denoiser(mu, Sigma, x_t, a, s)
             if fake == "exact":
-                d_fake = gaussian_denoiser(b, A @ A.T, x_t, a, s)
+                d_fake = _denoiser(b, A @ A.T, x_t, a, s)
             else:
-                d_fake = gaussian_denoiser(m_f, L_f @ L_f.T, x_t, a, s)
+                d_fake = _denoiser(m_f, L_f @ L_f.T, x_t, a, s)
             g = dmd2_direction(x, d_real, d_fake)
         loss = 0.5 * ((x - (x - g).detach()) ** 2).sum(-1).mean()
         opt.zero_grad()

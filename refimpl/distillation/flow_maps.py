@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from refimpl._validation import check_finite_result, check_tensor
 from refimpl.models import DiffusionModel
 from refimpl.reference import solve_pf_ode
 from refimpl.schedules import NoiseSchedule
@@ -53,8 +54,12 @@ def gaussian_flow_map(
 
 
 def apply_affine(M: Tensor, b: Tensor, x: Tensor) -> Tensor:
-    """x -> M x + b for a batch x of shape (B, d)."""
-    return x @ M.T + b
+    """x -> M x + b for a batch x of shape (B, d); M (d, d), b (d,)."""
+    M, b, x = check_tensor(M, "M", ndim=2), check_tensor(b, "b", ndim=1), check_tensor(x, "x", ndim=2)
+    d = x.shape[1]
+    if M.shape != (d, d) or b.shape != (d,):
+        raise ValueError(f"M must be (d, d) and b (d,) for x (B, d), got {tuple(M.shape)}, {tuple(b.shape)}, d = {d}")
+    return check_finite_result(x @ M.T + b, "M, b and x (overflow)")
 
 
 def affine_map_of(fn: Callable[[Tensor], Tensor], d: int, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from refimpl._validation import check_finite, check_instance
+from refimpl._validation import as_float_tensor, check_finite, check_instance, check_integer, check_strictly_decreasing
 from refimpl.differentiable._optim import Adam
 from refimpl.models import DiffusionModel, check_model, predict_x0_eps
 from refimpl.samplers.ddim import ddim_step
@@ -251,6 +251,10 @@ class NetworkX0Student(nn.Module):
 
     def __init__(self, schedule: NoiseSchedule, timesteps: Tensor, d: int, hidden: int = 64):
         super().__init__()
+        check_instance(schedule, NoiseSchedule, "schedule")
+        timesteps = schedule.check_t(as_float_tensor(timesteps, "timesteps"), "timesteps")
+        check_strictly_decreasing(timesteps, "timesteps")
+        d, hidden = check_integer(d, "d", 1), check_integer(hidden, "hidden", 1)
         self.schedule, self.timesteps = schedule, timesteps
         n = len(timesteps) - 1
         self.net = nn.Sequential(

@@ -26,14 +26,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from refimpl._util import expand_like
-from refimpl._validation import as_float_tensor, check_finite
-from refimpl.differentiable.mmd import rbf_kernel
+from refimpl._validation import (
+    as_float_tensor,
+    check_finite,
+    check_float_tensors,
+    check_instance,
+    check_number,
+    check_tensor,
+)
+from refimpl.differentiable.mmd import _check_bandwidth, rbf_kernel
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.samplers.ddim import invert_ddim
 from toy_models.gmm import ExactModel, GaussianMixture
@@ -147,6 +154,7 @@ def particle_flow(
     t_range [0.02, 0.98], read as times of the schedule), and averages the SDS or VSD gradient over them. For
     VSD the fake model is exact: ``ExactModel(particle_law(theta, bandwidth), schedule)`` at the current theta.
     """
+    check_model(model)
     if method not in ("sds", "vsd"):
         raise ValueError(f"method must be 'sds' or 'vsd', got {method!r}")
     for name, value in [("steps", steps), ("n_noise", n_noise)]:
@@ -186,8 +194,12 @@ def mmd2_to_mixture(particles: Tensor, mixture: GaussianMixture, bandwidth: floa
     E k(X, X') summed over component pairs in closed form. n i.i.d. draws of the mixture have expected value
     (1 - E k(X, X')) / n, the floor a good particle set should reach or beat.
     """
-    check_finite(particles, "particles")
+    check_instance(mixture, GaussianMixture, "mixture")
+    bandwidth = _check_bandwidth(bandwidth)
+    check_tensor(particles, "particles", ndim=2)
     d = mixture.d
+    if particles.shape[1] != d:
+        raise ValueError(f"particles must be (n, {d}) like the mixture, got {tuple(particles.shape)}")
     k_qq = rbf_kernel(particles, particles, bandwidth).mean()
     log_c = 0.5 * d * math.log(2 * math.pi * bandwidth**2)
     k_qp = torch.exp(log_c + mixture.noised(1.0, bandwidth).log_prob(particles)).mean()
@@ -200,6 +212,8 @@ def mixture_kernel_mean(mixture: GaussianMixture, bandwidth: float) -> Tensor:
     sum_jk w_j w_k det(I + S_jk / l^2)^(-1/2) exp(-delta_jk^T (S_jk + l^2 I)^(-1) delta_jk / 2),
     S_jk = Sigma_j + Sigma_k, delta_jk = mu_j - mu_k (the Gaussian integral of the kernel; all pairs at once).
     """
+    check_instance(mixture, GaussianMixture, "mixture")
+    bandwidth = _check_bandwidth(bandwidth)
     w, m, S = mixture.weights, mixture.means, mixture.covariances
     eye = torch.eye(mixture.d, dtype=m.dtype)
     C = S[:, None] + S[None, :] + bandwidth**2 * eye  # (K, K, d, d)
@@ -215,20 +229,32 @@ def within_mode_spread(theta: Tensor, modes: Tensor) -> float:
     Modes holding fewer than two particles are left out. A collapsed flow has spread near zero; draws of a
     mixture of isotropic components of standard deviation s have about s sqrt(d).
     """
+    check_tensor(theta, "theta", ndim=2)
+    check_tensor(modes, "modes", ndim=2)
+    if modes.shape[1] != theta.shape[1] or len(modes) == 0:
+        raise ValueError(f"modes must be (K, d) with K >= 1 and the d of theta, got {tuple(modes.shape)}")
     k = torch.cdist(theta, modes).argmin(1)
     sq = [((theta[k == j] - theta[k == j].mean(0)) ** 2).sum(1) for j in range(len(modes)) if int((k == j).sum()) > 1]
     if not sq:
-        raise ValueError("no mode holds two or more particles")
+        raise ValueError("no mode holds two or more particles of theta")
     return float(torch.cat(sq).mean().sqrt())
 
 
-class IntervalPaths(NamedTuple):
+@dataclass(frozen=True)
+class IntervalPaths:
     """The DDIM-inversion points of ISM and TSM: x_s, x_t by path (a), x_mu and x_t by path (b), each (B, d)."""
 
     x_s: Tensor
     x_t: Tensor
     x_mu: Tensor
     x_t_via_mu: Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("x_s", "x_t", "x_mu", "x_t_via_mu"):
+            check_float_tensors(**{name: getattr(self, name)})
+            check_finite(getattr(self, name), name)
+            if getattr(self, name).shape != self.x_s.shape:
+                raise ValueError(f"{name} must have the shape of x_s {tuple(self.x_s.shape)}")
 
 
 def _invert_step(model: DiffusionModel, x: Tensor, s: float, t: float) -> Tensor:
@@ -253,6 +279,7 @@ def interval_paths(
     Times must satisfy t_start <= s <= mu <= t; t_start = s skips the first inversion.
     """
     check_model(uncond)
+    s, t, mu, t_start = (check_number(v, n) for v, n in ((s, "s"), (t, "t"), (mu, "mu"), (t_start, "t_start")))
     if not t_start <= s <= mu <= t or s == t:
         raise ValueError(f"need t_start <= s <= mu <= t with s < t, got {t_start}, {s}, {mu}, {t}")
     if isinstance(inversion_steps, bool) or not isinstance(inversion_steps, int) or inversion_steps < 1:
@@ -282,6 +309,7 @@ def ism_gradient(
 
     Liang et al. 2023 (arXiv:2311.11284v2), Eq. 12 [unverified]; w = sigma_t / alpha_t by default.
     """
+    check_model(guided)
     paths = interval_paths(theta, uncond, eps, s=s, t=t, mu=s, t_start=t_start, inversion_steps=inversion_steps)
     t_ = torch.tensor(t, dtype=torch.float64)
     w = _weight(weighting, guided.schedule, t_)
@@ -306,8 +334,10 @@ def tsm_gradient(
     Miao et al. 2024 (arXiv:2405.11252v1), Sec. 3.2 [unverified], and their guidance/sd_utils.py ``train_step``
     (target ``target_mu2t``); gamma in [0, 1], gamma = 1 is ISM.
     """
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1], got {gamma!r}")
+    check_model(guided)
+    check_model(uncond)
+    gamma = check_number(gamma, "gamma", 0.0, 1.0)
+    s, t = check_number(s, "s"), check_number(t, "t")
     mu = s + (t - s) * math.sqrt(1.0 - gamma**2)
     paths = interval_paths(theta, uncond, eps, s=s, t=t, mu=mu, t_start=t_start, inversion_steps=inversion_steps)
     t_ = torch.tensor(t, dtype=torch.float64)
