@@ -5,7 +5,9 @@ Profiles (select with HYPOTHESIS_PROFILE): ``dev`` (the default, quick and rando
 
 Global state: every test must leave torch's default dtype as it found it (float64; checked after each test), and
 must own its random generators. ``REFIMPL_SCRAMBLE_RNG=1`` reseeds torch's global RNG at random before each test,
-so a test that draws from it without a seed of its own shows up as flaky (combine with a shuffled order).
+so a test that draws from it without a seed of its own shows up as flaky. ``REFIMPL_SHUFFLE_SEED=<int>`` runs the
+collected tests in an order shuffled with that seed (the same on every xdist worker), e.g.
+``REFIMPL_SCRAMBLE_RNG=1 REFIMPL_SHUFFLE_SEED=3 pytest tests/test_x.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,13 @@ torch.set_default_dtype(torch.float64)
 torch.set_num_threads(1)  # one process per core (pytest -n); intra-op threads only oversubscribe
 
 SCRAMBLE_RNG = os.environ.get("REFIMPL_SCRAMBLE_RNG", "") == "1"
+SHUFFLE_SEED = os.environ.get("REFIMPL_SHUFFLE_SEED", "")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Shuffle the test order with REFIMPL_SHUFFLE_SEED (opt-in; see the module docstring)."""
+    if SHUFFLE_SEED:
+        random.Random(int(SHUFFLE_SEED)).shuffle(items)
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import pytest
 import sympy as sp
 import torch
 from tolerances import (
+    IDENTITY_RTOL,
     TROJAN_LEAK,
     U64,
     chi2_bound,
@@ -109,13 +110,13 @@ def test_residual_schedule_round_trip_and_derivatives() -> None:
     for sum_scale in (0.01, 1.0):
         s = ResidualSchedule(sum_scale)
         t = torch.linspace(s.t_min, s.t_max, 50, dtype=torch.float64)
-        torch.testing.assert_close(s.t_of_lambda(s.lambda_t(t)), t, rtol=1e-10, atol=0)
+        torch.testing.assert_close(s.t_of_lambda(s.lambda_t(t)), t, rtol=IDENTITY_RTOL, atol=0)  # as every schedule
         tg = t.clone().requires_grad_(True)
         v = s(tg)
         (d_alpha,) = torch.autograd.grad(v.alpha.sum(), tg)
         (d_sigma,) = torch.autograd.grad(s(tg).sigma.sum(), tg)
-        torch.testing.assert_close(v.d_alpha.detach(), d_alpha, rtol=1e-12, atol=0)
-        torch.testing.assert_close(s(t).d_sigma, d_sigma, rtol=1e-12, atol=0)
+        torch.testing.assert_close(v.d_alpha.detach(), d_alpha, rtol=IDENTITY_RTOL, atol=0)
+        torch.testing.assert_close(s(t).d_sigma, d_sigma, rtol=IDENTITY_RTOL, atol=0)
     for bad in (dict(sum_scale=0.0), dict(t_max=1.0), dict(sum_scale=float("nan"))):
         with pytest.raises(ValueError):
             ResidualSchedule(**bad)

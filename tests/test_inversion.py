@@ -303,7 +303,7 @@ def test_float32_round_trips_are_within_float32_round_off(name: str, n: int) -> 
 def test_bad_mixing_weight_gamma_and_shapes_raise_clear_errors() -> None:
     s = get_schedule("vp_linear")
     model = ExactModel(ring(), s)
-    x = torch.randn(4, 2)
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(901))
     ts = grids.uniform_lambda(s, 5)
     for p in [0.0, -0.1, 1.5, float("nan"), True]:
         with pytest.raises(ValueError, match="mixing weight p"):
@@ -317,15 +317,22 @@ def test_bad_mixing_weight_gamma_and_shapes_raise_clear_errors() -> None:
         invert_bdia(model, x, ts, gamma=0.0)
     for sampler in [sample_edict, sample_bdia, invert_edict, invert_bdia]:
         with pytest.raises(ValueError, match="must match"):
-            sampler(model, CoupledState(x, torch.randn(4, 3)), ts)
+            sampler(model, CoupledState(x, torch.randn(4, 3, generator=torch.Generator().manual_seed(902))), ts)
         with pytest.raises(TypeError, match="CoupledState"):
             sampler(model, (x, x), ts)
     with pytest.raises(ValueError, match="eps must be"):
-        extract_noise_maps(model, x, ts, eps=torch.randn(4, 4, 2))
+        extract_noise_maps(model, x, ts, eps=torch.randn(4, 4, 2, generator=torch.Generator().manual_seed(903)))
     with pytest.raises(ValueError, match="noise must have shape"):
-        sample_edit_friendly(model, NoiseMaps(x, torch.randn(3, 4, 2)), ts)
+        sample_edit_friendly(
+            model, NoiseMaps(x, torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(904))), ts
+        )
     with pytest.raises(ValueError, match="no noise or generator"):
-        sample_edit_friendly(model, NoiseMaps(x, torch.randn(5, 4, 2)), ts, noise=torch.randn(5, 4, 2))
+        sample_edit_friendly(
+            model,
+            NoiseMaps(x, torch.randn(5, 4, 2, generator=torch.Generator().manual_seed(905))),
+            ts,
+            noise=torch.randn(5, 4, 2, generator=torch.Generator().manual_seed(906)),
+        )
 
 
 # --- an independent implementation ---------------------------------------------------------------------------

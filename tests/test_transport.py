@@ -157,7 +157,10 @@ def test_library_time_and_bad_times() -> None:
 
 def test_straightness_is_zero_on_lines_and_positive_on_curves() -> None:
     times = torch.linspace(1.0, 0.0, 11)
-    a, b = torch.randn(4, 2), torch.randn(4, 2)
+    a, b = (
+        torch.randn(4, 2, generator=torch.Generator().manual_seed(901)),
+        torch.randn(4, 2, generator=torch.Generator().manual_seed(902)),
+    )
     line = times[:, None, None] * a + (1 - times)[:, None, None] * b
     assert float(straightness(line, times)) <= 1e-28
     curve = line + torch.sin(torch.pi * times)[:, None, None] * torch.ones(4, 2)

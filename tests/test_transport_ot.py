@@ -53,13 +53,13 @@ def test_plan_and_pairs_agree_with_torchcfm() -> None:
 
 
 def test_ot_plan_rejects_bad_input() -> None:
-    cost = torch.rand(3, 4)
+    cost = torch.rand(3, 4, generator=torch.Generator().manual_seed(901))
     with pytest.raises(ValueError, match="cost"):
         ot_plan(cost, torch.full((3,), 1 / 3), torch.full((5,), 0.2))
     with pytest.raises(ValueError, match="sum to 1"):
         ot_plan(cost, torch.tensor([0.5, 0.5, 0.5]))
     with pytest.raises(ValueError, match="cost"):
-        ot_plan(torch.rand(3))
+        ot_plan(torch.rand(3, generator=torch.Generator().manual_seed(902)))
     with pytest.raises(ValueError, match="minibatches"):
         minibatch_ot_pairs(torch.zeros(3, 2), torch.zeros(4, 2))
 
@@ -114,13 +114,16 @@ def test_exact_cell_counts_give_pots_discrete_optimum() -> None:
 
 
 def test_semidiscrete_rejects_bad_input() -> None:
-    x, y = torch.randn(10, 2), torch.randn(3, 2)
+    x, y = (
+        torch.randn(10, 2, generator=torch.Generator().manual_seed(903)),
+        torch.randn(3, 2, generator=torch.Generator().manual_seed(904)),
+    )
     with pytest.raises(ValueError, match="weights"):
         fit_semidiscrete_ot(x, y, torch.tensor([0.5, 0.4, 0.4]))
     with pytest.raises(ValueError, match="weights"):
         fit_semidiscrete_ot(x, y, torch.tensor([0.5, 0.5]))
     with pytest.raises(ValueError, match="share d"):
-        fit_semidiscrete_ot(x, torch.randn(3, 3))
+        fit_semidiscrete_ot(x, torch.randn(3, 3, generator=torch.Generator().manual_seed(905)))
     with pytest.raises(ValueError, match="lr"):
         fit_semidiscrete_ot(x, y, lr=-1.0)
     with pytest.raises(ValueError, match="same shape"):

@@ -369,3 +369,59 @@ VANDERMONDE_RTOL = roundoff(16, condition=1e3)
 #: Two more bits at fixed ranges divide every rounding error by 4, and the first-order output error with them; a
 #: policy band of a factor 2 either side allows for the second-order terms and for clipped activations.
 QUANT_TWO_BITS_BAND = (2.0, 8.0)
+# --- issue 18: derived tolerances -------------------------------------------------------------------------------
+
+
+def lagrange_weights_bound(nodes: list[float], a: float, b: float, unit: float = U64) -> list[float]:
+    """Forward error bound of each weight (b - a) int_0^1 l_j of ``lagrange_integrals`` (z = 0) against exact
+    arithmetic on the unrounded inputs (the test's sympy rationals; the float inputs carry one rounding each).
+
+    With L = b - a, M = max(|a|, |b|, |u_k|) and theta_k = (u_k - a) / L: the rounded inputs, the two subtractions
+    and the division put theta_k off by at most 6 u (M / |L|) (1 + |theta_k|). The weight is L N_j / D_j with
+    N_j = sum_m c_m / (m + 1), c_m the coefficients of prod_{k != j} (theta - theta_k), whose absolute sum is at most
+    P_j = prod_{k != j} (1 + |theta_k|) (the terms that cancel): N_j is off by P_j (2 q u + sum_k dtheta_k /
+    (1 + |theta_k|)). D_j = prod_{k != j} (theta_j - theta_k) is off relatively by sum_k (dtheta_j + dtheta_k) /
+    |theta_j - theta_k| + 2 q u; L relatively by 2 u M / |L| + u; the last multiply and divide add 2 u.
+    """
+    q, length = len(nodes), b - a
+    big = max(abs(a), abs(b), *(abs(u) for u in nodes)) / abs(length)
+    theta = [(u - a) / length for u in nodes]
+    d_theta = [6 * unit * big * (1 + abs(t)) for t in theta]
+    bounds = []
+    for j in range(q):
+        others = [k for k in range(q) if k != j]
+        cancel = math.prod(1 + abs(theta[k]) for k in others)  # P_j
+        denominator = math.prod(abs(theta[j] - theta[k]) for k in others)  # |D_j|
+        d_numerator = cancel * (2 * q * unit + sum(d_theta[k] / (1 + abs(theta[k])) for k in others))
+        numerator = sum(
+            abs(c) / (m + 1) for m, c in enumerate(_monic_coefficients([theta[k] for k in others]))
+        )  # |N_j| up to rounding: the weight's own size
+        rel = sum((d_theta[j] + d_theta[k]) / abs(theta[j] - theta[k]) for k in others) + 2 * q * unit
+        rel += 2 * unit * big + 3 * unit
+        bounds.append(abs(length) * (d_numerator + numerator * rel) / denominator)
+    return bounds
+
+
+def _monic_coefficients(roots: list[float]) -> list[float]:
+    """Coefficients of prod_k (x - r_k), lowest power first."""
+    coef = [1.0]
+    for r in roots:
+        coef = [-r * coef[0]] + [coef[m - 1] - r * coef[m] for m in range(1, len(coef))] + [coef[-1]]
+    return coef
+
+
+#: QUADPACK's error estimates (scipy's ``quad`` / ``quad_vec``) are conservative for smooth integrands but are
+#: estimates, not bounds: a policy factor 2 on the returned estimate.
+QUAD_ESTIMATE_SAFETY = 2.0
+
+#: Policies (not derived) for quadratures of the exact toys' densities (tests/test_gmm.py, the reverse kernel's mass
+#: and its push-forward of p_t). quad's own error estimate is ~1e-14, but the integrand exp(log q) carries the
+#: round-off of each component's quadratic form (y - m)^2 / (2 s^2), whose absolute error is about
+#: 2 u |y - m| (|y| + |m|) / s^2 <= 24 u (|y| + |m|) / s at 12 widths: a bound from the terms at the ends alone
+#: (|log q| ~ 30, so ~ 2e-13) was exceeded (5.6e-13 on a ddpm_linear kernel in the CI profile), and a derivation per
+#: component would need the kernel's components, which the test does not see. 1e-9 (mass) and 1e-8 relative
+#: (push-forward, whose integrand also carries p_t's quadratic forms) are kept as policies, 1e3-1e4 above the
+#: round-off seen and far below any error of the kernel's formula (a wrong variance or weight moves the mass by
+#: O(1e-2) or more).
+QUAD_MASS_ATOL = 1e-9
+QUAD_PUSH_RTOL = 1e-8

@@ -86,25 +86,25 @@ def pick_device(name: str = "auto") -> torch.device:
 @contextlib.contextmanager
 def deterministic(seed: int, threads: int | None) -> Iterator[None]:
     """Seed torch, use deterministic algorithms and a fixed thread count; restore the settings on exit, the
-    global RNG's state included (the seed reaches the weight initialisation, never the caller's RNG)."""
+    global RNG's state included (the seed reaches the weight initialisation, never the caller's RNG; torch.manual_seed
+    also seeds every CUDA device, so their generators are forked and restored too)."""
     old_det, old_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     old_fill = torch.utils.deterministic.fill_uninitialized_memory
-    rng_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    # On CUDA some kernels have no deterministic version; warn instead of failing there.
-    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
-    # Deterministic mode would also fill every new buffer with NaN (a debugging aid that cost half the
-    # training time on the CPU); the results do not depend on it.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_rng_state(rng_state)
-        torch.use_deterministic_algorithms(old_det)
-        torch.utils.deterministic.fill_uninitialized_memory = old_fill
-        torch.set_num_threads(old_threads)
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(seed)
+        # On CUDA some kernels have no deterministic version; warn instead of failing there.
+        torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+        # Deterministic mode would also fill every new buffer with NaN (a debugging aid that cost half the
+        # training time on the CPU); the results do not depend on it.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(old_det)
+            torch.utils.deterministic.fill_uninitialized_memory = old_fill
+            torch.set_num_threads(old_threads)
 
 
 def quick_config(config: Any) -> Any:
