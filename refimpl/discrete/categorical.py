@@ -109,9 +109,22 @@ def _check_uniforms(u: Tensor, name: str = "u") -> Tensor:
     return u
 
 
+def _gumbel(u: Tensor) -> Tensor:
+    """-log(-log u) on lattice uniforms in [0, 1): u = 0 gives -inf, the token abstains (``gumbel_max``)."""
+    return -torch.log(-torch.log(u))
+
+
 def gumbel_noise(u: Tensor) -> Tensor:
-    """g = -log(-log u) ~ Gumbel(0, 1) by inversion, in the dtype of u; u = 0 gives -inf (never wins)."""
-    return -torch.log(-torch.log(_check_uniforms(u)))
+    """g = -log(-log u) ~ Gumbel(0, 1) by inversion of its CDF exp(-exp(-g)), in the dtype of u.
+
+    Zheng et al., arXiv:2409.02908v5, the Gumbel-max trick of their categorical-sampling section
+    (equation number [unverified]). u: uniforms in the open interval (0, 1); u = 0 (g = -inf) is refused
+    here, since it is no Gumbel value; ``gumbel_max`` accepts it as an abstaining token.
+    """
+    _check_uniforms(u)
+    if u.numel() and not bool((u > 0).all()):
+        raise ValueError("u must hold uniforms in the open interval (0, 1) for a finite Gumbel value; got u = 0")
+    return _gumbel(u)
 
 
 def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
@@ -128,7 +141,7 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
     _check_uniforms(u)
     if logits.shape[-1] != u.shape[-1]:
         raise ValueError(f"logits (..., {logits.shape[-1]}) and u (..., {u.shape[-1]}) differ in the last axis")
-    return torch.argmax(logits.to(u.dtype) + gumbel_noise(u), dim=-1)
+    return torch.argmax(logits.to(u.dtype) + _gumbel(u), dim=-1)
 
 
 def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
@@ -228,7 +241,7 @@ def gumbel_tail_win_probability(
     pmf = torch.exp(n_tail * torch.log1p(-(j - 1) * delta)) - torch.exp(n_tail * torch.log1p(-j * delta))
     u = (1.0 - j * delta).to(work)  # exact: every 1 - j delta is representable
     logits = torch.log(torch.tensor([head, p], dtype=torch.float64)).to(work)
-    score = (logits[1] + gumbel_noise(u)).to(torch.float64)  # gumbel_max's score of the tail's best
+    score = (logits[1] + _gumbel(u)).to(torch.float64)  # gumbel_max's score of the tail's best
     # the head loses iff l_head + g(u_head) < score  <=>  u_head < exp(-exp(l_head - score))
     threshold = torch.exp(-torch.exp(float(logits[0]) - score))
     losing = torch.ceil(threshold / delta) * delta  # mass of the lattice points k delta < threshold

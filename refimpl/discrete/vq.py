@@ -447,10 +447,11 @@ def train_denoiser(
     """Fit ``TokenDenoiser`` by cross-entropy on x_0 at uniformly drawn t (the x_0-prediction loss of
     VQ-DDM / VQ-Diffusion, without the variational terms). Returns the model and the loss per step."""
     check_instance(schedule, DiscreteSchedule, "schedule")
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     N, L = tokens.shape
-    model = TokenDenoiser(schedule.K, L, schedule.n_states, schedule.T)
+    with torch.random.fork_rng(devices=[]):  # the initialisation of seed, the caller's global RNG left as it was
+        torch.manual_seed(seed)
+        model = TokenDenoiser(schedule.K, L, schedule.n_states, schedule.T)
     opt = Adam(list(model.parameters()), lr=lr)  # torch.optim's first use imports torch._dynamo (seconds)
     cums = torch.stack([cumulative_matrix(schedule, t) for t in range(1, schedule.T + 1)])  # (T, S, S)
     losses = []
