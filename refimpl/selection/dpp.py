@@ -88,13 +88,14 @@ def legendre_features(x: np.ndarray, m: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if np.any(np.abs(x) > 1):
         raise ValueError("x must lie in [-1, 1]")
-    P = np.empty((x.size, m))
-    P[:, 0] = 1.0
+    xr = x.ravel()
+    P = np.empty((m, xr.size))  # (m, N): each P_j a contiguous row
+    P[0] = 1.0
     if m > 1:
-        P[:, 1] = x.ravel()
+        P[1] = xr
     for j in range(1, m - 1):  # Bonnet: (j + 1) P_{j+1} = (2j + 1) x P_j - j P_{j-1}
-        P[:, j + 1] = ((2 * j + 1) * x.ravel() * P[:, j] - j * P[:, j - 1]) / (j + 1)
-    return P * np.sqrt(2 * np.arange(m) + 1.0)
+        P[j + 1] = ((2 * j + 1) * xr * P[j] - j * P[j - 1]) / (j + 1)
+    return np.ascontiguousarray((P * np.sqrt(2 * np.arange(m) + 1.0)[:, None]).T)
 
 
 def christoffel(x: np.ndarray, m: int, features: Features = legendre_features) -> np.ndarray:
@@ -159,12 +160,12 @@ def sample_projection_dpp(
     points = np.empty(m)
     pool = np.empty(0)  # proposals from rho, each used once, with their features and uniforms
     phi = np.empty((0, m))
-    u = np.empty(0)
+    u, norm2 = np.empty(0), np.empty(0)
     for k in range(m):
         for _ in range(MAX_PROPOSAL_ROUNDS + 1):
             # accept with |P_k^perp phi(x)|^2 / |phi(x)|^2: target density over (m / (m - k)) times rho
-            resid2 = (phi**2).sum(-1) - ((phi @ Q) ** 2).sum(-1)
-            hits = np.flatnonzero(u * (phi**2).sum(-1) < resid2)
+            resid2 = norm2 - ((phi @ Q) ** 2).sum(-1)
+            hits = np.flatnonzero(u * norm2 < resid2)
             if hits.size:
                 break
             # every proposal left was rejected: draw fresh ones from rho
@@ -172,6 +173,7 @@ def sample_projection_dpp(
             phi, u = features(pool, m), rng.random(pool.size)
             if not np.isfinite(phi).all():
                 raise ValueError("features returned non-finite values for the proposed points")
+            norm2 = (phi**2).sum(-1)  # |phi(x)|^2 = k_m(x) of each proposal
         else:
             raise ValueError(
                 f"point {k + 1} of {m}: no proposal accepted in {MAX_PROPOSAL_ROUNDS} rounds of {4 * m}; the features "
@@ -181,7 +183,7 @@ def sample_projection_dpp(
         points[k] = pool[i]
         r = phi[i] - Q @ (Q.T @ phi[i])
         Q = np.column_stack([Q, r / np.linalg.norm(r)])
-        pool, phi, u = pool[i + 1 :], phi[i + 1 :], u[i + 1 :]  # rejected proposals are spent
+        pool, phi, u, norm2 = pool[i + 1 :], phi[i + 1 :], u[i + 1 :], norm2[i + 1 :]  # rejected proposals are spent
     return points
 
 
@@ -223,7 +225,7 @@ def weighted_least_squares(
     if x.size < m:
         raise ValueError(f"least squares in dimension m = {m} needs at least m points, got {x.size}")
     phi = features(x, m)
-    w = optimal_weights(x, m, features) if w is None else np.asarray(w, dtype=np.float64)
+    w = m / (phi**2).sum(-1) if w is None else np.asarray(w, dtype=np.float64)  # optimal_weights, phi reused
     sw = np.sqrt(w)
     c, *_ = np.linalg.lstsq(sw[:, None] * phi, sw * np.asarray(y, dtype=np.float64), rcond=None)
     return c
@@ -236,16 +238,24 @@ def _gauss_legendre(n_quad: int) -> tuple[np.ndarray, np.ndarray]:
     return t, wq / 2
 
 
+@lru_cache(maxsize=32)
+def _quadrature_features(n_quad: int, m: int) -> np.ndarray:
+    """legendre_features at the n_quad Gauss-Legendre nodes, computed once (read-only)."""
+    phi = legendre_features(_gauss_legendre(n_quad)[0], m)
+    phi.flags.writeable = False
+    return phi
+
+
 def best_coefficients(f: Callable[[np.ndarray], np.ndarray], m: int, n_quad: int = 400) -> np.ndarray:
     """c*_j = int f phi_j dmu: the coefficients of the orthogonal projection P f (Gauss-Legendre)."""
     t, wq = _gauss_legendre(n_quad)
-    return legendre_features(t, m).T @ (wq * f(t))
+    return _quadrature_features(n_quad, _check_m(m)).T @ (wq * f(t))
 
 
 def l2_error(c: np.ndarray, f: Callable[[np.ndarray], np.ndarray], n_quad: int = 400) -> float:
     """|f - sum_j c_j phi_j|^2 in L^2(mu), mu uniform on [-1, 1] (Gauss-Legendre with n_quad nodes)."""
     t, wq = _gauss_legendre(n_quad)
-    resid = f(t) - legendre_features(t, len(c)) @ c
+    resid = f(t) - _quadrature_features(n_quad, _check_m(len(c))) @ c
     return float(np.sum(wq * resid**2))
 
 
