@@ -338,21 +338,22 @@ def _transitions(law: SequenceLaw) -> tuple[np.ndarray, ...]:
     valid = law.consistent(states).to(torch.float64) @ law.probs > 0
     probs = torch.zeros(len(states), L, V, dtype=torch.float64)
     probs[valid] = law.denoise(states[valid])
+    states_l, probs_l, powers_l = states.tolist(), probs.tolist(), powers.tolist()  # plain Python: a scalar loop
     src, dst, ks, ns, base = [], [], [], [], []
     for i in torch.nonzero(valid).flatten().tolist():
-        z = states[i]
-        masked = torch.nonzero(z == V).flatten().tolist()
+        z = states_l[i]
+        masked = [pos for pos, v in enumerate(z) if v == V]
         options = [range(V + 1)] * len(masked)  # value V = stays masked
         for choice in itertools.product(*options):
-            z_new = z.clone()
+            z_new = list(z)
             w, k = 1.0, 0
             for pos, v in zip(masked, choice, strict=True):
                 if v < V:
                     z_new[pos] = v
-                    w *= float(probs[i, pos, v])
+                    w *= probs_l[i][pos][v]
                     k += 1
             src.append(i)
-            dst.append(int((z_new * powers).sum()))
+            dst.append(sum(v * p for v, p in zip(z_new, powers_l, strict=True)))
             ks.append(k)
             ns.append(len(masked))
             base.append(w)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import brentq, linprog
@@ -263,7 +264,16 @@ def rrs_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...], method: st
 
 
 def _kseq_rho(p: np.ndarray, q: np.ndarray, n: int) -> float:
-    """SpecTr's rho: the root of rho beta(rho) = 1 - (1 - beta(rho))^n, beta(rho) = sum min(q, p/rho)."""
+    """SpecTr's rho: the root of rho beta(rho) = 1 - (1 - beta(rho))^n, beta(rho) = sum min(q, p/rho).
+
+    It depends on (p, q, n) only, not on the drafts: solved once per law and cached (float64 bytes as the key).
+    """
+    return _kseq_rho_of_bytes(p.astype(np.float64).tobytes(), q.astype(np.float64).tobytes(), n)
+
+
+@lru_cache(maxsize=64)
+def _kseq_rho_of_bytes(p_bytes: bytes, q_bytes: bytes, n: int) -> float:
+    p, q = np.frombuffer(p_bytes), np.frombuffer(q_bytes)
 
     def gap(rho: float) -> float:
         beta = np.minimum(q, p / rho).sum()
