@@ -57,7 +57,10 @@ UNIFORM_BITS = {torch.float32: 24, torch.float64: 53}
 
 
 def uniform_resolution(dtype: torch.dtype | int) -> float:
-    """delta = 2^-bits, the spacing of the uniforms of ``dtype`` (or of an integer number of bits)."""
+    """delta = 2^-bits, the spacing of the uniforms of ``dtype`` (or of an integer number of bits).
+
+    Helper, no paper equation: the lattice spacing of Zheng et al., arXiv:2409.02908v5's float32 finding, as a number.
+    """
     if isinstance(dtype, int) and not isinstance(dtype, bool):
         bits = dtype
     elif isinstance(dtype, torch.dtype):
@@ -73,6 +76,8 @@ def lattice_uniform(shape: tuple[int, ...], bits: int, generator: torch.Generato
     """Uniforms on the lattice {k 2^-bits}, in float64: emulates a generator with ``bits`` random bits.
 
     ``bits = 24`` reproduces the law of float32 ``torch.rand``; ``bits = 53`` is float64 ``torch.rand``.
+
+    Helper, no paper equation: a generator with a chosen number of random bits, for Monte Carlo checks.
     """
     delta = 2.0 ** -check_integer(bits, "bits", 1, 53)
     if not isinstance(shape, tuple | list | torch.Size):
@@ -132,6 +137,8 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
 
     logits: (..., V) with -inf allowed (zero-probability tokens); u: (..., V) uniforms in [0, 1).
     Returns the indices (...,). Ties go to the first index (torch.argmax).
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section (the Gumbel-max trick), eq. [unverified].
     """
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         got = getattr(logits, "dtype", type(logits).__name__)
@@ -149,6 +156,9 @@ def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
 
     probs: (V,); u: (n,) uniforms in [0, 1). If the rounded cumulative sum stops short of 1, the draws
     above it go to the last token (the clamp), as in most implementations.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section (inverse-CDF sampling, its alternative), eq.
+    [unverified].
     """
     _check_probs(probs)
     if probs.ndim != 1:
@@ -172,6 +182,9 @@ def sample_categorical(
     probs: (V,) with ``n`` draws (returns (n,)), or a batch (..., V) with one draw each (returns (...)).
     ``dtype=torch.float64`` is the fix for the float32 tail deficit; ``bits`` emulates coarser uniforms
     (``lattice_uniform``) with float64 arithmetic.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section; float64 uniforms are the fix derived in
+    this module, eq. [unverified].
     """
     _check_probs(probs)
     if method not in ("gumbel", "inverse_cdf"):
@@ -197,6 +210,9 @@ def gumbel_lattice_law(p: Tensor | np.ndarray, delta: float) -> np.ndarray:
     P_delta(i) is proportional to p_i (r(c_i) + delta sum_{j != i} p_j / (1 - p_j)), c_i = delta (1 - p_i) / p_i,
     r(c) = c / expm1(c): the lattice near u = 1 (the deficit r) and the atom u = 0, where a token's
     Gumbel is -inf and it abstains (probability delta each), handing its win to the others; p_i = 0 stays 0.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section; the law (*) itself is derived here, not in
+    the paper, eq. [unverified].
     """
     p = _check_law(p, "p")
     delta = check_number(delta, "delta", 0.0, 1.0)
@@ -224,6 +240,9 @@ def gumbel_tail_win_probability(
     c = delta (1 - p) / p (the rest contribute below exp(-tail)); the head loses on exactly the lattice
     points below exp(-exp(l_head - score)), counted in closed form (ties go to the head, index 0).
     Costs about tail / c evaluations: meant for p up to ~1e-4 in float32.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section; an exact check of (*), derived here, eq.
+    [unverified].
     """
     p, n_tail, tail = check_number(p, "p"), check_integer(n_tail, "n_tail", 1), check_number(tail, "tail", 0.0)
     if bits is not None:
@@ -257,6 +276,9 @@ def inverse_cdf_lattice_law(probs: Tensor, dtype: torch.dtype = torch.float32) -
     as ``inverse_cdf`` computes it, and the last token also every k delta >= cdf_{V-1}. A token of
     p < delta gets 0 or delta. (torch's CPU cumsum accumulates float32 in double; a running float32 sum
     near 1, spacing 2^-24, would not grow by tokens of p < 2^-25 summed last, and they would get nothing.)
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section; the lattice count is derived here, eq.
+    [unverified].
     """
     _check_probs(probs)
     if probs.ndim != 1:
@@ -279,14 +301,21 @@ def _check_law(p: np.ndarray, name: str) -> np.ndarray:
 
 
 def entropy(p: np.ndarray) -> float:
-    """Shannon entropy in nats of a probability vector (0 log 0 = 0)."""
+    """Shannon entropy in nats of a probability vector (0 log 0 = 0).
+
+    Helper, no paper equation: Shannon entropy, used by ``effective_temperature``.
+    """
     p = _check_law(p, "p")
     nz = p[p > 0]
     return float(-(nz * np.log(nz)).sum())
 
 
 def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): the law at temperature T (T < 1 sharpens); zero entries stay zero."""
+    """softmax(log p / T): the law at temperature T (T < 1 sharpens); zero entries stay zero.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section (the temperature their finding is stated
+    in), eq. [unverified].
+    """
     p = _check_law(p, "p")
     if check_number(temperature, "temperature") <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -298,7 +327,11 @@ def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def effective_temperature(p: np.ndarray, q: np.ndarray) -> float:
-    """The T with entropy(tempered(p, T)) = entropy(q): the temperature at which q looks like p."""
+    """The T with entropy(tempered(p, T)) = entropy(q): the temperature at which q looks like p.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section (their 'lower effective temperature'; the
+    entropy match is ours), eq. [unverified].
+    """
     p = _check_law(p, "p")
     if np.any(p <= 0):
         raise ValueError("p must be strictly positive to be tempered")
