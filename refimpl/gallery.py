@@ -47,14 +47,20 @@ def _check_abar(abar: float, K: int | None = None) -> None:
 
 
 def averaged_latent_variance(abar: float, var_x0: float, K: int) -> float:
-    """abar Var(x_0) + (1 - abar) / K: the variance of the average of K latents with independent noise."""
+    """abar Var(x_0) + (1 - abar) / K: the variance of the average of K latents with independent noise.
+
+    Paper: Bao et al. (Tex4D), arXiv:2410.10821v1, Sec. 3; the variance formula is derived here, eq. [unverified].
+    """
     _check_abar(abar, K)
     check_number(var_x0, "var_x0", 0.0)
     return abar * var_x0 + (1.0 - abar) / K
 
 
 def average_latents(x0: Tensor, abar: float, K: int, generator: torch.Generator | None = None) -> Tensor:
-    """(1/K) sum_k (sqrt(abar) x_0 + sqrt(1 - abar) eps_k) for each row of x0 (n, d): the averaged latent."""
+    """(1/K) sum_k (sqrt(abar) x_0 + sqrt(1 - abar) eps_k) for each row of x0 (n, d): the averaged latent.
+
+    Paper: Bao et al. (Tex4D), arXiv:2410.10821v1, Sec. 3, averaging the views' latents, eq. [unverified].
+    """
     x0 = check_tensor(x0, "x0")
     _check_abar(abar, K)
     eps = torch.randn((K, *x0.shape), generator=generator, dtype=x0.dtype)
@@ -62,7 +68,11 @@ def average_latents(x0: Tensor, abar: float, K: int, generator: torch.Generator 
 
 
 def renoise_average(xbar: Tensor, abar: float, K: int, generator: torch.Generator | None = None) -> Tensor:
-    """Add independent noise of variance (1 - abar)(1 - 1/K): the noise part is then N(0, 1 - abar) again."""
+    """Add independent noise of variance (1 - abar)(1 - 1/K): the noise part is then N(0, 1 - abar) again.
+
+    Paper: Bao et al. (Tex4D), arXiv:2410.10821v1, Sec. 3; the generic correction, not the paper's own recipe (not
+    stated in its text), eq. [unverified].
+    """
     xbar = check_tensor(xbar, "xbar")
     _check_abar(abar, K)
     xi = torch.randn(xbar.shape, generator=generator, dtype=xbar.dtype)
@@ -71,14 +81,21 @@ def renoise_average(xbar: Tensor, abar: float, K: int, generator: torch.Generato
 
 def ode_output_variance(var_in: float, abar: float, var_x0: float) -> float:
     """Variance at t = 0 of the exact probability-flow (DDIM) map of 1-D Gaussian data N(m, var_x0) started at
-    noise level abar from a point law of variance var_in: the map scales by sqrt(var_x0 / (abar var_x0 + 1 - abar))."""
+    noise level abar from a point law of variance var_in: the map scales by sqrt(var_x0 / (abar var_x0 + 1 - abar)).
+
+    Helper, no paper equation: the exact DDIM output variance on 1-D Gaussian data, for the Tex4D section.
+    """
     _check_abar(abar)
     check_number(var_in, "var_in", 0.0), check_number(var_x0, "var_x0", 0.0)
     return var_in * var_x0 / (abar * var_x0 + 1.0 - abar)
 
 
 def similarity_distributions(z: Tensor, temperature: float = 1.0) -> Tensor:
-    """(n, n - 1): row i is softmax_j (cos(z_i, z_j) / temperature) over j != i (DomainStudio's p_i)."""
+    """(n, n - 1): row i is softmax_j (cos(z_i, z_j) / temperature) over j != i (DomainStudio's p_i).
+
+    Paper: Zhu et al. (DomainStudio), arXiv:2306.14153v4, Sec. 3.2, the similarity distributions p_i, eq.
+    [unverified].
+    """
     return _similarity(z, temperature, "z")
 
 
@@ -99,7 +116,11 @@ def _similarity(z: Tensor, temperature: float, name: str) -> Tensor:
 
 
 def pairwise_similarity_loss(source: Tensor, adapted: Tensor, temperature: float = 1.0) -> Tensor:
-    """sum_i KL(p_i^source || p_i^adapted) of the similarity distributions (DomainStudio Sec. 3.2)."""
+    """sum_i KL(p_i^source || p_i^adapted) of the similarity distributions (DomainStudio Sec. 3.2).
+
+    Paper: Zhu et al. (DomainStudio), arXiv:2306.14153v4, Sec. 3.2, the pairwise-similarity-preservation loss, eq.
+    [unverified].
+    """
     source, adapted = check_tensor(source, "source"), check_tensor(adapted, "adapted")
     if source.shape != adapted.shape:
         raise ValueError(f"source and adapted must have one shape, got {tuple(source.shape)}, {tuple(adapted.shape)}")
@@ -109,7 +130,11 @@ def pairwise_similarity_loss(source: Tensor, adapted: Tensor, temperature: float
 
 
 def memory_entry_model(gmm: GaussianMixture, k: int) -> GaussianMixture:
-    """The model conditioned on memory entry k: the k-th component alone."""
+    """The model conditioned on memory entry k: the k-th component alone.
+
+    Paper: Tang et al. (GMem), arXiv:2412.08781v1, conditioning on a memory entry (here a mixture component), eq.
+    [unverified].
+    """
     check_instance(gmm, GaussianMixture, "gmm")
     if not 0 <= check_integer(k, "k") < gmm.K:
         raise ValueError(f"k must index a component in [0, {gmm.K}), got {k}")
@@ -117,7 +142,11 @@ def memory_entry_model(gmm: GaussianMixture, k: int) -> GaussianMixture:
 
 
 def mixture_score_from_components(gmm: GaussianMixture, x: Tensor, alpha: float, sigma: float) -> Tensor:
-    """sum_k r_k(x_t) grad log p_t(x | k): the unconditional score from the memory-conditioned ones."""
+    """sum_k r_k(x_t) grad log p_t(x | k): the unconditional score from the memory-conditioned ones.
+
+    Paper: Tang et al. (GMem), arXiv:2412.08781v1; the mixture-score identity is standard, derived here, eq.
+    [unverified].
+    """
     check_instance(gmm, GaussianMixture, "gmm")
     x = check_tensor(x, "x")
     check_number(alpha, "alpha"), check_number(sigma, "sigma")

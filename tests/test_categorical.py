@@ -12,6 +12,8 @@ from tolerances import GUMBEL_LATTICE_RTOL, chi2_bound, clt_bound, gumbel_lattic
 from refimpl.discrete.categorical import (
     effective_temperature,
     gumbel_lattice_law,
+    gumbel_max,
+    gumbel_noise,
     gumbel_tail_win_probability,
     inverse_cdf,
     inverse_cdf_lattice_law,
@@ -167,3 +169,14 @@ def test_lower_tail_cut_drops_at_most_its_bound_and_lattice_uniform_is_seeded() 
     u = lattice_uniform((500,), 10, torch.Generator().manual_seed(3))
     assert torch.equal(u, lattice_uniform((500,), 10, torch.Generator().manual_seed(3)))
     assert torch.equal(u * 2**10, torch.floor(u * 2**10)) and bool(((u >= 0) & (u < 1)).all())
+
+
+def test_gumbel_noise_refuses_u_zero_while_gumbel_max_lets_that_token_abstain() -> None:
+    """u = 0 has no Gumbel value (-log(-log 0) = -inf): gumbel_noise raises; in gumbel_max it is the lattice's
+    abstention atom, so a token drawing u = 0 never wins and the other one does."""
+    u = torch.tensor([0.25, 0.5], dtype=torch.float64)
+    assert torch.equal(gumbel_noise(u), -torch.log(-torch.log(u)))
+    with pytest.raises(ValueError, match="open interval"):
+        gumbel_noise(torch.tensor([0.0, 0.5], dtype=torch.float64))
+    logits = torch.tensor([[5.0, 0.0]], dtype=torch.float64)
+    assert int(gumbel_max(logits, torch.tensor([[0.0, 0.5]], dtype=torch.float64))[0]) == 1

@@ -57,7 +57,10 @@ UNIFORM_BITS = {torch.float32: 24, torch.float64: 53}
 
 
 def uniform_resolution(dtype: torch.dtype | int) -> float:
-    """delta = 2^-bits, the spacing of the uniforms of ``dtype`` (or of an integer number of bits)."""
+    """delta = 2^-bits, the spacing of the uniforms of ``dtype`` (or of an integer number of bits).
+
+    Helper, no paper equation: the lattice spacing of Zheng et al., arXiv:2409.02908v5's float32 finding, as a number.
+    """
     if isinstance(dtype, int) and not isinstance(dtype, bool):
         bits = dtype
     elif isinstance(dtype, torch.dtype):
@@ -73,6 +76,8 @@ def lattice_uniform(shape: tuple[int, ...], bits: int, generator: torch.Generato
     """Uniforms on the lattice {k 2^-bits}, in float64: emulates a generator with ``bits`` random bits.
 
     ``bits = 24`` reproduces the law of float32 ``torch.rand``; ``bits = 53`` is float64 ``torch.rand``.
+
+    Helper, no paper equation: a generator with a chosen number of random bits, for Monte Carlo checks.
     """
     delta = 2.0 ** -check_integer(bits, "bits", 1, 53)
     if not isinstance(shape, tuple | list | torch.Size):
@@ -109,9 +114,22 @@ def _check_uniforms(u: Tensor, name: str = "u") -> Tensor:
     return u
 
 
+def _gumbel(u: Tensor) -> Tensor:
+    """-log(-log u) on lattice uniforms in [0, 1): u = 0 gives -inf, the token abstains (``gumbel_max``)."""
+    return -torch.log(-torch.log(u))
+
+
 def gumbel_noise(u: Tensor) -> Tensor:
-    """g = -log(-log u) ~ Gumbel(0, 1) by inversion, in the dtype of u; u = 0 gives -inf (never wins)."""
-    return -torch.log(-torch.log(_check_uniforms(u)))
+    """g = -log(-log u) ~ Gumbel(0, 1) by inversion of its CDF exp(-exp(-g)), in the dtype of u.
+
+    Zheng et al., arXiv:2409.02908v5, the Gumbel-max trick of their categorical-sampling section
+    (equation number [unverified]). u: uniforms in the open interval (0, 1); u = 0 (g = -inf) is refused
+    here, since it is no Gumbel value; ``gumbel_max`` accepts it as an abstaining token.
+    """
+    _check_uniforms(u)
+    if u.numel() and not bool((u > 0).all()):
+        raise ValueError("u must hold uniforms in the open interval (0, 1) for a finite Gumbel value; got u = 0")
+    return _gumbel(u)
 
 
 def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
@@ -119,6 +137,8 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
 
     logits: (..., V) with -inf allowed (zero-probability tokens); u: (..., V) uniforms in [0, 1).
     Returns the indices (...,). Ties go to the first index (torch.argmax).
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section (the Gumbel-max trick), eq. [unverified].
     """
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         got = getattr(logits, "dtype", type(logits).__name__)
@@ -128,7 +148,7 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
     _check_uniforms(u)
     if logits.shape[-1] != u.shape[-1]:
         raise ValueError(f"logits (..., {logits.shape[-1]}) and u (..., {u.shape[-1]}) differ in the last axis")
-    return torch.argmax(logits.to(u.dtype) + gumbel_noise(u), dim=-1)
+    return torch.argmax(logits.to(u.dtype) + _gumbel(u), dim=-1)
 
 
 def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
@@ -136,6 +156,9 @@ def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
 
     probs: (V,); u: (n,) uniforms in [0, 1). If the rounded cumulative sum stops short of 1, the draws
     above it go to the last token (the clamp), as in most implementations.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section (inverse-CDF sampling, its alternative), eq.
+    [unverified].
     """
     _check_probs(probs)
     if probs.ndim != 1:
@@ -159,6 +182,9 @@ def sample_categorical(
     probs: (V,) with ``n`` draws (returns (n,)), or a batch (..., V) with one draw each (returns (...)).
     ``dtype=torch.float64`` is the fix for the float32 tail deficit; ``bits`` emulates coarser uniforms
     (``lattice_uniform``) with float64 arithmetic.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section; float64 uniforms are the fix derived in
+    this module, eq. [unverified].
     """
     _check_probs(probs)
     if method not in ("gumbel", "inverse_cdf"):
@@ -184,6 +210,9 @@ def gumbel_lattice_law(p: Tensor | np.ndarray, delta: float) -> np.ndarray:
     P_delta(i) is proportional to p_i (r(c_i) + delta sum_{j != i} p_j / (1 - p_j)), c_i = delta (1 - p_i) / p_i,
     r(c) = c / expm1(c): the lattice near u = 1 (the deficit r) and the atom u = 0, where a token's
     Gumbel is -inf and it abstains (probability delta each), handing its win to the others; p_i = 0 stays 0.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section; the law (*) itself is derived here, not in
+    the paper, eq. [unverified].
     """
     p = _check_law(p, "p")
     delta = check_number(delta, "delta", 0.0, 1.0)
@@ -211,6 +240,9 @@ def gumbel_tail_win_probability(
     c = delta (1 - p) / p (the rest contribute below exp(-tail)); the head loses on exactly the lattice
     points below exp(-exp(l_head - score)), counted in closed form (ties go to the head, index 0).
     Costs about tail / c evaluations: meant for p up to ~1e-4 in float32.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section; an exact check of (*), derived here, eq.
+    [unverified].
     """
     p, n_tail, tail = check_number(p, "p"), check_integer(n_tail, "n_tail", 1), check_number(tail, "tail", 0.0)
     if bits is not None:
@@ -228,7 +260,7 @@ def gumbel_tail_win_probability(
     pmf = torch.exp(n_tail * torch.log1p(-(j - 1) * delta)) - torch.exp(n_tail * torch.log1p(-j * delta))
     u = (1.0 - j * delta).to(work)  # exact: every 1 - j delta is representable
     logits = torch.log(torch.tensor([head, p], dtype=torch.float64)).to(work)
-    score = (logits[1] + gumbel_noise(u)).to(torch.float64)  # gumbel_max's score of the tail's best
+    score = (logits[1] + _gumbel(u)).to(torch.float64)  # gumbel_max's score of the tail's best
     # the head loses iff l_head + g(u_head) < score  <=>  u_head < exp(-exp(l_head - score))
     threshold = torch.exp(-torch.exp(float(logits[0]) - score))
     losing = torch.ceil(threshold / delta) * delta  # mass of the lattice points k delta < threshold
@@ -244,6 +276,9 @@ def inverse_cdf_lattice_law(probs: Tensor, dtype: torch.dtype = torch.float32) -
     as ``inverse_cdf`` computes it, and the last token also every k delta >= cdf_{V-1}. A token of
     p < delta gets 0 or delta. (torch's CPU cumsum accumulates float32 in double; a running float32 sum
     near 1, spacing 2^-24, would not grow by tokens of p < 2^-25 summed last, and they would get nothing.)
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section; the lattice count is derived here, eq.
+    [unverified].
     """
     _check_probs(probs)
     if probs.ndim != 1:
@@ -266,14 +301,21 @@ def _check_law(p: np.ndarray, name: str) -> np.ndarray:
 
 
 def entropy(p: np.ndarray) -> float:
-    """Shannon entropy in nats of a probability vector (0 log 0 = 0)."""
+    """Shannon entropy in nats of a probability vector (0 log 0 = 0).
+
+    Helper, no paper equation: Shannon entropy, used by ``effective_temperature``.
+    """
     p = _check_law(p, "p")
     nz = p[p > 0]
     return float(-(nz * np.log(nz)).sum())
 
 
 def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T): the law at temperature T (T < 1 sharpens); zero entries stay zero."""
+    """softmax(log p / T): the law at temperature T (T < 1 sharpens); zero entries stay zero.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section (the temperature their finding is stated
+    in), eq. [unverified].
+    """
     p = _check_law(p, "p")
     if check_number(temperature, "temperature") <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -285,7 +327,11 @@ def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def effective_temperature(p: np.ndarray, q: np.ndarray) -> float:
-    """The T with entropy(tempered(p, T)) = entropy(q): the temperature at which q looks like p."""
+    """The T with entropy(tempered(p, T)) = entropy(q): the temperature at which q looks like p.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, categorical-sampling section (their 'lower effective temperature'; the
+    entropy match is ours), eq. [unverified].
+    """
     p = _check_law(p, "p")
     if np.any(p <= 0):
         raise ValueError("p must be strictly positive to be tempered")

@@ -60,7 +60,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class MaskSchedule:
-    """alpha_t (probability that a token is visible at time t) and its inverse, on t in [0, 1]."""
+    """alpha_t (probability that a token is visible at time t) and its inverse, on t in [0, 1].
+
+    Paper: Zheng et al., arXiv:2409.02908v5, background on masked diffusion (MDLM), eq. [unverified].
+    """
 
     name: str
     alpha: Callable[[Tensor], Tensor]
@@ -76,7 +79,11 @@ MASK_SCHEDULES = {
 
 
 def get_mask_schedule(name: str) -> MaskSchedule:
-    """``linear`` (alpha_t = 1 - t, MDLM's default) or ``cosine`` (alpha_t = cos(pi t / 2))."""
+    """``linear`` (alpha_t = 1 - t, MDLM's default) or ``cosine`` (alpha_t = cos(pi t / 2)).
+
+    Paper: Zheng et al., arXiv:2409.02908v5, background on masked diffusion (MDLM); the linear and cosine schedules,
+    eq. [unverified].
+    """
     if not isinstance(name, str) or name not in MASK_SCHEDULES:
         raise ValueError(f"unknown mask schedule {name!r}; choose one of {sorted(MASK_SCHEDULES)}")
     return MASK_SCHEDULES[name]
@@ -87,6 +94,9 @@ class SequenceLaw:
     """A joint law ``probs`` (V^L,) on sequences of length L over V tokens, in lexicographic order.
 
     ``sequences`` (V^L, L) lists them in the same order; the mask token is ``V``.
+
+    Helper, no paper equation: a known joint law on V^L sequences with its exact time-agnostic denoiser (Zheng et al.,
+    arXiv:2409.02908v5).
     """
 
     probs: Tensor
@@ -106,10 +116,14 @@ class SequenceLaw:
 
     @property
     def mask(self) -> int:
+        """Helper, no paper equation: the mask token's index, V."""
         return self.V
 
     def index(self, x: Tensor) -> Tensor:
-        """Position of each sequence of x (B, L) in ``probs`` (base-V digits)."""
+        """Position of each sequence of x (B, L) in ``probs`` (base-V digits).
+
+        Helper, no paper equation: lexicographic position of sequences in ``probs``.
+        """
         if bool((x < 0).any() or (x >= self.V).any()):
             raise ValueError(f"sequences must hold tokens in 0..{self.V - 1} (no mask)")
         powers = self.V ** torch.arange(self.L - 1, -1, -1)
@@ -123,7 +137,10 @@ class SequenceLaw:
         return z
 
     def consistent(self, z: Tensor) -> Tensor:
-        """(B, V^L) indicator that sequence s agrees with z on every visible position."""
+        """(B, V^L) indicator that sequence s agrees with z on every visible position.
+
+        Helper, no paper equation: the indicator 1[x_0 agrees with z] of the time-agnostic posterior.
+        """
         z = self._check_z(z)
         return ((z[:, None, :] == self.mask) | (z[:, None, :] == self.sequences[None])).all(-1)
 
@@ -132,6 +149,8 @@ class SequenceLaw:
 
         Time-agnostic: ``t`` is accepted for the model signature and ignored. Visible positions get
         their one-hot. Raises if some z has probability 0 under the law.
+
+        Paper: Zheng et al., arXiv:2409.02908v5, the time-agnostic denoiser p(x_0 | z) (no t), eq. [unverified].
         """
         w = self.consistent(z) * self.probs  # p_0(x) 1[x agrees with z]
         total = w.sum(-1, keepdim=True)
@@ -146,7 +165,10 @@ def random_sequence_law(
 ) -> SequenceLaw:
     """A Dirichlet(concentration) draw on the V^L sequences: a joint law with strong dependence.
 
-    The law is a table of V^L probabilities: refused beyond ``max_count`` entries (pass a larger one to lift)."""
+    The law is a table of V^L probabilities: refused beyond ``max_count`` entries (pass a larger one to lift).
+
+    Helper, no paper equation: a Dirichlet test law.
+    """
     for name, value in (("L", L), ("V", V)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -164,6 +186,9 @@ def posterior_bayes(law: SequenceLaw, z: Tensor, t: float, schedule: MaskSchedul
 
     q(z_t | x_0) = alpha_t^{#visible} (1 - alpha_t)^{#masked} 1[x_0 agrees with z_t]; for 0 < t < 1 the
     result equals ``law.denoise(z)`` (alpha_t cancels): the time-agnostic property.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, background on masked diffusion (MDLM); Bayes' rule with the forward
+    likelihood, the check on ``denoise``, eq. [unverified].
     """
     check_instance(law, SequenceLaw, "law")
     check_instance(schedule, MaskSchedule, "schedule")
@@ -183,7 +208,11 @@ def _check_tokens(z: Tensor, name: str) -> Tensor:
 
 
 def forward_mask(x0: Tensor, alpha_t: float, mask: int, generator: torch.Generator | None = None) -> Tensor:
-    """Mask each token of x0 (B, L) independently with probability 1 - alpha_t."""
+    """Mask each token of x0 (B, L) independently with probability 1 - alpha_t.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, background on masked diffusion (MDLM) (the forward masking process), eq.
+    [unverified].
+    """
     _check_tokens(x0, "x0")
     check_number(alpha_t, "alpha_t", 0.0, 1.0)
     check_integer(mask, "mask", 0)
@@ -193,7 +222,10 @@ def forward_mask(x0: Tensor, alpha_t: float, mask: int, generator: torch.Generat
 
 @dataclass
 class CountingDenoiser:
-    """Wrap a denoiser ``fn(z, t) -> (B, L, V)`` and count evaluations per sequence (rows of z)."""
+    """Wrap a denoiser ``fn(z, t) -> (B, L, V)`` and count evaluations per sequence (rows of z).
+
+    Helper, no paper equation: counts model calls, the cost the first-hitting sampler saves.
+    """
 
     fn: Callable[[Tensor, Tensor], Tensor]
     evaluations: int = 0
@@ -221,6 +253,9 @@ def mdlm_step(
     (alpha_s - alpha_t)/(1 - alpha_t) * x0_probs and (1 - alpha_s)/(1 - alpha_t) (Zheng et al.,
     the reverse kernel q(z_s | z_t, x_0) with x_0 replaced by the denoiser); visible tokens stay.
     ``dtype`` is the precision of the Gumbel-max draw (float32 shows the tail deficit).
+
+    Paper: Zheng et al., arXiv:2409.02908v5, background on masked diffusion (MDLM) (the reverse step, reveal
+    probability (alpha_s - alpha_t)/(1 - alpha_t)), eq. [unverified].
     """
     _check_tokens(z, "z")
     alpha_t = check_number(alpha_t, "alpha_t", 0.0, 1.0)
@@ -257,6 +292,9 @@ def sample_mdlm(
     One denoiser call per step; with ``cache`` a sequence is re-evaluated only when it changed since its
     last evaluation (the denoiser is time-agnostic, so the cached output is exact). If ``reveal_times``
     (n_samples, L) is given, the time s at which each position was revealed is written into it.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, background on masked diffusion (MDLM) (the step-by-step sampler; caching
+    as in Zheng et al.), eq. [unverified].
     """
     check_instance(schedule, MaskSchedule, "schedule")
     ts = check_strictly_decreasing(torch.as_tensor(timesteps, dtype=torch.float64))
@@ -283,6 +321,8 @@ def first_hitting_time(t: Tensor, n_masked: Tensor, u: Tensor, schedule: MaskSch
     """The time of the next reveal: alpha^{-1}(1 - u^{1/n} (1 - alpha_t)) (Zheng et al.'s first-hitting sampler).
 
     P(no reveal of n masked tokens in (s, t)) = ((1 - alpha_s)/(1 - alpha_t))^n; inverting at u gives it.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, the first-hitting sampler (FHS), eq. [unverified].
     """
     check_instance(schedule, MaskSchedule, "schedule")
     a_t = schedule.alpha(t)
@@ -303,6 +343,8 @@ def sample_first_hitting(
 
     Exactly one denoiser evaluation per token. If ``reveal_times`` (n_samples, L) is given, the
     first-hitting time of each position is written into it.
+
+    Paper: Zheng et al., arXiv:2409.02908v5, the first-hitting sampler (FHS), eq. [unverified].
     """
     check_instance(schedule, MaskSchedule, "schedule")
     z = torch.full((n_samples, L), V, dtype=torch.long)
@@ -338,21 +380,22 @@ def _transitions(law: SequenceLaw) -> tuple[np.ndarray, ...]:
     valid = law.consistent(states).to(torch.float64) @ law.probs > 0
     probs = torch.zeros(len(states), L, V, dtype=torch.float64)
     probs[valid] = law.denoise(states[valid])
+    states_l, probs_l, powers_l = states.tolist(), probs.tolist(), powers.tolist()  # plain Python: a scalar loop
     src, dst, ks, ns, base = [], [], [], [], []
     for i in torch.nonzero(valid).flatten().tolist():
-        z = states[i]
-        masked = torch.nonzero(z == V).flatten().tolist()
+        z = states_l[i]
+        masked = [pos for pos, v in enumerate(z) if v == V]
         options = [range(V + 1)] * len(masked)  # value V = stays masked
         for choice in itertools.product(*options):
-            z_new = z.clone()
+            z_new = list(z)
             w, k = 1.0, 0
             for pos, v in zip(masked, choice, strict=True):
                 if v < V:
                     z_new[pos] = v
-                    w *= float(probs[i, pos, v])
+                    w *= probs_l[i][pos][v]
                     k += 1
             src.append(i)
-            dst.append(int((z_new * powers).sum()))
+            dst.append(sum(v * p for v, p in zip(z_new, powers_l, strict=True)))
             ks.append(k)
             ns.append(len(masked))
             base.append(w)
@@ -363,6 +406,8 @@ def exact_law_steps(law: SequenceLaw, timesteps: Tensor, schedule: MaskSchedule)
     """The exact output law (V^L,) of ``sample_mdlm`` on ``timesteps`` with the exact denoiser.
 
     A Markov chain on the (V+1)^L partially masked states, one transition per step.
+
+    Helper, no paper equation: the exact output law of ``sample_mdlm`` by enumerating its Markov chain.
     """
     check_instance(law, SequenceLaw, "law")
     check_instance(schedule, MaskSchedule, "schedule")
@@ -380,7 +425,10 @@ def exact_law_steps(law: SequenceLaw, timesteps: Tensor, schedule: MaskSchedule)
 
 
 def exact_law_first_hitting(law: SequenceLaw) -> np.ndarray:
-    """The exact output law (V^L,) of ``sample_first_hitting``: L transitions revealing one position each."""
+    """The exact output law (V^L,) of ``sample_first_hitting``: L transitions revealing one position each.
+
+    Helper, no paper equation: the exact output law of ``sample_first_hitting`` by enumeration.
+    """
     check_instance(law, SequenceLaw, "law")
     src, dst, k, n, base = _transitions(law)
     one = k == 1
@@ -405,6 +453,9 @@ def collision_bound(L: int, timesteps: Tensor, schedule: MaskSchedule) -> float:
     The steps at which positions are revealed have the same law under the step-by-step sampler and the
     exact process, and the two differ only when a step reveals two tokens; so this bounds the total
     variation between ``exact_law_steps`` and p_0.
+
+    Helper, no paper equation: a birthday bound on the step sampler's error, derived here (not in Zheng et al.,
+    arXiv:2409.02908v5).
     """
     check_instance(schedule, MaskSchedule, "schedule")
     ts = torch.as_tensor(timesteps, dtype=torch.float64)

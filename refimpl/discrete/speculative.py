@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import brentq, linprog
@@ -67,7 +68,10 @@ Kernel = Callable[[np.ndarray, np.ndarray, tuple[int, ...]], np.ndarray]
 
 
 def check_law(p: object, name: str = "p") -> np.ndarray:
-    """Return p as a float64 probability vector; raise ValueError if negative or not summing to 1."""
+    """Return p as a float64 probability vector; raise ValueError if negative or not summing to 1.
+
+    Helper, no paper equation: validation of a probability vector.
+    """
     p = as_real_array(p, name)  # complex, bool, non-numeric or non-finite entries raise here
     if p.ndim != 1 or p.size < 2:
         raise ValueError(f"{name} must be a 1-D vector of at least 2 probabilities, got shape {p.shape}")
@@ -109,6 +113,8 @@ def draft_law(
     with_replacement: i.i.d., prod q(x_k). without_replacement: sequentially from q renormalised over
     the tokens not drawn yet, prod q(x_k) / (1 - q(x_1) - ... - q(x_{k-1})) (zero-probability tokens
     are never drawn).
+
+    Paper: Hu et al., arXiv:2502.18779v1, the draft law P_draft (with or without replacement), eq. [unverified].
     """
     q = check_law(q, "q")
     _check_method(method, n, q.size)
@@ -136,7 +142,11 @@ def draft_law(
 
 
 def set_law(q: np.ndarray, n: int, method: str = "with_replacement") -> dict[int, float]:
-    """The law of the set of distinct drafts, as {bitmask of the set: probability}."""
+    """The law of the set of distinct drafts, as {bitmask of the set: probability}.
+
+    Helper, no paper equation: the law of the set of distinct drafts, all that the LP needs (Hu et al.,
+    arXiv:2502.18779v1).
+    """
     tuples, probs = draft_law(q, n, method)
     out: dict[int, float] = {}
     for x, pr in zip(tuples, probs, strict=True):
@@ -152,6 +162,8 @@ def optimal_acceptance_lp(
 
     Returns (alpha*, kernel) with kernel[set] = pi(set, .) / P(set), the optimal conditional law of the
     output given the draft set.
+
+    Paper: Hu et al., arXiv:2502.18779v1, the optimal-transport LP for alpha*, eq. [unverified].
     """
     p = check_law(p)
     q = check_law(q, "q")
@@ -189,7 +201,10 @@ def optimal_acceptance_subsets(
 ) -> float:
     """alpha* = 1 + min_H [p(H) - P(every draft in H)] over all 2^V token subsets H (formula (**)).
 
-    Enumerates 2^V subsets: V is limited to log2(max_count) tokens."""
+    Enumerates 2^V subsets: V is limited to log2(max_count) tokens.
+
+    Paper: Hu et al., arXiv:2502.18779v1, the dual as a minimum over token subsets, eq. [unverified].
+    """
     p = check_law(p)
     q = check_law(q, "q")
     _check_same_size(p, q)
@@ -209,6 +224,9 @@ def optimal_acceptance_sorted(p: np.ndarray, q: np.ndarray, n: int) -> float:
     For fixed q(H) = c the smallest p(H) is a fractional knapsack, filled greedily by increasing p_i/q_i;
     along that path p(H) is piecewise linear in c and -c^n is concave, so the minimum over each piece
     (hence over all H) sits at a prefix.
+
+    Paper: Hu et al., arXiv:2502.18779v1; the prefix rule for i.i.d. drafts is proved in this module, eq.
+    [unverified].
     """
     p = check_law(p)
     q = check_law(q, "q")
@@ -221,7 +239,11 @@ def optimal_acceptance_sorted(p: np.ndarray, q: np.ndarray, n: int) -> float:
 
 
 def single_draft_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.ndarray:
-    """Speculative sampling on the first draft only (arXiv:2211.17192, speculative sampling)."""
+    """Speculative sampling on the first draft only (arXiv:2211.17192, speculative sampling).
+
+    Paper: Leviathan et al. / Chen et al., speculative sampling (one draft), arXiv:2211.17192 (version [unverified]),
+    eq. [unverified].
+    """
     p, q = check_law(p), check_law(q, "q")
     _check_same_size(p, q)
     x = _check_drafts(drafts, q)[0]
@@ -238,6 +260,9 @@ def rrs_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...], method: st
     Stage k: accept x_k with probability min(1, r_{k-1}(x_k) / q_k(x_k)); on rejection the target
     becomes r_k = norm((r_{k-1} - q_k)_+). r_0 = p; q_k = q (with replacement) or q renormalised
     without x_1..x_{k-1} (without replacement). If all drafts are rejected, draw from r_n.
+
+    Paper: recursive rejection sampling, Miao et al. (SpecInfer) arXiv:2305.09781 and Jeon et al. arXiv:2402.14160
+    (versions [unverified]), eq. [unverified].
     """
     p, q = check_law(p), check_law(q, "q")
     _check_same_size(p, q)
@@ -263,7 +288,16 @@ def rrs_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...], method: st
 
 
 def _kseq_rho(p: np.ndarray, q: np.ndarray, n: int) -> float:
-    """SpecTr's rho: the root of rho beta(rho) = 1 - (1 - beta(rho))^n, beta(rho) = sum min(q, p/rho)."""
+    """SpecTr's rho: the root of rho beta(rho) = 1 - (1 - beta(rho))^n, beta(rho) = sum min(q, p/rho).
+
+    It depends on (p, q, n) only, not on the drafts: solved once per law and cached (float64 bytes as the key).
+    """
+    return _kseq_rho_of_bytes(p.astype(np.float64).tobytes(), q.astype(np.float64).tobytes(), n)
+
+
+@lru_cache(maxsize=64)
+def _kseq_rho_of_bytes(p_bytes: bytes, q_bytes: bytes, n: int) -> float:
+    p, q = np.frombuffer(p_bytes), np.frombuffer(q_bytes)
 
     def gap(rho: float) -> float:
         beta = np.minimum(q, p / rho).sum()
@@ -280,6 +314,8 @@ def kseq_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.nda
 
     Accept x_k with probability min(1, p(x_k) / (rho q(x_k))), the first accepted wins; if none is,
     draw from the residual norm(p - min(p, rho q)).
+
+    Paper: Sun et al. (SpecTr) arXiv:2310.15141 (version [unverified]), K-SEQ, eq. [unverified].
     """
     p, q = check_law(p), check_law(q, "q")
     _check_same_size(p, q)
@@ -298,7 +334,10 @@ def kseq_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.nda
 
 
 def optimal_kernel(p: np.ndarray, q: np.ndarray, n: int, method: str = "with_replacement") -> Kernel:
-    """The LP's optimal coupling as a verification algorithm (a kernel on draft tuples)."""
+    """The LP's optimal coupling as a verification algorithm (a kernel on draft tuples).
+
+    Paper: Hu et al., arXiv:2502.18779v1, the LP coupling that attains alpha*, eq. [unverified].
+    """
     _, kernel = optimal_acceptance_lp(p, q, n, method)
     return lambda p_, q_, drafts: kernel[sum(1 << tok for tok in set(drafts))]
 
@@ -309,7 +348,10 @@ def _check_kernel(kernel: Kernel) -> None:
 
 
 def output_law(kernel: Kernel, p: np.ndarray, q: np.ndarray, n: int, method: str = "with_replacement") -> np.ndarray:
-    """The exact law of the output token: sum over draft tuples of P_draft(x) kernel(x)."""
+    """The exact law of the output token: sum over draft tuples of P_draft(x) kernel(x).
+
+    Helper, no paper equation: the exact output law of a verification kernel by enumerating draft tuples.
+    """
     _check_kernel(kernel)
     p = check_law(p)
     tuples, probs = draft_law(q, n, method)
@@ -317,7 +359,11 @@ def output_law(kernel: Kernel, p: np.ndarray, q: np.ndarray, n: int, method: str
 
 
 def acceptance_rate(kernel: Kernel, p: np.ndarray, q: np.ndarray, n: int, method: str = "with_replacement") -> float:
-    """The exact probability that the output is one of the drafts."""
+    """The exact probability that the output is one of the drafts.
+
+    Paper: Hu et al., arXiv:2502.18779v1, the acceptance rate P(y in drafts) of a kernel, by enumeration, eq.
+    [unverified].
+    """
     _check_kernel(kernel)
     p = check_law(p)
     tuples, probs = draft_law(q, n, method)

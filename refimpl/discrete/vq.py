@@ -79,7 +79,11 @@ def _check_patching(x: Tensor, name: str, patch: int, side: int, shape: tuple[in
 
 
 def patchify(images: Tensor, patch: int = 2, side: int = 8) -> Tensor:
-    """(N, side*side) row-major images -> (N, (side/patch)^2, patch*patch) patches, row-major over patches."""
+    """(N, side*side) row-major images -> (N, (side/patch)^2, patch*patch) patches, row-major over patches.
+
+    Helper, no paper equation: cuts images into patches for the quantiser (Hu et al. (VQ-DDM), arXiv:2112.01799v2,
+    Sec. 3).
+    """
     _check_patching(images, "images", patch, side, (side * side,))
     n, g = images.shape[0], side // patch
     x = images.reshape(n, g, patch, g, patch)  # (N, row block, row in patch, column block, column in patch)
@@ -87,7 +91,10 @@ def patchify(images: Tensor, patch: int = 2, side: int = 8) -> Tensor:
 
 
 def unpatchify(patches: Tensor, patch: int = 2, side: int = 8) -> Tensor:
-    """The inverse of ``patchify``: (N, (side/patch)^2, patch*patch) -> (N, side*side)."""
+    """The inverse of ``patchify``: (N, (side/patch)^2, patch*patch) -> (N, side*side).
+
+    Helper, no paper equation: the inverse of ``patchify``.
+    """
     _check_patching(patches, "patches", patch, side, ((side // max(patch, 1)) ** 2, patch * patch))
     n, g = patches.shape[0], side // patch
     x = patches.reshape(n, g, g, patch, patch).permute(0, 1, 3, 2, 4)
@@ -95,7 +102,11 @@ def unpatchify(patches: Tensor, patch: int = 2, side: int = 8) -> Tensor:
 
 
 def quantise(x: Tensor, codebook: Tensor) -> Tensor:
-    """Index of the nearest codebook row (Euclidean) for each row of x (..., d) -> (...) long."""
+    """Index of the nearest codebook row (Euclidean) for each row of x (..., d) -> (...) long.
+
+    Paper: Hu et al. (VQ-DDM), arXiv:2112.01799v2, Sec. 3, the nearest-codebook quantiser (k-means here, a VQ-VAE
+    there), eq. [unverified].
+    """
     x, codebook = _check_vectors(x, "x"), _check_codebook(codebook)
     if x.shape[-1] != codebook.shape[1]:
         raise ValueError(f"x (..., d) and codebook (K, d) must share d, got {tuple(x.shape)}, {tuple(codebook.shape)}")
@@ -130,7 +141,10 @@ def _nearest(x: Tensor, codebook: Tensor) -> Tensor:
 
 
 def decode(indices: Tensor, codebook: Tensor) -> Tensor:
-    """Codebook vectors of the indices (...) -> (..., d)."""
+    """Codebook vectors of the indices (...) -> (..., d).
+
+    Paper: Hu et al. (VQ-DDM), arXiv:2112.01799v2, Sec. 3, indices back to codebook vectors, eq. [unverified].
+    """
     codebook = _check_codebook(codebook)
     if not isinstance(indices, Tensor) or indices.dtype != torch.long:
         raise TypeError(f"indices must be a long tensor, got {getattr(indices, 'dtype', type(indices).__name__)}")
@@ -146,6 +160,8 @@ def kmeans(
 
     Distortion = mean squared distance to the nearest centroid; Lloyd's two steps (assign, average) can
     only lower it, so the returned list is non-increasing. An empty cluster keeps its centroid.
+
+    Helper, no paper equation: Lloyd's k-means with k-means++ seeding, our codebook in place of VQ-DDM's VQ-VAE.
     """
     x = _check_vectors(x, "x")
     if x.ndim != 2:
@@ -174,7 +190,10 @@ def kmeans(
 
 
 def check_transition_matrix(Q: Tensor, name: str = "Q", atol: float = 1e-12) -> Tensor:
-    """Raise ``ValueError`` unless Q is square, non-negative and every row sums to one (within ``atol``)."""
+    """Raise ``ValueError`` unless Q is square, non-negative and every row sums to one (within ``atol``).
+
+    Helper, no paper equation: validation of a row-stochastic matrix.
+    """
     if not isinstance(Q, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(Q).__name__}")
     if Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
@@ -193,6 +212,9 @@ class DiscreteSchedule:
 
     A code keeps its value with alpha_t = 1 - beta_t - gamma_t, moves to each of the K codes with
     beta_t / K and to the mask with gamma_t; the mask (index K) is absorbing.
+
+    Paper: Gu et al. (VQ-Diffusion), arXiv:2111.14822v3, the mask-and-replace kernel, eq. (7) (number from the module
+    docstring, [unverified] here).
     """
 
     K: int
@@ -218,14 +240,20 @@ class DiscreteSchedule:
 
     @property
     def T(self) -> int:
+        """Helper, no paper equation: the number of steps."""
         return self.betas.numel()
 
     @property
     def n_states(self) -> int:
+        """Helper, no paper equation: K codes, plus one for the mask state."""
         return self.K + int(self.mask)
 
     def cumulative(self, t: int) -> tuple[float, float, float]:
-        """(alphabar_t, betabar_t, gammabar_t) in closed form (products of the per-step factors)."""
+        """(alphabar_t, betabar_t, gammabar_t) in closed form (products of the per-step factors).
+
+        Paper: Gu et al. (VQ-Diffusion), arXiv:2111.14822v3, the closed-form cumulative alphabar, betabar, gammabar,
+        eq. [unverified].
+        """
         self._check_t(t, lo=0)
         alphas = 1.0 - self.betas[:t] - self.gammas[:t]
         abar = float(torch.prod(alphas))
@@ -249,7 +277,11 @@ def _mask_replace(K: int, mask: bool, alpha: float, beta: float, gamma: float) -
 
 
 def step_matrix(schedule: DiscreteSchedule, t: int) -> Tensor:
-    """Q_t (S, S), rows "from" x_{t-1}, columns "to" x_t; t in 1..T."""
+    """Q_t (S, S), rows "from" x_{t-1}, columns "to" x_t; t in 1..T.
+
+    Paper: Gu et al. (VQ-Diffusion), arXiv:2111.14822v3, eq. (7) [unverified]; uniform: Hu et al. (VQ-DDM),
+    arXiv:2112.01799v2, Sec. 3.2.
+    """
     check_instance(schedule, DiscreteSchedule, "schedule")
     schedule._check_t(t)
     b, g = float(schedule.betas[t - 1]), float(schedule.gammas[t - 1])
@@ -257,13 +289,19 @@ def step_matrix(schedule: DiscreteSchedule, t: int) -> Tensor:
 
 
 def cumulative_matrix(schedule: DiscreteSchedule, t: int) -> Tensor:
-    """Qbar_t = Q_1 ... Q_t in closed form (S, S); Qbar_0 = I."""
+    """Qbar_t = Q_1 ... Q_t in closed form (S, S); Qbar_0 = I.
+
+    Paper: Gu et al. (VQ-Diffusion), arXiv:2111.14822v3, Qbar_t in closed form, eq. [unverified].
+    """
     check_instance(schedule, DiscreteSchedule, "schedule")
     return _mask_replace(schedule.K, schedule.mask, *schedule.cumulative(t))
 
 
 def cumulative_by_product(schedule: DiscreteSchedule, t: int) -> Tensor:
-    """Qbar_t as the explicit product of the t step matrices (the check on ``cumulative_matrix``)."""
+    """Qbar_t as the explicit product of the t step matrices (the check on ``cumulative_matrix``).
+
+    Helper, no paper equation: the explicit product of step matrices, the check on ``cumulative_matrix``.
+    """
     check_instance(schedule, DiscreteSchedule, "schedule")
     schedule._check_t(t, lo=0)
     Q = torch.eye(schedule.n_states, dtype=torch.float64)
@@ -276,6 +314,9 @@ def uniform_schedule(K: int, T: int) -> DiscreteSchedule:
     """Uniform kernel with alphabar_t = 1 - t/T decaying linearly, so Qbar_T is exactly uniform.
 
     beta_t = 1 - alphabar_t / alphabar_{t-1} = 1 / (T - t + 1).
+
+    Paper: Hu et al. (VQ-DDM), arXiv:2112.01799v2, Sec. 3.2 (multinomial diffusion, Hoogeboom et al.
+    arXiv:2102.05379v2), eq. [unverified].
     """
     T = check_integer(T, "T", 1)
     t = torch.arange(1, T + 1, dtype=torch.float64)
@@ -286,6 +327,8 @@ def absorbing_schedule(K: int, T: int) -> DiscreteSchedule:
     """Absorbing kernel with alphabar_t = 1 - t/T: chapter 11's linear mask schedule at time t/T.
 
     gamma_t = 1 - alphabar_t / alphabar_{t-1} = 1 / (T - t + 1); Qbar_T sends every code to the mask.
+
+    Paper: Austin et al. (D3PM), arXiv:2107.03006v3, Sec. 3 / App. A.2, the absorbing kernel, eq. [unverified].
     """
     T = check_integer(T, "T", 1)
     t = torch.arange(1, T + 1, dtype=torch.float64)
@@ -302,7 +345,11 @@ def vq_diffusion_schedule(
 ) -> DiscreteSchedule:
     """VQ-Diffusion's mask-and-replace schedule (Gu et al. arXiv:2111.14822v3, Sec. 4.1): alphabar_t and
     gammabar_t linear in t between the given ends; per step alpha_t = alphabar_t / alphabar_{t-1},
-    1 - gamma_t = (1 - gammabar_t) / (1 - gammabar_{t-1}), beta_t = 1 - alpha_t - gamma_t (checked >= 0)."""
+    1 - gamma_t = (1 - gammabar_t) / (1 - gammabar_{t-1}), beta_t = 1 - alpha_t - gamma_t (checked >= 0).
+
+    Paper: Gu et al. (VQ-Diffusion), arXiv:2111.14822v3, Sec. 4.1, alphabar and gammabar linear in t, eq.
+    [unverified].
+    """
     T = check_integer(T, "T", 2)
     for name, value in (
         ("alpha_cum_start", alpha_cum_start),
@@ -332,6 +379,9 @@ def posterior(schedule: DiscreteSchedule, t: int) -> Tensor:
 
     Q_t[x_{t-1}, x_t] Qbar_{t-1}[x_0, x_{t-1}] / Qbar_t[x_0, x_t]; rows of impossible pairs
     (Qbar_t[x_0, x_t] = 0, e.g. a visible code other than x_0 under the absorbing kernel) are zero.
+
+    Paper: Austin et al. (D3PM), arXiv:2107.03006v3, eq. (3), the posterior q(x_{t-1} | x_t, x_0) by Bayes' rule
+    (number from the module docstring, [unverified] here).
     """
     check_instance(schedule, DiscreteSchedule, "schedule")
     Q, prev, cum = step_matrix(schedule, t), cumulative_matrix(schedule, t - 1), cumulative_matrix(schedule, t)
@@ -346,6 +396,9 @@ def reverse_probs(schedule: DiscreteSchedule, t: int, x0_probs: Tensor, x_t: Ten
 
     Mass that x0_probs puts on an x_0 from which x_t is impossible is dropped and the rest renormalised
     (for the absorbing kernel: a visible token stays, as in MDLM). At t = 1 this is p(x_0 | x_1) itself.
+
+    Paper: Austin et al. (D3PM), arXiv:2107.03006v3, the x_0-parameterised reverse step; Gu et al. (VQ-Diffusion),
+    arXiv:2111.14822v3, eq. [unverified].
     """
     check_instance(schedule, DiscreteSchedule, "schedule")
     if x0_probs.shape[-1] != schedule.K or x0_probs.shape[:-1] != x_t.shape:
@@ -360,7 +413,10 @@ def reverse_probs(schedule: DiscreteSchedule, t: int, x0_probs: Tensor, x_t: Ten
 
 
 def sample_forward(schedule: DiscreteSchedule, x0: Tensor, t: int, generator: torch.Generator | None = None) -> Tensor:
-    """x_t ~ Cat(Qbar_t[x_0]) for every token of x0 (...) long."""
+    """x_t ~ Cat(Qbar_t[x_0]) for every token of x0 (...) long.
+
+    Paper: Austin et al. (D3PM), arXiv:2107.03006v3, x_t ~ Cat(Qbar_t[x_0]), eq. [unverified].
+    """
     check_instance(schedule, DiscreteSchedule, "schedule")
     rows = cumulative_matrix(schedule, t)[x0]
     return torch.multinomial(rows.reshape(-1, schedule.n_states), 1, generator=generator).reshape(x0.shape)
@@ -376,6 +432,8 @@ def sample_reverse(
 
     x_T starts from the all-mask sequence (with a mask state) or uniform codes (uniform kernel, whose
     Qbar_T is uniform for ``uniform_schedule``). Tokens are drawn independently given x_t.
+
+    Paper: Hu et al. (VQ-DDM), arXiv:2112.01799v2, ancestral sampling of the indices, eq. [unverified].
     """
     check_instance(schedule, DiscreteSchedule, "schedule")
     S = schedule.n_states
@@ -395,6 +453,8 @@ def exact_denoiser(law: SequenceLaw, schedule: DiscreteSchedule) -> Denoiser:
     """p(x_0^l | x_t) for a known joint law on sequences: Bayes over all V^L sequences (V = K).
 
     Posterior weight of a sequence s: p_0(s) prod_l Qbar_t[s_l, x_t^l]; marginals per position.
+
+    Helper, no paper equation: the exact p(x_0 | x_t) for a known law, by Bayes over all sequences.
     """
     check_instance(law, SequenceLaw, "law")
     check_instance(schedule, DiscreteSchedule, "schedule")
@@ -415,7 +475,11 @@ def exact_denoiser(law: SequenceLaw, schedule: DiscreteSchedule) -> Denoiser:
 
 
 class TokenDenoiser(torch.nn.Module):
-    """An MLP from (one-hot x_t, t / T) to logits of x_0 per position: (B, L) long -> (B, L, K) probabilities."""
+    """An MLP from (one-hot x_t, t / T) to logits of x_0 per position: (B, L) long -> (B, L, K) probabilities.
+
+    Helper, no paper equation: a small MLP, the stand-in for VQ-DDM's network (Hu et al. (VQ-DDM),
+    arXiv:2112.01799v2).
+    """
 
     def __init__(self, K: int, L: int, n_states: int, T: int, hidden: int = 128) -> None:
         super().__init__()
@@ -431,12 +495,16 @@ class TokenDenoiser(torch.nn.Module):
         ).to(torch.float32)  # float32 whatever the default dtype: a learned model, not an exact formula
 
     def logits(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Helper, no paper equation: the network's logits of x_0 (B, L, K) from x_t (B, L) and t (B,)."""
         h = torch.nn.functional.one_hot(x_t, self.S).to(torch.float32).flatten(1)
         h = torch.cat([h, (t.to(torch.float32) / self.T)[:, None]], -1)
         return self.net(h).reshape(-1, self.L, self.K)
 
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: int) -> Tensor:
+        """Helper, no paper equation: p(x_0 | x_t) (B, L, K) in float64, no gradient: the denoiser for
+        ``sample_reverse``.
+        """
         tt = torch.full((x_t.shape[0],), float(t))
         return torch.softmax(self.logits(x_t, tt).to(torch.float64), -1)
 
@@ -445,12 +513,17 @@ def train_denoiser(
     tokens: Tensor, schedule: DiscreteSchedule, *, steps: int = 1500, batch: int = 256, lr: float = 2e-3, seed: int = 0
 ) -> tuple[TokenDenoiser, list[float]]:
     """Fit ``TokenDenoiser`` by cross-entropy on x_0 at uniformly drawn t (the x_0-prediction loss of
-    VQ-DDM / VQ-Diffusion, without the variational terms). Returns the model and the loss per step."""
+    VQ-DDM / VQ-Diffusion, without the variational terms). Returns the model and the loss per step.
+
+    Paper: Hu et al. (VQ-DDM), arXiv:2112.01799v2 and Gu et al. (VQ-Diffusion), arXiv:2111.14822v3, the x_0 cross-
+    entropy part of their losses, eq. [unverified].
+    """
     check_instance(schedule, DiscreteSchedule, "schedule")
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     N, L = tokens.shape
-    model = TokenDenoiser(schedule.K, L, schedule.n_states, schedule.T)
+    with torch.random.fork_rng(devices=[]):  # the initialisation of seed, the caller's global RNG left as it was
+        torch.manual_seed(seed)
+        model = TokenDenoiser(schedule.K, L, schedule.n_states, schedule.T)
     opt = Adam(list(model.parameters()), lr=lr)  # torch.optim's first use imports torch._dynamo (seconds)
     cums = torch.stack([cumulative_matrix(schedule, t) for t in range(1, schedule.T + 1)])  # (T, S, S)
     losses = []

@@ -40,7 +40,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Curves:
-    """Learning curves e_g(n) = a_g n^(-b_g) + c_g of G groups (arrays of shape (G,))."""
+    """Learning curves e_g(n) = a_g n^(-b_g) + c_g of G groups (arrays of shape (G,)).
+
+    Paper: Cai et al., arXiv:2202.01327v2, Sec. 3-4, learning curves a n^-b + c, eq. [unverified].
+    """
 
     a: np.ndarray
     b: np.ndarray
@@ -61,7 +64,10 @@ class Curves:
 
 
 def learning_curve(n: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """a n^(-b) + c (Cai et al. Sec. 4), for sample sizes n > 0 and curves with a > 0, b > 0, c >= 0."""
+    """a n^(-b) + c (Cai et al. Sec. 4), for sample sizes n > 0 and curves with a > 0, b > 0, c >= 0.
+
+    Paper: Cai et al., arXiv:2202.01327v2, Sec. 3-4, the learning curve a n^-b + c, eq. [unverified].
+    """
     n = check_array(n, "n", nonempty=False)
     if bool((n <= 0).any()):
         raise ValueError("n (sample sizes) must be positive: e(0) is infinite")
@@ -105,7 +111,10 @@ def _check(
 def greedy_allocation(
     curves: Curves, costs: np.ndarray, budget: float, *, weights: np.ndarray | None = None, n_min: int = 1
 ) -> np.ndarray:
-    """Integer n (G,): from n_min each, add the sample of largest w (e(n) - e(n + 1)) / kappa while it fits."""
+    """Integer n (G,): from n_min each, add the sample of largest w (e(n) - e(n + 1)) / kappa while it fits.
+
+    Paper: Cai et al., arXiv:2202.01327v2, Sec. 3-4; greedy marginal gain per cost, eq. [unverified].
+    """
     costs, w = _check(curves, costs, budget, weights, check_integer(n_min, "n_min"))
     n = np.full(costs.size, n_min, dtype=np.int64)
     left = budget - float(costs @ n)
@@ -122,7 +131,11 @@ def kkt_allocation(
     curves: Curves, costs: np.ndarray, budget: float, *, weights: np.ndarray | None = None, n_min: float = 1.0
 ) -> tuple[np.ndarray, float]:
     """The continuous optimum n (G,) and its multiplier lambda: n_g = max(n_min, (w a b / (lambda kappa))^(1/(b+1)))
-    with sum kappa n = budget (bisection on log lambda to float64 resolution)."""
+    with sum kappa n = budget (bisection on log lambda to float64 resolution).
+
+    Paper: Cai et al., arXiv:2202.01327v2, Sec. 3-4; the KKT conditions of the convex problem, derived here, eq.
+    [unverified].
+    """
     n_min = check_number(n_min, "n_min")
     costs, w = _check(curves, costs, budget, weights, int(np.ceil(n_min)), greedy=False)
 
@@ -148,7 +161,10 @@ def _fit(n: np.ndarray, err: np.ndarray, x0: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SequentialResult:
-    """The final allocation, the allocation after each round and the curves fitted in each adaptive round."""
+    """The final allocation, the allocation after each round and the curves fitted in each adaptive round.
+
+    Helper, no paper equation: the record of ``sequential_allocation``.
+    """
 
     n: np.ndarray  # final allocation (G,)
     history: list[np.ndarray]  # allocation after each round
@@ -171,6 +187,8 @@ def sequential_allocation(
     Round r observes e_g(n_g) + noise_g with sd ``noise`` / sqrt(n_g) (a held-out estimate whose precision grows
     with the group), fits each group's curve to all its observations so far, and allocates the next batch greedily
     on the fitted curves; the first ``pilot_rounds`` rounds split the batch in equal cost shares.
+
+    Paper: Cai et al., arXiv:2202.01327v2, Sec. 3-4, the adaptive strategy in its simplest form, eq. [unverified].
     """
     check_instance(truth, Curves, "truth")
     costs, w = _check(truth, costs, budget, weights, 1)

@@ -23,7 +23,11 @@ __all__ = ["centered_discrepancy", "latin_hypercube", "performance_toy"]
 
 
 def latin_hypercube(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
-    """n points in [0, 1)^d, one per stratum [i/n, (i+1)/n) in every coordinate, strata paired at random."""
+    """n points in [0, 1)^d, one per stratum [i/n, (i+1)/n) in every coordinate, strata paired at random.
+
+    Paper: Picard et al. (DATED), arXiv:2305.09018v2, Sec. 3; Latin hypercube of McKay, Beckman & Conover (1979), no
+    arXiv, eq. [unverified].
+    """
     n, d = check_integer(n, "n", 1), check_integer(d, "d", 1)
     check_generator(rng)
     strata = np.stack([rng.permutation(n) for _ in range(d)], 1)  # (n, d)
@@ -31,7 +35,11 @@ def latin_hypercube(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def centered_discrepancy(x: np.ndarray) -> float:
-    """Squared centered L2 discrepancy of the rows of x (n, d) in [0, 1]^d (Hickernell 1998)."""
+    """Squared centered L2 discrepancy of the rows of x (n, d) in [0, 1]^d (Hickernell 1998).
+
+    Paper: Picard et al. (DATED), arXiv:2305.09018v2, Sec. 3; Hickernell (1998), eq. (5.1c) (no arXiv; number from the
+    module docstring, [unverified] here).
+    """
     x = check_array(x, "x")
     if x.ndim != 2 or x.shape[0] < 1:
         raise ValueError(f"x must have shape (n >= 1, d), got {x.shape}")
@@ -50,6 +58,8 @@ def performance_toy(x: np.ndarray, sharpness: float = 8.0) -> np.ndarray:
     """A performance map of the design box with a plateau: sigmoid(sharpness (x_1 + x_2 - 1)) (rows of x (n, >= 2)).
 
     Uniform designs give performances piled up near 0 and 1: design diversity is not performance diversity.
+
+    Helper, no paper equation: a performance map with a plateau, for DATED's design-vs-performance point.
     """
     x = check_array(x, "x", 2, nonempty=False)
     if x.shape[1] < 2:

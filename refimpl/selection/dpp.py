@@ -83,27 +83,38 @@ def _check_m(m: int) -> int:
 
 
 def legendre_features(x: np.ndarray, m: int) -> np.ndarray:
-    """phi(x) (N, m): phi_j = sqrt(2j + 1) P_j, orthonormal for the uniform probability measure on [-1, 1]."""
+    """phi(x) (N, m): phi_j = sqrt(2j + 1) P_j, orthonormal for the uniform probability measure on [-1, 1].
+
+    Helper, no paper equation: the orthonormal Legendre basis, the example basis of Nouy & Michel, arXiv:2312.14057v3.
+    """
     m = _check_m(m)
     x = np.asarray(x, dtype=np.float64)
     if np.any(np.abs(x) > 1):
         raise ValueError("x must lie in [-1, 1]")
-    P = np.empty((x.size, m))
-    P[:, 0] = 1.0
+    xr = x.ravel()
+    P = np.empty((m, xr.size))  # (m, N): each P_j a contiguous row
+    P[0] = 1.0
     if m > 1:
-        P[:, 1] = x.ravel()
+        P[1] = xr
     for j in range(1, m - 1):  # Bonnet: (j + 1) P_{j+1} = (2j + 1) x P_j - j P_{j-1}
-        P[:, j + 1] = ((2 * j + 1) * x.ravel() * P[:, j] - j * P[:, j - 1]) / (j + 1)
-    return P * np.sqrt(2 * np.arange(m) + 1.0)
+        P[j + 1] = ((2 * j + 1) * xr * P[j] - j * P[j - 1]) / (j + 1)
+    return np.ascontiguousarray((P * np.sqrt(2 * np.arange(m) + 1.0)[:, None]).T)
 
 
 def christoffel(x: np.ndarray, m: int, features: Features = legendre_features) -> np.ndarray:
-    """k_m(x) = sum_j phi_j(x)^2 = K_m(x, x), the one-point intensity of the projection DPP."""
+    """k_m(x) = sum_j phi_j(x)^2 = K_m(x, x), the one-point intensity of the projection DPP.
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, the Christoffel function k_m, eq. [unverified].
+    """
     return (features(x, m) ** 2).sum(-1)
 
 
 def optimal_weights(x: np.ndarray, m: int, features: Features = legendre_features) -> np.ndarray:
-    """w(x) = m / k_m(x): the weights that make E_rho[w phi phi^T] = I."""
+    """w(x) = m / k_m(x): the weights that make E_rho[w phi phi^T] = I.
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, the optimal weights w = m / k_m (Cohen & Migliorati arXiv:1608.00512),
+    eq. [unverified].
+    """
     return m / christoffel(x, m, features)
 
 
@@ -112,6 +123,8 @@ def sample_christoffel(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
 
     x ~ phi_j^2 dmu by rejection from the arcsine law cos(pi U), density 1 / (pi sqrt(1 - x^2)), with
     the bound ``ARCSINE_BOUND``.
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, i.i.d. sampling from rho = (k_m / m) mu, eq. [unverified].
     """
     m = _check_m(m)
     n = check_integer(n, "n", 0)
@@ -140,7 +153,10 @@ def sample_christoffel(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_iid(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
-    """n i.i.d. points from the optimal density rho = (k_m / m) mu."""
+    """n i.i.d. points from the optimal density rho = (k_m / m) mu.
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, i.i.d. optimal sampling, eq. [unverified].
+    """
     return sample_christoffel(n, m, rng)
 
 
@@ -153,18 +169,21 @@ def sample_projection_dpp(
     """m points of the projection DPP with kernel K_m(x, y) = phi(x)^T phi(y) (chain rule, in draw order).
 
     ``proposal(k, m, rng)`` must draw k points from rho = (k_m / m) mu.
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, the projection DPP of the basis (chain rule of Hough et al.), eq.
+    [unverified].
     """
     m = _check_m(m)
     Q = np.zeros((m, 0))  # orthonormal basis of span(phi(x_1), ..., phi(x_{k-1})) in R^m
     points = np.empty(m)
     pool = np.empty(0)  # proposals from rho, each used once, with their features and uniforms
     phi = np.empty((0, m))
-    u = np.empty(0)
+    u, norm2 = np.empty(0), np.empty(0)
     for k in range(m):
         for _ in range(MAX_PROPOSAL_ROUNDS + 1):
             # accept with |P_k^perp phi(x)|^2 / |phi(x)|^2: target density over (m / (m - k)) times rho
-            resid2 = (phi**2).sum(-1) - ((phi @ Q) ** 2).sum(-1)
-            hits = np.flatnonzero(u * (phi**2).sum(-1) < resid2)
+            resid2 = norm2 - ((phi @ Q) ** 2).sum(-1)
+            hits = np.flatnonzero(u * norm2 < resid2)
             if hits.size:
                 break
             # every proposal left was rejected: draw fresh ones from rho
@@ -172,6 +191,7 @@ def sample_projection_dpp(
             phi, u = features(pool, m), rng.random(pool.size)
             if not np.isfinite(phi).all():
                 raise ValueError("features returned non-finite values for the proposed points")
+            norm2 = (phi**2).sum(-1)  # |phi(x)|^2 = k_m(x) of each proposal
         else:
             raise ValueError(
                 f"point {k + 1} of {m}: no proposal accepted in {MAX_PROPOSAL_ROUNDS} rounds of {4 * m}; the features "
@@ -181,12 +201,15 @@ def sample_projection_dpp(
         points[k] = pool[i]
         r = phi[i] - Q @ (Q.T @ phi[i])
         Q = np.column_stack([Q, r / np.linalg.norm(r)])
-        pool, phi, u = pool[i + 1 :], phi[i + 1 :], u[i + 1 :]  # rejected proposals are spent
+        pool, phi, u, norm2 = pool[i + 1 :], phi[i + 1 :], u[i + 1 :], norm2[i + 1 :]  # rejected proposals are spent
     return points
 
 
 def sample_volume(n: int, m: int, rng: np.random.Generator, features: Features = legendre_features) -> np.ndarray:
-    """n >= m points of generalised volume sampling: a projection DPP and n - m i.i.d. rho points, shuffled."""
+    """n >= m points of generalised volume sampling: a projection DPP and n - m i.i.d. rho points, shuffled.
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, generalised volume-rescaled sampling, eq. [unverified].
+    """
     m = _check_m(m)
     if n < m:
         raise ValueError(f"volume sampling needs n >= m points, got n = {n} < m = {m}")
@@ -195,7 +218,10 @@ def sample_volume(n: int, m: int, rng: np.random.Generator, features: Features =
 
 
 def sample_repeated_dpp(r: int, m: int, rng: np.random.Generator, features: Features = legendre_features) -> np.ndarray:
-    """r independent projection DPPs of m points each, concatenated (n = r m points)."""
+    """r independent projection DPPs of m points each, concatenated (n = r m points).
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, independent repetitions of the DPP, eq. [unverified].
+    """
     if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
         raise ValueError(f"the number of repetitions r must be an integer >= 1, got {r!r}")
     return np.concatenate([sample_projection_dpp(m, rng, features) for _ in range(r)])
@@ -205,6 +231,8 @@ def volume_density(rho: np.ndarray, w: np.ndarray, phi: np.ndarray) -> float:
     """(n - m)! / n! det(sum_i w_i phi_i phi_i^T) prod_i rho_i: the generalised volume-sampling density.
 
     rho, w: (n,) the density of rho w.r.t. mu and the weights at the n points; phi: (n, m) the features.
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, the volume-sampling density, eq. [unverified].
     """
     rho, w, phi = as_real_array(rho, "rho"), as_real_array(w, "w"), as_real_array(phi, "phi")
     if phi.ndim != 2 or phi.shape[0] < phi.shape[1] or rho.shape != (phi.shape[0],) or w.shape != rho.shape:
@@ -217,13 +245,16 @@ def volume_density(rho: np.ndarray, w: np.ndarray, phi: np.ndarray) -> float:
 def weighted_least_squares(
     x: np.ndarray, y: np.ndarray, m: int, w: np.ndarray | None = None, features: Features = legendre_features
 ) -> np.ndarray:
-    """Coefficients c (m,) minimising sum_i w_i (y_i - phi(x_i)^T c)^2 (w = m / k_m by default)."""
+    """Coefficients c (m,) minimising sum_i w_i (y_i - phi(x_i)^T c)^2 (w = m / k_m by default).
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, the weighted least-squares projection Q f, eq. [unverified].
+    """
     m = _check_m(m)
     x = np.asarray(x, dtype=np.float64)
     if x.size < m:
         raise ValueError(f"least squares in dimension m = {m} needs at least m points, got {x.size}")
     phi = features(x, m)
-    w = optimal_weights(x, m, features) if w is None else np.asarray(w, dtype=np.float64)
+    w = m / (phi**2).sum(-1) if w is None else np.asarray(w, dtype=np.float64)  # optimal_weights, phi reused
     sw = np.sqrt(w)
     c, *_ = np.linalg.lstsq(sw[:, None] * phi, sw * np.asarray(y, dtype=np.float64), rcond=None)
     return c
@@ -236,16 +267,30 @@ def _gauss_legendre(n_quad: int) -> tuple[np.ndarray, np.ndarray]:
     return t, wq / 2
 
 
+@lru_cache(maxsize=32)
+def _quadrature_features(n_quad: int, m: int) -> np.ndarray:
+    """legendre_features at the n_quad Gauss-Legendre nodes, computed once (read-only)."""
+    phi = legendre_features(_gauss_legendre(n_quad)[0], m)
+    phi.flags.writeable = False
+    return phi
+
+
 def best_coefficients(f: Callable[[np.ndarray], np.ndarray], m: int, n_quad: int = 400) -> np.ndarray:
-    """c*_j = int f phi_j dmu: the coefficients of the orthogonal projection P f (Gauss-Legendre)."""
+    """c*_j = int f phi_j dmu: the coefficients of the orthogonal projection P f (Gauss-Legendre).
+
+    Helper, no paper equation: the coefficients of the orthogonal projection P f, by quadrature.
+    """
     t, wq = _gauss_legendre(n_quad)
-    return legendre_features(t, m).T @ (wq * f(t))
+    return _quadrature_features(n_quad, _check_m(m)).T @ (wq * f(t))
 
 
 def l2_error(c: np.ndarray, f: Callable[[np.ndarray], np.ndarray], n_quad: int = 400) -> float:
-    """|f - sum_j c_j phi_j|^2 in L^2(mu), mu uniform on [-1, 1] (Gauss-Legendre with n_quad nodes)."""
+    """|f - sum_j c_j phi_j|^2 in L^2(mu), mu uniform on [-1, 1] (Gauss-Legendre with n_quad nodes).
+
+    Helper, no paper equation: the squared L^2(mu) error, by quadrature.
+    """
     t, wq = _gauss_legendre(n_quad)
-    resid = f(t) - legendre_features(t, len(c)) @ c
+    resid = f(t) - _quadrature_features(n_quad, _check_m(len(c))) @ c
     return float(np.sum(wq * resid**2))
 
 
@@ -257,6 +302,9 @@ def dpp_interpolation_error(
     Q f = P f + Q g with g = f - P f, and Q g has coefficients Phi^{-1} g(x), Phi_ij = phi_j(x_i); with the
     DPP density det(Phi)^2 / m!, E |Q g|^2 = (1/m!) int |adj(Phi) g(x)|^2 dmu^m, a polynomial integrand when
     f is one (then exact for n_quad large enough). Costs n_quad^m evaluations: refused beyond ``max_count``.
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3, E|f - Q f|^2 = (m + 1)|f - P f|^2 for the DPP; quadrature ours, eq.
+    [unverified].
     """
     m = _check_m(m)
     if isinstance(n_quad, bool) or not isinstance(n_quad, (int, np.integer)) or n_quad < 1:
@@ -284,6 +332,9 @@ def least_squares_errors(
 
     method: ``iid`` (i.i.d. rho), ``volume`` (generalised volume sampling), ``repeated_dpp`` (n must be a
     multiple of m), ``dpp`` (n = m).
+
+    Helper, no paper equation: Monte Carlo errors of weighted least squares for Nouy & Michel, arXiv:2312.14057v3's
+    experiment.
     """
     samplers = {
         "iid": lambda: sample_iid(n, m, rng),
@@ -309,7 +360,10 @@ def least_squares_errors(
 
 
 def check_projection_kernel(K: np.ndarray, atol: float = 1e-10) -> int:
-    """Raise unless K (N, N) is a symmetric projection (K = K^T, K^2 = K); return its rank m = trace K."""
+    """Raise unless K (N, N) is a symmetric projection (K = K^T, K^2 = K); return its rank m = trace K.
+
+    Helper, no paper equation: validation of a projection kernel.
+    """
     K = as_real_array(K, "K")
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"K must be a square matrix, got shape {K.shape}")
@@ -330,6 +384,8 @@ def sample_projection_dpp_discrete(
     d_i / (m - |S|), d_i = K_ii - K_iS K_SS^{-1} K_Si, updated by one Cholesky column per step:
     c = (K[s] - sum_l c_l[s] c_l) / sqrt(d_s), d <- d - c^2. ``k``, if given, must equal the rank
     (a projection DPP has no other size).
+
+    Paper: Nouy & Michel, arXiv:2312.14057v3; the finite projection DPP by the chain rule, eq. [unverified].
     """
     m = check_projection_kernel(K)
     if k is not None and k != m:
@@ -358,7 +414,10 @@ def sample_projection_dpp_discrete(
 def projection_dpp_subset_law(K: np.ndarray, max_count: int = MAX_SUBSETS) -> dict[tuple[int, ...], float]:
     """P(S) = det(K_S) for every subset S of size rank(K): the exact law of the projection DPP.
 
-    Enumerates binom(N, m) subsets: refused beyond ``max_count`` (raise it knowingly: each costs a determinant)."""
+    Enumerates binom(N, m) subsets: refused beyond ``max_count`` (raise it knowingly: each costs a determinant).
+
+    Helper, no paper equation: the exact law det(K_S) of a finite projection DPP, by enumeration.
+    """
     m = check_projection_kernel(K)
     K = np.asarray(K, dtype=np.float64)
     if math.comb(K.shape[0], m) > max_count:
@@ -370,7 +429,10 @@ def projection_dpp_subset_law(K: np.ndarray, max_count: int = MAX_SUBSETS) -> di
 
 
 def inclusion_covariance(K: np.ndarray) -> np.ndarray:
-    """Cov(1[i in X], 1[j in X]) = diag(K_ii) - K_ij^2 for a DPP with Hermitian kernel K."""
+    """Cov(1[i in X], 1[j in X]) = diag(K_ii) - K_ij^2 for a DPP with Hermitian kernel K.
+
+    Helper, no paper equation: Cov of inclusion indicators, -K_ij^2 off the diagonal (a standard DPP fact).
+    """
     K = as_real_array(K, "K")
     if (
         K.ndim != 2

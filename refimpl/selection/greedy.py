@@ -76,7 +76,10 @@ def _check_subset(subset: Sequence[int], n_items: int) -> list[int]:
 
 
 def gme_entropies(counts: Sequence[np.ndarray], subset: Sequence[int]) -> np.ndarray:
-    """H_S(V_j) for every category j (nats): counts[j][d, e] = # relations of item d involving entity e of V_j."""
+    """H_S(V_j) for every category j (nats): counts[j][d, e] = # relations of item d involving entity e of V_j.
+
+    Paper: Delmas et al. (GME), arXiv:2311.06364v2, Sec. 3, the entropies H_S(V_j), eq. [unverified].
+    """
     counts = _check_counts(counts)
     idx = _check_subset(subset, counts[0].shape[0])
     out = []
@@ -88,7 +91,11 @@ def gme_entropies(counts: Sequence[np.ndarray], subset: Sequence[int]) -> np.nda
 
 
 def approx_top_n_probability(N: int, n: int, k: int) -> float:
-    """P(the best of k items drawn without replacement from N is in the top n) = 1 - C(N - n, k) / C(N, k)."""
+    """P(the best of k items drawn without replacement from N is in the top n) = 1 - C(N - n, k) / C(N, k).
+
+    Paper: Delmas et al. (GME), arXiv:2311.06364v2, Sec. 3 README (github.com/idiap/gme-sampler), 1 - C(N-n, k)/C(N,
+    k), eq. [unverified].
+    """
     N, n, k = check_integer(N, "N"), check_integer(n, "n"), check_integer(k, "k")
     if not (1 <= k <= N and 0 <= n <= N):
         raise ValueError(f"need 1 <= k <= N and 0 <= n <= N, got N = {N}, n = {n}, k = {k}")
@@ -111,6 +118,8 @@ def gme_greedy(
     ``selector``: "dutopia" (distance to (log |V_j|)_j, |V_j| the entities present in the whole set) or "sum".
     ``binarised``: count each entity once per item. ``approx`` = k > 0 scores only k random remaining items per
     step (drawn with ``rng``). Ties go to the lowest index.
+
+    Paper: Delmas et al. (GME), arXiv:2311.06364v2, Sec. 3, the greedy step (dutopia or sum), eq. [unverified].
     """
     counts = _check_counts(counts)
     n_items = counts[0].shape[0]
@@ -155,7 +164,10 @@ def gme_greedy(
 
 def gme_counterexample() -> tuple[list[np.ndarray], dict[str, float]]:
     """One category, three items with entities a, a, b: sum-of-entropies is not monotone (adding a second a to
-    {a, b} lowers H) and not submodular (b gains log 2 after {a} but 0 on its own)."""
+    {a, b} lowers H) and not submodular (b gains log 2 after {a} but 0 on its own).
+
+    Helper, no paper equation: a three-item instance showing GME's objective is neither monotone nor submodular.
+    """
     counts = [np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])]
     H = lambda s: float(gme_entropies(counts, s).sum())  # noqa: E731
     facts = {
@@ -172,6 +184,8 @@ def gme_greedy_counterexample(M: float = 50.0) -> tuple[list[np.ndarray], float,
 
     Greedy takes {a, b} first (entropy log 2, the others 0), then any heavy item: H(1, 1, M) -> 0 as M grows,
     while {c x M, e x M} has entropy log 2. Returns (counts, greedy value, optimum) for k = 2.
+
+    Helper, no paper equation: an instance where greedy on GME's sum falls below (1 - 1/e).
     """
     counts = [np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, M, 0.0], [0.0, 0.0, 0.0, M]])]
     chosen, _ = gme_greedy(counts, 2, selector="sum")
@@ -183,7 +197,10 @@ def gme_greedy_counterexample(M: float = 50.0) -> tuple[list[np.ndarray], float,
 
 
 def deita_scores(complexity: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """Deita's evol score: sum over turns of complexity x quality, (n, turns) -> (n,) (Liu et al. Sec. 3.3)."""
+    """Deita's evol score: sum over turns of complexity x quality, (n, turns) -> (n,) (Liu et al. Sec. 3.3).
+
+    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.3, the evol score, eq. [unverified].
+    """
     c, q = check_array(complexity, "complexity"), check_array(quality, "quality")
     if c.shape != q.shape:
         raise ValueError(f"complexity and quality must have one shape, got {c.shape} and {q.shape}")
@@ -203,6 +220,8 @@ def deita_select(
     A candidate is rejected if its cosine similarity to an accepted sample exceeds tau. ``batch_size`` > 1
     reproduces the official code's batching, which also rejects a candidate similar (> tau) to an earlier
     candidate of the same batch even if that one was itself rejected.
+
+    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.3, Algorithm 1 (the threshold filter), eq. [unverified].
     """
     s = check_array(scores, "scores", 1)
     e = check_array(embeddings, "embeddings", 2)
@@ -235,7 +254,10 @@ def deita_select(
 
 def mig_propagation(W: np.ndarray, prop_weight: float = 1.0) -> np.ndarray:
     """P: the label graph's weighted adjacency W (with its diagonal), off-diagonal scaled by prop_weight, each
-    column normalised to sum one (MIG code ``calc_prop_matrix``)."""
+    column normalised to sum one (MIG code ``calc_prop_matrix``).
+
+    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3, label-graph propagation, eq. [unverified].
+    """
     W = check_array(W, "W", 2)
     if W.shape[0] != W.shape[1] or bool((W < 0).any()):
         raise ValueError("W must be a square non-negative matrix")
@@ -250,7 +272,10 @@ def mig_propagation(W: np.ndarray, prop_weight: float = 1.0) -> np.ndarray:
 def mig_item_vectors(
     labels: Sequence[Sequence[int]], scores: np.ndarray, n_labels: int, norm: bool = True
 ) -> np.ndarray:
-    """x_i: item i's quality score on each of its labels (divided by its number of labels if ``norm``)."""
+    """x_i: item i's quality score on each of its labels (divided by its number of labels if ``norm``).
+
+    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3, item label vectors, eq. [unverified].
+    """
     n_labels = check_integer(n_labels, "n_labels", 1)
     scores = check_array(scores, "scores", 1, nonempty=False)
     if isinstance(labels, str) or not isinstance(labels, Sequence) or len(labels) != scores.size:
@@ -289,7 +314,10 @@ def _check_xp(XP: np.ndarray) -> np.ndarray:
 def mig_information(
     XP: np.ndarray, subset: Sequence[int], *, phi: str = "pow", a: float = 1e-6, b: float = 0.8, alpha: float = 1.0
 ) -> float:
-    """E(S) = sum_l phi((sum_{i in S} x_i P)_l) - sum_l phi(0), so E(empty) = 0; XP = X @ P (n, n_labels)."""
+    """E(S) = sum_l phi((sum_{i in S} x_i P)_l) - sum_l phi(0), so E(empty) = 0; XP = X @ P (n, n_labels).
+
+    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3, the information E(S), eq. [unverified].
+    """
     XP = _check_xp(XP)
     f, _ = _phi(phi, a, b, alpha)
     idx = _check_subset(subset, XP.shape[0])
@@ -308,7 +336,11 @@ def mig_select(
     alpha: float = 1.0,
 ) -> list[int]:
     """Greedy MIG: ``gain="exact"`` adds argmax E(S + i) - E(S); ``"gradient"`` (the official code) adds
-    argmax grad phi(x_S) . (x_i P). Ties go to the lowest index."""
+    argmax grad phi(x_S) . (x_i P). Ties go to the lowest index.
+
+    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3, greedy information gain (exact or the code's first-order
+    gain), eq. [unverified].
+    """
     XP = _check_xp(XP)
     check_integer(n_select, "n_select", 1, XP.shape[0])
     if gain not in ("exact", "gradient"):
@@ -331,7 +363,10 @@ def random_relation_table(
     n_items: int, sizes: Sequence[int], *, max_relations: int = 5, zipf: float = 0.0, seed: int = 0
 ) -> list[np.ndarray]:
     """Synthetic GME counts: item d reports 1..max_relations - 1 relations, each naming one entity per category,
-    drawn with probability proportional to rank^-zipf (0: uniform)."""
+    drawn with probability proportional to rank^-zipf (0: uniform).
+
+    Helper, no paper equation: synthetic GME relation counts.
+    """
     n_items = check_integer(n_items, "n_items", 0)
     if isinstance(sizes, str) or not isinstance(sizes, Sequence) or not sizes:
         raise TypeError(f"sizes must be a non-empty list of category sizes, got {type(sizes).__name__}")
@@ -349,7 +384,10 @@ def random_relation_table(
 
 
 def mig_random_instance(seed: int, n_items: int = 9, n_labels: int = 6, prop_weight: float = 0.7) -> np.ndarray:
-    """Synthetic MIG data XP = X P: 1-2 labels per item, scores U(0.5, 5), a sparse random label graph."""
+    """Synthetic MIG data XP = X P: 1-2 labels per item, scores U(0.5, 5), a sparse random label graph.
+
+    Helper, no paper equation: a synthetic MIG instance.
+    """
     n_items, n_labels = check_integer(n_items, "n_items", 1), check_integer(n_labels, "n_labels", 2)
     rng = np.random.default_rng(check_integer(seed, "seed", 0))
     W = np.triu(rng.uniform(0, 1, (n_labels, n_labels)) * (rng.uniform(size=(n_labels, n_labels)) < 0.4), 1)
@@ -372,7 +410,10 @@ def _check_set_function(f: Callable[[list[int]], float], n_items: int, k: int) -
 
 
 def greedy_max(f: Callable[[list[int]], float], n_items: int, k: int) -> list[int]:
-    """Plain greedy: k times add the item of largest f(S + i) (ties to the lowest index)."""
+    """Plain greedy: k times add the item of largest f(S + i) (ties to the lowest index).
+
+    Helper, no paper equation: plain greedy, the rule of Nemhauser, Wolsey & Fisher (1978).
+    """
     _check_set_function(f, n_items, k)
     chosen: list[int] = []
     for _ in range(k):
@@ -382,7 +423,10 @@ def greedy_max(f: Callable[[list[int]], float], n_items: int, k: int) -> list[in
 
 
 def brute_force_max(f: Callable[[list[int]], float], n_items: int, k: int) -> tuple[float, list[int]]:
-    """max over all k-subsets of f, by enumeration (small n_items only: at most ``MAX_SUBSETS`` subsets)."""
+    """max over all k-subsets of f, by enumeration (small n_items only: at most ``MAX_SUBSETS`` subsets).
+
+    Helper, no paper equation: the exact optimum by enumeration, the reference for greedy.
+    """
     _check_set_function(f, n_items, k)
     if math.comb(n_items, k) > MAX_SUBSETS:
         raise ValueError(

@@ -38,7 +38,10 @@ def _check_tau(tau: int) -> None:
 
 
 def random_hyperplanes(m: int, tau: int, dim: int, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian directions R (m, tau, dim) of m SimHash functions with tau bits each."""
+    """Gaussian directions R (m, tau, dim) of m SimHash functions with tau bits each.
+
+    Paper: Cao et al. (SDIM), arXiv:2205.10249v2, Sec. 3, the Gaussian directions of SimHash, eq. [unverified].
+    """
     _check_tau(tau)
     m, dim = check_integer(m, "m", 1), check_integer(dim, "dim", 1)
     check_generator(rng)
@@ -46,7 +49,10 @@ def random_hyperplanes(m: int, tau: int, dim: int, rng: np.random.Generator) -> 
 
 
 def simhash(x: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """Signatures (n, m) of the rows of x (n, dim): the tau sign bits of hash j packed into one integer."""
+    """Signatures (n, m) of the rows of x (n, dim): the tau sign bits of hash j packed into one integer.
+
+    Paper: Cao et al. (SDIM), arXiv:2205.10249v2, Sec. 3, SimHash signatures (Charikar 2002), eq. [unverified].
+    """
     x, R = check_array(x, "x", 2, nonempty=False), check_array(R, "R", 3)
     if x.shape[1] != R.shape[2]:
         raise ValueError(f"x (n, dim) and R (m, tau, dim) must share dim, got {x.shape} and {R.shape}")
@@ -57,7 +63,10 @@ def simhash(x: np.ndarray, R: np.ndarray) -> np.ndarray:
 
 
 def angle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Angle between u (..., d) and v (..., d) in [0, pi] (neither may be zero: a zero vector has no direction)."""
+    """Angle between u (..., d) and v (..., d) in [0, pi] (neither may be zero: a zero vector has no direction).
+
+    Helper, no paper equation: the angle between vectors.
+    """
     u, v = check_array(u, "u"), check_array(v, "v")
     try:
         np.broadcast_shapes(u.shape, v.shape)
@@ -71,7 +80,10 @@ def angle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def collision_probability(theta: np.ndarray | float, tau: int) -> np.ndarray:
-    """(1 - theta / pi)^tau: P(two tau-bit SimHash signatures of vectors at angle theta agree)."""
+    """(1 - theta / pi)^tau: P(two tau-bit SimHash signatures of vectors at angle theta agree).
+
+    Paper: Cao et al. (SDIM), arXiv:2205.10249v2, Sec. 3, (1 - theta/pi)^tau, eq. [unverified].
+    """
     _check_tau(tau)
     theta = check_array(theta, "theta", nonempty=False)
     if bool(((theta < 0) | (theta > math.pi)).any()):
@@ -89,7 +101,11 @@ def _check_qkv(q: np.ndarray, keys: np.ndarray, values: np.ndarray) -> tuple[np.
 
 
 def kernel_attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, tau: int) -> tuple[np.ndarray, np.ndarray]:
-    """The limits: (sum_s p_s v_s, sum_s p_s v_s / sum_s p_s) with p_s = (1 - theta(q, k_s) / pi)^tau."""
+    """The limits: (sum_s p_s v_s, sum_s p_s v_s / sum_s p_s) with p_s = (1 - theta(q, k_s) / pi)^tau.
+
+    Paper: Cao et al. (SDIM), arXiv:2205.10249v2, Sec. 3, the kernel-attention limit of the hashing estimate, eq.
+    [unverified].
+    """
     q, keys, values = _check_qkv(q, keys, values)
     p = collision_probability(angle(keys, q[None, :]), tau)
     total = p @ values
@@ -102,7 +118,10 @@ def hashing_attention(
     q: np.ndarray, keys: np.ndarray, values: np.ndarray, R: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """SDIM's estimates with the m hashes of R: (mean_j sum_{s: sig_j(k_s) = sig_j(q)} v_s, and that over the
-    mean bucket size). Raises if no behaviour shares any signature with q (the ratio is undefined)."""
+    mean bucket size). Raises if no behaviour shares any signature with q (the ratio is undefined).
+
+    Paper: Cao et al. (SDIM), arXiv:2205.10249v2, Sec. 3, the hashing estimate of attention, eq. [unverified].
+    """
     q, keys, values = _check_qkv(q, keys, values)
     sig_q = simhash(q[None, :], R)[0]  # (m,)
     hit = simhash(keys, R) == sig_q[None, :]  # (L, m)
