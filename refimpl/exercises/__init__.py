@@ -111,6 +111,7 @@ def check(label: str, answer: Any) -> None:
 from refimpl.exercises import (  # noqa: E402, F401
     analytic_lab,
     differentiating,
+    discrete,
     editing,
     exponential,
     gallery,
