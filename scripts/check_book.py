@@ -26,7 +26,7 @@ Usage::
     python scripts/check_book.py [PAGE ...] [--html-dir book/_build/html] [--screenshot PNG]
 
 PAGE is a page of the built book relative to the HTML folder, with or without ``.html``
-(default ``notebooks/00_notation``); the screenshot is of the first page. Exit status 0 with a one-line
+(default ``notebooks/01_notation``); the screenshot is of the first page. Exit status 0 with a one-line
 summary per page on success, 1 with a message naming the problem otherwise.
 """
 
@@ -46,7 +46,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 DEFAULT_HTML_DIR = Path("book/_build/html")
-DEFAULT_PAGE = "notebooks/00_notation"
+DEFAULT_PAGE = "notebooks/01_notation"
 CHROMIUM_TIMEOUT_S = 180
 VIRTUAL_TIME_BUDGET_MS = 10_000
 

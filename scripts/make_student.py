@@ -88,6 +88,7 @@ def build_sources(out: Path) -> dict[str, list[str]]:
     for name in BOOK_FILES:
         shutil.copy2(BOOK / name, src / name)
     shutil.copytree(BOOK / "_static", src / "_static", dirs_exist_ok=True)  # the stylesheet of the wide column
+    shutil.copytree(BOOK / "_ext", src / "_ext", dirs_exist_ok=True)  # the old chapter URLs' redirects
     (src / "_config.yml").write_text(student_config())
     for tree in INCLUDED_TREES:
         link = out / tree

@@ -4,7 +4,7 @@ Run on a GPU from the repository root: ``python scripts/measure_gumbel_gpu.py`` 
 ``$OUT/gumbel_gpu.json``; about 90 s on an H200; on a CPU it runs a tiny version). Modes: 'cuda32' =
 torch.rand float32 on the GPU (its own lattice), 'cpu32' = the CPU lattice k 2^-24 (emulated exactly:
 randint(0, 2^24) * 2^-24 in float32), 'f64' = float64 uniforms (the fix). The numbers quoted in
-notebooks/11_discrete_tokens.md came from one run on an NVIDIA H200.
+notebooks/15_discrete_tokens.md came from one run on an NVIDIA H200.
 """
 
 import json

@@ -43,6 +43,7 @@ def stage(stage_dir: Path) -> tuple[list[str], list[str]]:
     for name in BOOK_FILES:
         shutil.copy2(BOOK / name, stage_dir / name)
     shutil.copytree(BOOK / "_static", stage_dir / "_static", dirs_exist_ok=True)  # the book's stylesheet
+    shutil.copytree(BOOK / "_ext", stage_dir / "_ext", dirs_exist_ok=True)  # its redirect pages
     config = (BOOK / "_config.yml").read_text()
     config, n = re.subn(r"execute_notebooks:\s*\S+", 'execute_notebooks: "off"', config)
     if n != 1:

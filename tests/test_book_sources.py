@@ -46,3 +46,17 @@ def test_every_notebook_is_in_the_table_of_contents() -> None:
     toc = (ROOT / "book" / "_toc.yml").read_text()
     for notebook in NOTEBOOKS:
         assert f"notebooks/{notebook.stem}" in toc, f"{notebook.name} is not listed in book/_toc.yml"
+
+
+def test_old_chapter_urls_redirect_to_chapters_of_the_book() -> None:
+    """Every redirect of book/_config.yml (chapters renamed to follow the book's order) leaves a name that is no
+    longer a chapter and points to one in the table of contents, and every renamed chapter is in the map."""
+    import yaml
+
+    redirects = yaml.safe_load((ROOT / "book" / "_config.yml").read_text())["sphinx"]["config"]["redirects"]
+    toc = (ROOT / "book" / "_toc.yml").read_text()
+    stems = {p.stem for p in NOTEBOOKS}
+    for old, new in redirects.items():
+        assert old.removeprefix("notebooks/") not in stems, f"{old} is still a chapter: a redirect would replace it"
+        assert f"file: {new}\n" in toc, f"{old} redirects to {new}, which is not in book/_toc.yml"
+    assert len(set(redirects.values())) == len(redirects), "two old pages redirect to the same chapter"

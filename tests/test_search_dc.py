@@ -46,7 +46,7 @@ def test_compensation_is_exact_on_polynomials_of_its_degree() -> None:
 def test_fitted_ratios_lower_the_held_out_error() -> None:
     """Ratios fitted on 10 starting points (ring, 5 uniform-lambda steps) lower the RMS error at t_min on 100 other
     starting points. Ground truth as the official code's (a many-step solver): UniPC-3 on the 80-step uniform-lambda
-    grid that contains the 5-step one; its error (about 3e-5 against DOP853, notebook 04) is far below the 5-step
+    grid that contains the 5-step one; its error (about 3e-5 against DOP853, the search chapter) is far below the 5-step
     errors (about 0.1) being compared."""
     model = ExactModel(ring(), get_schedule("vp_linear"))
     s = model.schedule

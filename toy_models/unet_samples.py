@@ -1,4 +1,4 @@
-"""The committed sample cache of the trained-models chapter (``notebooks/07_trained_models.md``).
+"""The committed sample cache of the trained-models chapter (``notebooks/04_trained_models.md``).
 
 Sampling the digits UNet is the chapter's largest cost: DDPM and DDIM at 1000 steps on 200 images are 2000 network
 calls, about 8 CPU-minutes. The chapter reads them from ``toy_models/checkpoints/unet_samples.pt``, written by this

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 2, the analytic lab (``notebooks/01_analytic_lab.md``)."""
+"""Checkers for the exercises of chapter 2, the analytic lab (``notebooks/02_analytic_lab.md``)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from refimpl.samplers import ddpm_posterior, posterior_symbolic, sample_ddim
 from refimpl.schedules import get_schedule
 from toy_models import ExactModel, labelled_pair, ring
 
-CHAPTER = "01_analytic_lab"
+CHAPTER = "02_analytic_lab"
 WIDTHS = (1e-6, 1e-3, 1e-1)
 
 

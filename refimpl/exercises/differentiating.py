@@ -1,5 +1,5 @@
 """Checkers for the exercises of the chapter on differentiating through samplers
-(``notebooks/07b_differentiating.md``)."""
+(``notebooks/11_differentiating.md``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from refimpl.exercises._compare import U64, as_array, call, callable_answer, clo
 from refimpl.schedules import get_schedule
 from toy_models import ring
 
-CHAPTER = "07b_differentiating"
+CHAPTER = "11_differentiating"
 CHAIN_STEPS = 8
 
 

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of the discrete-tokens chapter (``notebooks/11_discrete_tokens.md``)."""
+"""Checkers for the exercises of the discrete-tokens chapter (``notebooks/15_discrete_tokens.md``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from refimpl.discrete import masked, speculative, vq
 from refimpl.exercises import ExerciseFailed, exercise
 from refimpl.exercises._compare import U64, as_array, call, callable_answer, close, sympy_equal
 
-CHAPTER = "11_discrete_tokens"
+CHAPTER = "15_discrete_tokens"
 L_TOY = 4  # the chapter's sequences have L = 4 positions
 P_SPEC = np.array([0.30, 0.25, 0.20, 0.12, 0.08, 0.05])  # the chapter's target and draft laws
 Q_SPEC = np.array([0.05, 0.10, 0.15, 0.20, 0.22, 0.28])

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 7, editing (``notebooks/05b_editing.md``)."""
+"""Checkers for the exercises of chapter 9, editing (``notebooks/09_editing.md``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from refimpl.exercises import ExerciseFailed, exercise
 from refimpl.exercises._compare import as_array
 
-CHAPTER = "05b_editing"
+CHAPTER = "09_editing"
 
 
 def _falls_like(gaps: Any, factors: tuple[float, float], what: str) -> str:

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 4, exponential integrators (``notebooks/03_exponential_integrators.md``)."""
+"""Checkers for the exercises of chapter 5, exponential integrators (``notebooks/05_exponential_integrators.md``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from refimpl.samplers.deis import deis_ab_coefficients
 from refimpl.schedules import get_schedule
 from toy_models import random_mixture
 
-CHAPTER = "03_exponential_integrators"
+CHAPTER = "05_exponential_integrators"
 ORDER_BAND = 0.15  # the book's band for a measured order (STYLE rule 12)
 
 

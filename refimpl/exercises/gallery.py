@@ -1,4 +1,4 @@
-"""Checkers for the exercises of the gallery chapter (``notebooks/13_gallery.md``)."""
+"""Checkers for the exercises of the gallery chapter (``notebooks/17_gallery.md``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from refimpl.exercises import ExerciseFailed, exercise
 from refimpl.exercises._compare import U64, as_array, call, callable_answer, close, sympy_equal
 from toy_models import ring
 
-CHAPTER = "13_gallery"
+CHAPTER = "17_gallery"
 SLOPE_BAND = 0.15  # a fitted log-log slope, as the book's measured orders (STYLE rule 12)
 
 

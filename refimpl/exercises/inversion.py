@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 6, exact inversion (``notebooks/05_inversion.md``)."""
+"""Checkers for the exercises of chapter 8, exact inversion (``notebooks/08_inversion.md``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from refimpl.exercises._compare import U64, as_array, call, callable_answer, clo
 from refimpl.samplers import edict_unmix
 from refimpl.schedules import get_schedule
 
-CHAPTER = "05_inversion"
+CHAPTER = "08_inversion"
 STEPS = 50
 U32 = torch.finfo(torch.float32).eps / 2
 

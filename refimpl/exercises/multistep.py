@@ -1,5 +1,5 @@
-"""Checkers for the exercises of chapter 5, multistep and predictor-corrector solvers
-(``notebooks/03b_multistep_predictor_corrector.md``)."""
+"""Checkers for the exercises of chapter 6, multistep and predictor-corrector solvers
+(``notebooks/06_multistep_predictor_corrector.md``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from refimpl.exercises import ExerciseFailed, exercise
 from refimpl.exercises._compare import U64, as_array
 
-CHAPTER = "03b_multistep_predictor_corrector"
+CHAPTER = "06_multistep_predictor_corrector"
 ORDER_BAND = 0.2  # the book's band for a measured order, widened for three step counts (STYLE rule 12)
 
 

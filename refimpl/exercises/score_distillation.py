@@ -1,4 +1,4 @@
-"""Checkers for the exercises of the score-distillation chapter (``notebooks/09_score_distillation.md``)."""
+"""Checkers for the exercises of the score-distillation chapter (``notebooks/13_score_distillation.md``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from refimpl.guidance import classifier_free_guidance
 from refimpl.schedules import get_schedule
 from toy_models import ExactModel, labelled_pair, ring
 
-CHAPTER = "09_score_distillation"
+CHAPTER = "13_score_distillation"
 
 
 @exercise(

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of the trained-models chapter (``notebooks/07_trained_models.md``)."""
+"""Checkers for the exercises of the trained-models chapter (``notebooks/04_trained_models.md``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from refimpl.exercises import ExerciseFailed, exercise
 from refimpl.exercises._compare import U64, as_array, call, callable_answer, close, sympy_equal
 
-CHAPTER = "07_trained_models"
+CHAPTER = "04_trained_models"
 U32 = torch.finfo(torch.float32).eps / 2  # unit round-off of the networks' float32
 
 

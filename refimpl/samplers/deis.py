@@ -162,13 +162,13 @@ def sample_deis_rhork(
 
 
 # tAB interpolates in t: on a discrete schedule (log alpha piecewise linear in t) it loses order once steps
-# approach the knot spacing, and rhoAB3 approaches its order slowly from below on sharp mixtures (notebook 03b,
+# approach the knot spacing, and rhoAB3 approaches its order slowly from below on sharp mixtures (the multistep chapter,
 # "Why some settings are not registered", measures both), so the mixture test cannot check them: they are checked
 # on the closed-form Gaussian. tAB with degree 3 (four points) starts with lower orders: its first step leaves an
 # O(h^2) error, so it is registered with order 2, measured on the Gaussian from lambda = 0 on, where that start
-# error dominates (from t_max it nearly vanishes and the slope creeps towards 4 from below; notebook 03b).
+# error dominates (from t_max it nearly vanishes and the slope creeps towards 4 from below; the multistep chapter).
 _TAB_NOTE = "tAB loses order on discrete schedules (log alpha piecewise linear in t), which the mixture test draws"
-_SLOW_NOTE = "approaches its order slowly from below on sharp mixtures (local slopes in notebook 03b)"
+_SLOW_NOTE = "approaches its order slowly from below on sharp mixtures (local slopes in the multistep chapter)"
 for _name, _order, _variable, _note in (
     ("deis_tab2", 2, "t", _TAB_NOTE),
     ("deis_tab3", 3, "t", _TAB_NOTE),
@@ -201,7 +201,7 @@ register(
         order_span=(0.0, 4.0),
         order_check="gaussian",
         order_note=f"{_TAB_NOTE}; it starts with lower orders (an O(h^2) error), which shows from lambda = 0 on, "
-        "while from t_max the slope creeps towards 4 from below (notebook 03b)",
+        "while from t_max the slope creeps towards 4 from below (the multistep chapter)",
     )
 )
 register(

@@ -284,13 +284,13 @@ register(
     )
 )
 # DPM-Solver++(3M): with equal lambda steps its leading global error from t_max is nearly a boundary term (on a
-# single Gaussian it measures 4 there, and its slope wanders on sharp mixtures: notebook 03b, "Why some settings are
-# not registered"), so its order is measured on the closed-form Gaussian from lambda = -1 to 3, where the boundary
-# term no longer hides it. The paper's first-order start leaves an O(h^2) error: globally second order.
+# single Gaussian it measures 4 there, and its slope wanders on sharp mixtures: the multistep chapter, "Why some
+# settings are not registered"), so its order is measured on the closed-form Gaussian from lambda = -1 to 3, where
+# the boundary term no longer hides it. The paper's first-order start leaves an O(h^2) error: globally second order.
 _3M_SPAN = (-1.0, 3.0)
 _3M_NOTE = (
     "from t_max the error on a single Gaussian is a boundary term (slope 4) and on sharp mixtures the slope wanders "
-    "(notebook 03b): the order is measured on the Gaussian over lambda in [-1, 3]"
+    "(the multistep chapter): the order is measured on the Gaussian over lambda in [-1, 3]"
 )
 register(
     SamplerSpec(

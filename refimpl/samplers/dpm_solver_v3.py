@@ -373,7 +373,7 @@ def sample_dpm_solver_v3(
 
 # Registered with the statistics off: the predictor of order 2, and the first-order predictor with the pseudo-order
 # corrector (order 2, the official c_pseudo), on the mixtures; the predictor of order 3 and the predictor-corrector
-# pairs of orders 2 and 3 on the closed-form Gaussian (their reasons in _LOWER_START; notebook 03b, "Why some
+# pairs of orders 2 and 3 on the closed-form Gaussian (their reasons in _LOWER_START; the multistep chapter, "Why some
 # settings are not registered", measures their slopes).
 _LOWER_START = (
     "the first steps are of lower order (the official start), an O(h^2) global error, so the order is 2, shown on "

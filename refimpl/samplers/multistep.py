@@ -421,11 +421,12 @@ def sample_multistep(
 # Settings registered as methods of their own (the paper-shaped views register theirs in their modules). The
 # third-order settings with the paper's lower-order start (orders 1, 2, 3, ...) are globally second order: the
 # first-order first step leaves an O(h^2) error. From t_max their error on a single Gaussian is a boundary term
-# (slope 4) and on sharp mixtures their slopes wander (notebook 03b, "Why some settings are not registered"), so
-# their order is measured on the closed-form Gaussian over lambda in [-1, 3] (as DPM-Solver++(3M)'s).
+# (slope 4) and on sharp mixtures their slopes wander (the multistep chapter, "Why some settings are not
+# registered"), so their order is measured on the closed-form Gaussian over lambda in [-1, 3] (as DPM-Solver++(3M)'s).
 _THIRD_ORDER_NOTE = (
     "from t_max the error on a single Gaussian is a boundary term (slope 4) and on sharp mixtures the slope wanders "
-    "(notebook 03b): measured on the Gaussian over lambda in [-1, 3]; the first-order start caps the order at 2"
+    "(the multistep chapter): measured on the Gaussian over lambda in [-1, 3]; the first-order start caps the order "
+    "at 2"
 )
 for _name, _method, _paper, _equation in (
     ("dpm_solver_3m", "dpm_solver", "lu2022dpmsolverpp",

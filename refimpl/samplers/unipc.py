@@ -144,11 +144,11 @@ def sample_unipc(
 
 # UniPC-1 and UniPC-2 with both B(h), in data and noise prediction. The toys' sharp modes keep UniPC-2 pre-asymptotic
 # for long: its third-order error constant is small, so the fourth-order term competes with it up to hundreds of
-# steps, and its order is measured from 256 steps on (local slopes in notebook 03b, "Why some settings are not
+# steps, and its order is measured from 256 steps on (local slopes in the multistep chapter, "Why some settings are not
 # registered"). UniPC-3 (UniP-3 + UniC): the warm-up step (UniP-1, then UniC-1) has local error O(h^3), which
 # caps the global order at 3; from t_max its error on a single Gaussian follows order 4 (the warm-up's constant
-# carries alpha_T^2) and on sharp mixtures it changes sign between 16 and 512 steps (notebook 03b), so its order is
-# measured on the closed-form Gaussian over lambda in [-1, 3], from 128 steps (local slopes settle towards 3).
+# carries alpha_T^2) and on sharp mixtures it changes sign between 16 and 512 steps (the multistep chapter), so its
+# order is measured on the closed-form Gaussian over lambda in [-1, 3], from 128 steps (local slopes settle towards 3).
 _ASYMPTOTIC = (256, 512, 1024, 2048)
 for _p, _variant, _prediction in (
     (1, "bh1", "x0"), (1, "bh2", "x0"), (2, "bh1", "x0"), (2, "bh2", "x0"),
@@ -178,7 +178,7 @@ for _variant, _prediction in (("bh1", "x0"), ("bh2", "x0"), ("bh1", "eps"), ("bh
             options={"order": 3, "variant": _variant, "prediction": _prediction},
             order_check="gaussian",
             order_note="from t_max superconvergent on a single Gaussian (order 4), sign changes on sharp mixtures "
-            "(notebook 03b): measured on the Gaussian over lambda in [-1, 3] from 128 steps",
+            "(the multistep chapter): measured on the Gaussian over lambda in [-1, 3] from 128 steps",
             order_span=(-1.0, 3.0),
             order_steps=(128, 256, 512, 1024),
         )
