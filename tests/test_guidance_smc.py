@@ -129,7 +129,7 @@ def test_fk_bad_input() -> None:
     ts = grids.timesteps(s, 2)
     with pytest.raises(ValueError, match="R, N >= 1"):
         sample_fk(models, [1.0], torch.zeros(1, 0, 1), ts)
-    with pytest.raises(ValueError, match="n must be at least 1"):
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, inf\]"):
         prior_particles(1, 0, 1, 1.0, 1.0)
     with pytest.raises(ValueError, match="one coefficient per model"):
         sample_fk(models, [1.0, 2.0], torch.zeros(1, 3, 1), ts)
