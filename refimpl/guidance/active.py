@@ -95,8 +95,8 @@ def mixture_posterior(prior: GaussianMixture, observed: Tensor, y: Tensor, noise
     resid = y.reshape(1, -1) - prior.means @ H.T  # (K, m)
     means = prior.means + torch.einsum("kdm,km->kd", gain, resid)
     covs = prior.covariances - gain @ H @ prior.covariances
-    log_ev = torch.distributions.MultivariateNormal(prior.means @ H.T, S).log_prob(y.reshape(1, -1))
-    weights = torch.softmax(torch.log(prior.weights) + log_ev, 0)
+    # posterior weights w_k N(y; H mu_k, S_k) / sum: the responsibilities of the measurement's own mixture at y
+    weights = GaussianMixture(prior.weights, prior.means @ H.T, S).responsibilities(y.reshape(1, -1), 1.0, 0.0)[0]
     return GaussianMixture(weights, means, 0.5 * (covs + covs.mT), prior.labels)
 
 
