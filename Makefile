@@ -18,6 +18,9 @@ JOBS ?= 2
 # One thread per process: the tests run one process per core, and torch's intra-op threads on tiny
 # tensors cost far more than they save (a softmax went from 17 us to 4 ms with 2 threads on 2 busy cores).
 export OMP_NUM_THREADS := 1
+# Python may cache the bytecode it compiles (an environment may forbid it: then every test process and notebook kernel
+# compiles refimpl, toy_models and the tests again, 2.5-3.5 s CPU each, and with pip's --no-compile torch too, 4 s).
+export PYTHONDONTWRITEBYTECODE :=
 export MKL_NUM_THREADS := 1
 BOOK_ARGS := --all --warningiserror --keep-going
 QUICK_BOOK := book/_build/quick

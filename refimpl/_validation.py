@@ -16,6 +16,7 @@ __all__ = [
     "all_finite",
     "as_finite_float",
     "as_float_tensor",
+    "as_positive_float",
     "as_real_array",
     "check_array",
     "check_callable",
@@ -27,8 +28,10 @@ __all__ = [
     "check_instance",
     "check_integer",
     "check_kinds",
+    "check_labels",
     "check_number",
     "check_probability_vector",
+    "check_real_tensor",
     "check_resolvable_steps",
     "check_strictly_decreasing",
     "check_symmetric_positive_definite",
@@ -154,6 +157,44 @@ def as_finite_float(value: object, name: str) -> float:
     if not math.isfinite(f):
         raise ValueError(f"{name} must be finite, got {f}")
     return f
+
+
+def as_positive_float(value: object, name: str) -> float:
+    """``value`` (a real number or a one-element tensor or array) as a finite Python float > 0; else raise."""
+    f = as_finite_float(value, name)
+    if not f > 0:
+        raise ValueError(f"{name} must be positive, got {f}")
+    return f
+
+
+def check_real_tensor(
+    value: object, name: str, ndim: int | tuple[int, ...] | None = None, *, log_weights: bool = False
+) -> Tensor:
+    """``value``, a real ``torch.Tensor``, as a floating tensor with ``ndim`` dimensions (one of them, if a tuple) and
+    at least one entry. Finite, except that ``log_weights=True`` lets -inf through (a log-weight or log-probability
+    of zero); NaN and +inf are always refused."""
+    check_instance(value, Tensor, name)
+    x = as_float_tensor(value, name)
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if dims is not None and x.ndim not in dims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimension(s), got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if not log_weights:
+        return check_finite(x, name)
+    if bool(torch.isnan(x).any() | (x == math.inf).any()):
+        raise ValueError(f"{name} holds NaN or +inf")
+    return x
+
+
+def check_labels(value: object, name: str, n: int, n_classes: int) -> Tensor:
+    """``value``, a ``torch.Tensor`` of n integer class labels in [0, n_classes), as int64."""
+    check_instance(value, Tensor, name)
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool or value.shape != (n,):
+        raise TypeError(f"{name} must be {n} integer labels, got {value.dtype} of shape {tuple(value.shape)}")
+    if bool(((value < 0) | (value >= n_classes)).any()):
+        raise ValueError(f"{name} must lie in [0, {n_classes})")
+    return value.to(torch.long)
 
 
 def check_in_range(t: Tensor, lo: float, hi: float, name: str) -> Tensor:

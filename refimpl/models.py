@@ -43,16 +43,17 @@ class DiffusionModel(Protocol):
     def __call__(self, x: Tensor, t: Tensor) -> Tensor: ...
 
 
-def check_model(model: object) -> DiffusionModel:
-    """Raise ``TypeError``/``ValueError`` unless ``model`` follows the ``DiffusionModel`` protocol."""
+def check_model(model: object, name: str = "model") -> DiffusionModel:
+    """Raise ``TypeError``/``ValueError`` unless ``model`` follows the ``DiffusionModel`` protocol; the message names
+    the argument ``name`` (e.g. "cond" for one of two models)."""
     if not isinstance(model, DiffusionModel):
         raise TypeError(
-            f"model must be callable and have .schedule and .prediction attributes, got {type(model).__name__}"
+            f"{name} must be callable and have .schedule and .prediction attributes, got {type(model).__name__}"
         )
     if not isinstance(model.schedule, NoiseSchedule):
-        raise TypeError(f"model.schedule must be a NoiseSchedule, got {type(model.schedule).__name__}")
+        raise TypeError(f"{name}.schedule must be a NoiseSchedule, got {type(model.schedule).__name__}")
     if model.prediction not in PREDICTIONS:
-        raise ValueError(f"model.prediction must be one of {PREDICTIONS}, got {model.prediction!r}")
+        raise ValueError(f"{name}.prediction must be one of {PREDICTIONS}, got {model.prediction!r}")
     return model
 
 

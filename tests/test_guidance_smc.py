@@ -91,13 +91,13 @@ def _gauss(mean: float, var: float) -> GaussianMixture:
 
 
 def test_fk_reaches_the_cfg_target_where_naive_mixing_does_not() -> None:
-    """Tilt of N(1, 1/4) and N(0, 1) with w = 3 (closed form N(1.2, 0.1) at sigma = 0), EDM, 64 Karras steps,
+    """Tilt of N(1, 1/4) and N(0, 1) with w = 3 (closed form N(1.2, 0.1) at sigma = 0), EDM, 32 Karras steps,
     R = 16 populations of N = 512. Allowance: Z standard errors of the population means plus the grid's own
     discretisation bias, measured on the plain reverse SDE (a = (1,)) whose target p_c is exact."""
     s, w = get_schedule("edm"), 3.0
     pc, pu = _gauss(1.0, 0.25), _gauss(0.0, 1.0)
     models = [ExactModel(pc, s), ExactModel(pu, s)]
-    ts = grids.timesteps(s, 64, "karras")
+    ts = grids.timesteps(s, 32, "karras")
     g = torch.Generator().manual_seed(3)
     R, N = 16, 512
     sig_T = float(s.sigma_t(s.t_max))
@@ -129,7 +129,7 @@ def test_fk_bad_input() -> None:
     ts = grids.timesteps(s, 2)
     with pytest.raises(ValueError, match="R, N >= 1"):
         sample_fk(models, [1.0], torch.zeros(1, 0, 1), ts)
-    with pytest.raises(ValueError, match="n must be at least 1"):
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, inf\]"):
         prior_particles(1, 0, 1, 1.0, 1.0)
     with pytest.raises(ValueError, match="one coefficient per model"):
         sample_fk(models, [1.0, 2.0], torch.zeros(1, 3, 1), ts)

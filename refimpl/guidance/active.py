@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_finite, check_instance
+from refimpl._validation import as_positive_float, check_finite, check_instance
 from refimpl.guidance.cfg import check_guidance_weight
 from refimpl.guidance.classifier import grad_log, guided_eps
 from refimpl.models import DiffusionModel, check_model, predict
@@ -69,14 +69,6 @@ def _check_observed(observed: Tensor, d: int | None) -> Tensor:
     return observed
 
 
-def _check_noise_var(noise_var: object) -> float:
-    if isinstance(noise_var, bool) or not isinstance(noise_var, int | float):
-        raise TypeError(f"noise_var must be a real number, got {type(noise_var).__name__}")
-    if not (math.isfinite(noise_var) and noise_var > 0):
-        raise ValueError(f"noise_var must be a finite positive number, got {noise_var}")
-    return float(noise_var)
-
-
 def _check_measurements(observed: Tensor, y: Tensor, d: int | None, noise_var: object) -> tuple[Tensor, Tensor, float]:
     """observed (m,) long, y (m,) float and noise_var checked against each other and the dimension d."""
     obs = _check_observed(observed, d)
@@ -87,7 +79,7 @@ def _check_measurements(observed: Tensor, y: Tensor, d: int | None, noise_var: o
             f"y must hold one real measurement per observed coordinate ({obs.numel()}), got {y.dtype} "
             f"of shape {tuple(y.shape)}"
         )
-    return obs, y.reshape(-1), _check_noise_var(noise_var)
+    return obs, y.reshape(-1), as_positive_float(noise_var, "noise_var")
 
 
 def mixture_posterior(prior: GaussianMixture, observed: Tensor, y: Tensor, noise_var: float) -> GaussianMixture:
@@ -103,8 +95,8 @@ def mixture_posterior(prior: GaussianMixture, observed: Tensor, y: Tensor, noise
     resid = y.reshape(1, -1) - prior.means @ H.T  # (K, m)
     means = prior.means + torch.einsum("kdm,km->kd", gain, resid)
     covs = prior.covariances - gain @ H @ prior.covariances
-    log_ev = torch.distributions.MultivariateNormal(prior.means @ H.T, S).log_prob(y.reshape(1, -1))
-    weights = torch.softmax(torch.log(prior.weights) + log_ev, 0)
+    # posterior weights w_k N(y; H mu_k, S_k) / sum: the responsibilities of the measurement's own mixture at y
+    weights = GaussianMixture(prior.weights, prior.means @ H.T, S).responsibilities(y.reshape(1, -1), 1.0, 0.0)[0]
     return GaussianMixture(weights, means, 0.5 * (covs + covs.mT), prior.labels)
 
 
@@ -120,7 +112,7 @@ def _check_particles(particles: Tensor) -> Tensor:
 def measurement_entropy(particles: Tensor, noise_var: float) -> Tensor:
     """Entropy of each coordinate's predicted measurement from particles (K, d), by a Gaussian fit: (d,)."""
     var = _check_particles(particles).var(0)
-    noise_var = _check_noise_var(noise_var)
+    noise_var = as_positive_float(noise_var, "noise_var")
     if not bool(torch.isfinite(var).all()):
         raise ValueError("particles are too large for their variance to be finite")
     return 0.5 * torch.log(2 * math.pi * math.e * (var + noise_var))
@@ -233,7 +225,7 @@ def select_measurements(
         raise ValueError(f"x_true must be one real point (d,), got {x_true.dtype} of shape {tuple(x_true.shape)}")
     if isinstance(n_select, bool) or not isinstance(n_select, int) or not 1 <= n_select <= x_true.numel():
         raise ValueError(f"n_select must be an integer in [1, {x_true.numel()}], got {n_select!r}")
-    noise_var = _check_noise_var(noise_var)
+    noise_var = as_positive_float(noise_var, "noise_var")
     observed = torch.zeros(0, dtype=torch.long)
     y = torch.zeros(0, dtype=x_true.dtype)
     for _ in range(n_select):

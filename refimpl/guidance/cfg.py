@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from refimpl.guidance._checks import named_model
-from refimpl.models import DiffusionModel, predict
+from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.schedules import NoiseSchedule
 
 __all__ = ["ClassifierFreeGuidance", "check_guidance_weight", "classifier_free_guidance"]
@@ -55,6 +54,6 @@ def classifier_free_guidance(cond: DiffusionModel, uncond: DiffusionModel, w: fl
 
     Both models must be trained under one schedule; the guided model uses the conditional one's.
     """
-    named_model(cond, "cond")
-    named_model(uncond, "uncond")
+    check_model(cond, "cond")
+    check_model(uncond, "uncond")
     return ClassifierFreeGuidance(cond, uncond, check_guidance_weight(w, "w"))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl.guidance._checks import labels_tensor, positive_float, positive_int, real_tensor
+from refimpl._validation import as_positive_float, check_integer, check_labels, check_real_tensor
 from refimpl.guidance.cfg import check_guidance_weight
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.schedules import NoiseSchedule
@@ -132,9 +132,9 @@ def fit_temperature(logits: Tensor, labels: Tensor, bounds: tuple[float, float] 
 
     The NLL is convex in 1/T, so its derivative in log T changes sign once; bisection on it to 1e-10 relative.
     """
-    logits = real_tensor(logits, "logits", 2)
-    labels = labels_tensor(labels, "labels", logits.shape[0], logits.shape[1])
-    lo_b, hi_b = (positive_float(b, "bounds") for b in bounds)
+    logits = check_real_tensor(logits, "logits", 2)
+    labels = check_labels(labels, "labels", logits.shape[0], logits.shape[1])
+    lo_b, hi_b = (as_positive_float(b, "bounds") for b in bounds)
     if not lo_b < hi_b:
         raise ValueError(f"bounds must be increasing, got {bounds}")
 
@@ -186,9 +186,9 @@ def fit_temperature_table(
 
 def expected_calibration_error(log_probs: Tensor, labels: Tensor, n_bins: int = 10) -> float:
     """Binned ECE of the top-label confidence (Guo et al. 2017, Eq. 3): sum_b |B_b|/N |acc(B_b) - conf(B_b)|."""
-    n_bins = positive_int(n_bins, "n_bins")
-    log_probs = real_tensor(log_probs, "log_probs", 2, finite=False)
-    labels = labels_tensor(labels, "labels", log_probs.shape[0], log_probs.shape[1])
+    n_bins = check_integer(n_bins, "n_bins", 1)
+    log_probs = check_real_tensor(log_probs, "log_probs", 2, log_weights=True)
+    labels = check_labels(labels, "labels", log_probs.shape[0], log_probs.shape[1])
     conf, pred = log_probs.exp().max(-1)
     correct = (pred == labels).to(conf.dtype)
     bins = torch.clamp((conf * n_bins).long(), max=n_bins - 1)

@@ -18,8 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from refimpl._validation import check_instance
-from refimpl.guidance._checks import positive_float, positive_int, real_tensor
+from refimpl._validation import as_positive_float, check_instance, check_integer, check_real_tensor
 from toy_models.gmm import GaussianMixture
 
 __all__ = ["dlg_sweep", "langevin_step", "sigma_log_posterior"]
@@ -28,7 +27,7 @@ SIGMA_STEPS = ("gibbs", "argmax")
 
 
 def _points(x: object, mixture: GaussianMixture) -> Tensor:
-    x = real_tensor(x, "x", 2)
+    x = check_real_tensor(x, "x", 2)
     if x.shape[1] != mixture.d:
         raise ValueError(f"x must be points (B, {mixture.d}) of the mixture's dimension, got {tuple(x.shape)}")
     return x
@@ -38,10 +37,10 @@ def sigma_log_posterior(mixture: GaussianMixture, x: Tensor, sigmas: Tensor, log
     """log p(j | x) on the grid: log pi_j + log p_{sigma_j}(x), normalised over j: (B, J)."""
     check_instance(mixture, GaussianMixture, "mixture")
     x = _points(x, mixture)
-    sigmas = real_tensor(sigmas, "sigmas", 1)
+    sigmas = check_real_tensor(sigmas, "sigmas", 1)
     if bool((sigmas <= 0).any()):
         raise ValueError("sigmas must be positive noise levels")
-    log_prior = real_tensor(log_prior, "log_prior", 1, finite=False)
+    log_prior = check_real_tensor(log_prior, "log_prior", 1, log_weights=True)
     if log_prior.shape != sigmas.shape:
         raise ValueError(f"log_prior must hold one entry per level ({sigmas.numel()}), got {log_prior.numel()}")
     logits = torch.stack([mixture.log_prob_t(x, 1.0, float(s)) for s in sigmas], -1) + log_prior
@@ -58,14 +57,14 @@ def langevin_step(
     """
     check_instance(mixture, GaussianMixture, "mixture")
     x = _points(x, mixture)
-    sigma, step = real_tensor(sigma, "sigma", 1), real_tensor(step, "step", 1)
-    z = real_tensor(z, "z", 2)
+    sigma, step = check_real_tensor(sigma, "sigma", 1), check_real_tensor(step, "step", 1)
+    z = check_real_tensor(z, "z", 2)
     if sigma.shape != (x.shape[0],) or step.shape != sigma.shape or z.shape != x.shape:
         raise ValueError(f"sigma, step (B,) and z (B, d) must match x {tuple(x.shape)}")
     if bool((sigma <= 0).any()) or bool((step <= 0).any()):
         raise ValueError("sigma and step must be positive")
     if u is not None:
-        u = real_tensor(u, "u", 1)
+        u = check_real_tensor(u, "u", 1)
         if u.shape != sigma.shape or bool(((u < 0) | (u > 1)).any()):
             raise ValueError("u must hold one uniform in [0, 1] per point")
     a = torch.ones_like(sigma)
@@ -102,16 +101,16 @@ def dlg_sweep(
     p(j | x); "argmax": its mode). Returns the new (x, j); costs n_langevin (x2 with MALA) + J density evaluations."""
     check_instance(mixture, GaussianMixture, "mixture")
     x = _points(x, mixture)
-    sigmas = real_tensor(sigmas, "sigmas", 1)
+    sigmas = check_real_tensor(sigmas, "sigmas", 1)
     check_instance(j, Tensor, "j")
     if j.is_floating_point() or j.is_complex() or j.dtype == torch.bool or j.shape != (x.shape[0],):
         raise TypeError(f"j must hold one integer level per point, got {j.dtype} of shape {tuple(j.shape)}")
     if bool(((j < 0) | (j >= sigmas.numel())).any()):
         raise ValueError(f"j must lie in [0, {sigmas.numel()})")
-    n_langevin = positive_int(n_langevin, "n_langevin")
+    n_langevin = check_integer(n_langevin, "n_langevin", 1)
     if sigma_step not in SIGMA_STEPS:
         raise ValueError(f"sigma_step must be one of {SIGMA_STEPS}, got {sigma_step!r}")
-    eta = positive_float(eta, "eta")
+    eta = as_positive_float(eta, "eta")
     sigma = sigmas[j]
     for _ in range(n_langevin):
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from refimpl._validation import check_instance
-from refimpl.guidance._checks import real_tensor
+from refimpl._validation import check_instance, check_real_tensor
 from refimpl.samplers.ddim import ddim_step
 from refimpl.schedules import ScheduleValues
 
@@ -21,7 +20,7 @@ __all__ = ["standardise", "structured_ddim_step"]
 
 def standardise(g: Tensor) -> Tensor:
     """(g - mean) / std over each sample's coordinates (population std): zero mean, unit variance per row."""
-    g = real_tensor(g, "g")
+    g = check_real_tensor(g, "g")
     if g.ndim < 2:
         raise ValueError(f"g must be a batch (B, ...) of directions, got shape {tuple(g.shape)}")
     flat = g.flatten(1)
@@ -39,7 +38,7 @@ def structured_ddim_step(
 ) -> Tensor:
     """Eta-DDIM's step with z = standardise(direction) in place of fresh Gaussian noise."""
     check_instance(v_t, ScheduleValues, "v_t")
-    x0, z = real_tensor(x0, "x0"), standardise(direction)
+    x0, z = check_real_tensor(x0, "x0"), standardise(direction)
     if z.shape != x0.shape:
         raise ValueError(f"direction must have the shape of x0 {tuple(x0.shape)}, got {tuple(direction.shape)}")
     return ddim_step(x0, eps, v_t, sigma_tilde, z)

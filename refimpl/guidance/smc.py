@@ -32,8 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_finite
-from refimpl.guidance._checks import positive_float, positive_int, real_tensor
+from refimpl._validation import as_float_tensor, as_positive_float, check_finite, check_integer, check_real_tensor
 from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.samplers._common import NoiseSource, check_sampler_inputs
 
@@ -49,7 +48,7 @@ __all__ = [
 
 def effective_sample_size(log_weights: Tensor) -> Tensor:
     """ESS = (sum w)^2 / sum w^2 from unnormalised log weights (Kong 1992), in [1, N]."""
-    log_weights = real_tensor(log_weights, "log_weights", finite=False)
+    log_weights = check_real_tensor(log_weights, "log_weights", log_weights=True)
     if log_weights.ndim == 0 or bool((log_weights == -math.inf).all(-1).any()):
         raise ValueError("log_weights must be (..., N) with a finite entry in every row")
     log_weights = log_weights - log_weights.amax(-1, keepdim=True)  # scale-free: no overflow in the squares
@@ -78,13 +77,13 @@ def fk_log_weight_rate(scores: Sequence[Tensor], a: Tensor, g2: Tensor) -> Tenso
     """The rate (FK): (g^2 / 2)(|sum_i a_i s_i|^2 - sum_i a_i |s_i|^2) per particle, scores each (..., d)."""
     if isinstance(scores, Tensor) or not isinstance(scores, Sequence) or not scores:
         raise TypeError(f"scores must be a non-empty sequence of tensors, got {type(scores).__name__}")
-    scores = [real_tensor(s, "scores") for s in scores]
+    scores = [check_real_tensor(s, "scores") for s in scores]
     if len({s.shape for s in scores}) != 1 or scores[0].ndim == 0:
         raise ValueError(f"scores must share one shape (..., d), got {[tuple(s.shape) for s in scores]}")
-    a = real_tensor(a, "a", 1)
+    a = check_real_tensor(a, "a", 1)
     if a.numel() != len(scores):
         raise ValueError(f"a must hold one coefficient per score ({len(scores)}), got {a.numel()}")
-    g2 = real_tensor(g2, "g2")
+    g2 = check_real_tensor(g2, "g2")
     stacked = torch.stack(scores)  # (M, ..., d)
     combined = torch.einsum("m,m...d->...d", a, stacked)
     return 0.5 * g2 * ((combined**2).sum(-1) - torch.einsum("m,m...->...", a, (stacked**2).sum(-1)))
@@ -175,6 +174,6 @@ def prior_particles(
     """R populations of n draws (R, n, d) from N(0, sigma^2 / total I), total = sum_i a_i > 0: the normalised
     prod_i N(0, sigma^2)^{a_i}, the target at a time where every model's marginal is N(0, sigma^2) up to
     alpha_T |mu| / sigma_T."""
-    R, n, d = positive_int(R, "R"), positive_int(n, "n"), positive_int(d, "d")
-    sigma, total = positive_float(sigma, "sigma"), positive_float(total, "total")
+    R, n, d = check_integer(R, "R", 1), check_integer(n, "n", 1), check_integer(d, "d", 1)
+    sigma, total = as_positive_float(sigma, "sigma"), as_positive_float(total, "total")
     return sigma / math.sqrt(total) * torch.randn(R, n, d, generator=generator, dtype=torch.float64)

@@ -28,12 +28,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_finite_float, as_float_tensor, check_finite
+from refimpl._validation import as_finite_float, as_float_tensor, check_finite, check_integer
 from refimpl.models import DiffusionModel, predict_x0_eps
 from refimpl.samplers._common import Callback, StepInfo, Trajectory, check_sampler_inputs
 from refimpl.samplers.multistep import lagrange_basis, step_orders
 from refimpl.samplers.unipc import unipc_corrector_step, unipc_predictor_step
-from refimpl.search._checks import integer
 
 __all__ = ["cpr_features", "cpr_predict", "dynamic_compensation", "fit_cpr", "fit_dc_ratios", "sample_dc_solver"]
 
@@ -167,8 +166,8 @@ def _state_after(model, x, ts, ratios, i, options) -> Tensor:
 
 def cpr_features(cfg: float, nfe: int, step: int, degree: int = CPR_DEGREE) -> Tensor:
     """The monomials x^i W^(degree - j) N^(degree - k) of the cascade, (degree + 1)^3 of them, index (i, j, k)."""
-    cfg, nfe, degree = as_finite_float(cfg, "cfg"), integer(nfe, "nfe"), integer(degree, "degree", 0)
-    if integer(step, "step", 0) > nfe:
+    cfg, nfe, degree = as_finite_float(cfg, "cfg"), check_integer(nfe, "nfe", 1), check_integer(degree, "degree", 0)
+    if check_integer(step, "step", 0) > nfe:
         raise ValueError(f"step must lie in [0, nfe = {nfe}], got {step}")
     w, nn, xx = cfg / CPR_CFG_SCALE, nfe / CPR_NFE_SCALE, step / nfe
     r = range(degree + 1)
@@ -183,7 +182,7 @@ def cpr_predict(coefficients: Tensor, cfg: float, nfe: int) -> list[float]:
     coefficients = check_finite(as_float_tensor(coefficients, "coefficients"), "coefficients")
     if coefficients.ndim != 1 or len(coefficients) == 0:
         raise ValueError(f"coefficients must be a non-empty 1-D tensor, got shape {tuple(coefficients.shape)}")
-    integer(nfe, "nfe")
+    check_integer(nfe, "nfe", 1)
     degree = round(len(coefficients) ** (1 / 3)) - 1
     if (degree + 1) ** 3 != len(coefficients):
         raise ValueError(f"coefficients must number (degree + 1)^3, got {len(coefficients)}")
@@ -199,9 +198,9 @@ def fit_cpr(samples: Sequence[tuple[float, int, int, float]], degree: int = CPR_
         raise TypeError(f"samples must be a sequence of (cfg, nfe, step, rho) tuples, got {type(samples).__name__}")
     if any(not isinstance(r, Sequence) or isinstance(r, str) or len(r) != 4 for r in samples):
         raise ValueError("samples must hold (cfg, nfe, step, rho) tuples of 4 numbers")
-    integer(degree, "degree", 0)
+    check_integer(degree, "degree", 0)
     checked = [
-        (as_finite_float(c, "samples"), n, integer(s, "samples", 0), as_finite_float(r, "samples"))
+        (as_finite_float(c, "samples"), n, check_integer(s, "samples", 0), as_finite_float(r, "samples"))
         for c, n, s, r in samples
     ]
     rows = [row for row in checked if row[2] >= 3]

@@ -27,10 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_instance, check_strictly_decreasing
+from refimpl._validation import as_float_tensor, check_instance, check_integer, check_strictly_decreasing
 from refimpl.samplers.usf import AFS_CHOICES, SolverSchedule, StepChoice, sample_usf, steps_for_budget
 from refimpl.schedules import NoiseSchedule
-from refimpl.search._checks import generator_argument, integer
 from refimpl.search.objective import exact_kl
 from toy_models.gmm import ExactModel
 
@@ -91,8 +90,8 @@ def random_solver(
 ) -> SolverSchedule:  # fmt: skip
     """A random solver of the USF decision space that spends exactly ``nfe`` model calls (ValueError if none can)."""
     check_instance(schedule, NoiseSchedule, "schedule")
-    integer(nfe, "nfe", 0)  # a budget no solver meets is steps_for_budget's error
-    generator_argument(generator)
+    check_integer(nfe, "nfe", 0)  # a budget no solver meets is steps_for_budget's error
+    check_instance(generator, torch.Generator, "generator")
     t0 = schedule.check_t(schedule.t_max if t_start is None else t_start, "t_start")
     t1 = schedule.check_t(schedule.t_min if t_end is None else t_end, "t_end")
     lam0, lam1 = float(schedule.lambda_t(t0)), float(schedule.lambda_t(t1))
@@ -189,8 +188,8 @@ def usf_search(
     if not callable(objective):
         raise TypeError(f"objective must be callable, got {type(objective).__name__}")
     check_instance(schedule, NoiseSchedule, "schedule")
-    integer(nfe, "nfe", 0)  # a budget no solver meets is steps_for_budget's error
-    generator_argument(generator)
+    check_integer(nfe, "nfe", 0)  # a budget no solver meets is steps_for_budget's error
+    check_instance(generator, torch.Generator, "generator")
     for name, value in (("population", population), ("generations", generations), ("offspring", offspring),
                         ("evaluated", evaluated)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_finite_float, as_float_tensor, check_finite, check_instance
-from refimpl.models import DiffusionModel, predict
+from refimpl._validation import as_finite_float, as_float_tensor, check_finite, check_instance, check_integer
+from refimpl.models import DiffusionModel, check_model, predict
 from refimpl.schedules import NoiseSchedule
-from refimpl.search._checks import generator_argument, integer, model_argument
 from toy_models.gmm import ExactModel, GaussianMixture
 
 __all__ = ["StitchedModel", "moment_matched_model", "noised_kl", "stitch_time"]
@@ -41,8 +40,8 @@ class StitchedModel:
     schedule and prediction (the small model's output is converted when it predicts something else)."""
 
     def __init__(self, small: DiffusionModel, large: DiffusionModel, t_switch: Tensor | float):
-        model_argument(small, "small")
-        model_argument(large, "large")
+        check_model(small, "small")
+        check_model(large, "large")
         if small.schedule is not large.schedule:
             raise ValueError("the small and large models must share one schedule")
         self.small, self.large, self.t_switch = small, large, as_finite_float(t_switch, "t_switch")
@@ -68,6 +67,7 @@ def noised_kl(model: ExactModel, t: float | Tensor, n: int, generator: torch.Gen
     q_t] over n exact draws of x_t: (estimate, its standard error). Both densities are exact."""
     small = moment_matched_model(model)
     t = model.schedule.check_t(as_finite_float(t, "t"), "t")
-    x_t = model.sample_xt(integer(n, "n", 2), t, generator_argument(generator))[1]
+    check_instance(generator, torch.Generator, "generator")
+    x_t = model.sample_xt(check_integer(n, "n", 2), t, generator)[1]
     terms = model.log_prob(x_t, t) - small.log_prob(x_t, t)
     return float(terms.mean()), float(terms.std() / n**0.5)

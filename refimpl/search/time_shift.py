@@ -22,12 +22,11 @@ from torch import Tensor
 
 from refimpl._util import expand_like
 from refimpl._validation import as_finite_float, as_float_tensor, check_strictly_decreasing
-from refimpl.models import DiffusionModel, ModelWrapper, predict_x0_eps
+from refimpl.models import DiffusionModel, ModelWrapper, check_model, predict_x0_eps
 from refimpl.parameterization import from_x0_eps
 from refimpl.samplers._common import Callback, StepInfo, check_sampler_inputs
 from refimpl.samplers.ddim import ddim_step
 from refimpl.schedules import NoiseSchedule
-from refimpl.search._checks import model_argument
 
 __all__ = ["ScaledDataModel", "sample_time_shift", "time_shift", "time_shift_target"]
 
@@ -93,7 +92,7 @@ class ScaledDataModel(ModelWrapper):
     delta > 0 overshoots the signal at every step, an injected variance error of the model."""
 
     def __init__(self, model: DiffusionModel, delta: float):
-        super().__init__(model_argument(model, "model"))
+        super().__init__(check_model(model))
         self.delta = as_finite_float(delta, "delta")
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
