@@ -79,8 +79,7 @@ book-check-staged: setup
 	$(PY) scripts/stage_book.py --stage $(QUICK_BOOK)/src
 	REFIMPL_QUICK=1 $(VENV)/bin/jupyter-book build $(QUICK_BOOK)/src $(BOOK_ARGS) --path-output $(QUICK_BOOK)
 	@# every chapter page: the first one's screenshot is kept as book/_build/quick/_build/math-check.png
-	@# --no-strict-layout until the code lines over the column in chapters 02, 04, 06, 08 and 12 are split (issue 19)
-	$(PY) scripts/check_book.py --no-strict-layout --html-dir $(QUICK_BOOK)/_build/html notebooks/02_analytic_lab \
+	$(PY) scripts/check_book.py --html-dir $(QUICK_BOOK)/_build/html notebooks/02_analytic_lab \
 	  $$(cd $(QUICK_BOOK)/_build/html && grep -L 'http-equiv="refresh"' notebooks/*.html | grep -v 02_analytic_lab)
 
 STUDENT := book/_build/student

@@ -12,6 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.md"))
 INCLUDE = re.compile(r"```\{literalinclude\} \.\./\.\./(\S+)\n:pyobject: (\S+)")
 CITE = re.compile(r"\{cite(?::[pt])?\}`([^`]+)`")
+CODE_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", flags=re.M | re.S)
+
+#: The widest code line the book's column shows without a scroll bar (``book/_static/refimpl.css``; the page check
+#: ``scripts/check_book.py`` measures it in Chromium): 120 characters, ruff's line length for the package.
+CODE_WIDTH = 120
 
 
 def _objects(path: Path) -> set[str]:
@@ -60,3 +65,12 @@ def test_old_chapter_urls_redirect_to_chapters_of_the_book() -> None:
         assert old.removeprefix("notebooks/") not in stems, f"{old} is still a chapter: a redirect would replace it"
         assert f"file: {new}\n" in toc, f"{old} redirects to {new}, which is not in book/_toc.yml"
     assert len(set(redirects.values())) == len(redirects), "two old pages redirect to the same chapter"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_code_lines_fit_the_column(notebook: Path) -> None:
+    """No code-cell line is wider than CODE_WIDTH characters, so no code block scrolls sideways on the page."""
+    wide = [
+        line for cell in CODE_CELL.findall(notebook.read_text()) for line in cell.splitlines() if len(line) > CODE_WIDTH
+    ]
+    assert not wide, f"{notebook.name}: {len(wide)} code line(s) over {CODE_WIDTH} characters: {wide[0][:80]}..."
