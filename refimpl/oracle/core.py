@@ -19,6 +19,7 @@ tolerance (``tolerance``), compare the model calls, and name recognisable patter
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass, replace
@@ -256,8 +257,12 @@ def _float32_yardstick(c: _Context) -> float | None:
     grid = times[torch.isfinite(times)]
     if len(grid) < 2:
         return None
-    exact = sample_ddim(c.model, c.x_T, grid)
-    return float((sample_ddim(_Float32Outputs(c.model), c.x_T.float(), grid).double() - exact).abs().max())
+    # an encoder's grid increases: DDIM inversion (refimpl's DDIM encoder walks the grid from its last time up)
+    run = functools.partial(get_method("ddim").encode, timesteps=grid.flip(0)) if c.config.encode else (
+        functools.partial(sample_ddim, timesteps=grid)
+    )  # fmt: skip
+    exact = run(c.model, c.x_T)
+    return float((run(_Float32Outputs(c.model), c.x_T.float()).double() - exact).abs().max())
 
 
 def _hint_stage(c: _Context) -> None:
