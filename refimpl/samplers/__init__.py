@@ -1,5 +1,6 @@
 """Samplers with the shared signature; importing this package registers every one of them."""
 
+from refimpl.samplers import ancestral as ancestral  # registers ancestral DPM-Solver-2
 from refimpl.samplers import cfgpp as cfgpp  # registers CFG++ (chapter 6)
 from refimpl.samplers import diffusevae as diffusevae  # registers DiffuseVAE (chapter 2)
 from refimpl.samplers import flow as flow  # registers the flow-model samplers (Euler, Heun, midpoint in t)
