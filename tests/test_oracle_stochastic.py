@@ -130,3 +130,27 @@ def test_lcm_boundary_condition_and_diffusers_scalings() -> None:
 def test_sa_solver_stays_out_with_its_reason() -> None:
     assert "tau" in NOT_ADAPTED["SASolverScheduler"]
     assert not {"KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler", "LCMScheduler"} & set(NOT_ADAPTED)
+
+
+def test_kdiffusion_dpmpp_sde_with_the_same_two_noises_a_step_is_the_same_method() -> None:
+    """k-diffusion's sample_dpmpp_sde (eta = 1, r = 1/2), the original of diffusers' DPMSolverSDEScheduler, with its
+    noise_sampler returning (z_1, z_2) of each step in turn (in place of its Brownian tree), in the EDM variables
+    x~ = x / alpha, sigma = e^{-lambda}: the counterpart's states to round-off."""
+    from refimpl.oracle.adapters import load_kdiffusion_sampling
+
+    s = get_schedule("vp_linear")
+    model, ts = ExactModel(ring(), s), grids.uniform_lambda(s, 4)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    noise = torch.randn(4, 2, 5, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    draws = iter(noise.flatten(0, 1))
+    v = s(ts)
+
+    def denoiser(x_tilde: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        t = s.t_of_lambda((-torch.log(sigma[0])).clamp(s.lambda_min, s.lambda_max))
+        return model.x0(s(t).alpha * x_tilde, t)
+
+    out = load_kdiffusion_sampling().sample_dpmpp_sde(
+        denoiser, x / v.alpha[0], v.rho, disable=True, noise_sampler=lambda a, b: next(draws)
+    )
+    ours = sample_sde_dpm_solver_pp_2s(model, x, ts, noise=noise)
+    torch.testing.assert_close(out * v.alpha[-1], ours, rtol=1e-10, atol=1e-10)

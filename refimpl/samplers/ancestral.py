@@ -21,7 +21,7 @@ lambda_s + h / 2 with noise z_1, the second to t with the midpoint's x0 and nois
 the SDE-DPM-Solver++(2M) of Lu et al. 2022b), so it is a model of their code for the oracle
 (``SDE_DPM_SOLVER_PP_2S``), not a registry entry; its two noises a step (k-diffusion draws them as increments of one
 Brownian path over the nested intervals [sigma_mid, sigma_s] and [sigma_t, sigma_s]) are given as
-``noise[i] = (z_1, z_2)``, so it does not fit the registry's one-noise-a-step signature either.
+``noise[i] = (z_1, z_2)`` (one normal a step, used by both stages, is accepted too: the shared signature's).
 """
 
 from __future__ import annotations
@@ -119,10 +119,13 @@ def sample_sde_dpm_solver_pp_2s(
     callback: Callback | None = None,
 ) -> Tensor:
     """Stochastic DPM-Solver++(2S), k-diffusion's ``sample_dpmpp_sde`` with r = 1/2 (module docstring): two model
-    calls a step; ``noise[i] = (z_1, z_2)`` (shape (n_steps, 2, *x.shape)) or draws from ``generator``; ``stages``
-    (one time per step) overrides the midpoint t(lambda_s + h / 2)."""
+    calls a step; ``noise[i] = (z_1, z_2)`` (shape (n_steps, 2, *x.shape)), or one normal a step for both stages
+    (shape (n_steps, *x.shape), the shared signature's), or draws from ``generator``; ``stages`` (one time per step)
+    overrides the midpoint t(lambda_s + h / 2)."""
     ts = check_sampler_inputs(model, x, timesteps)
     n_steps = len(ts) - 1
+    if isinstance(noise, Tensor) and tuple(noise.shape) == (n_steps, *x.shape):
+        noise = noise.unsqueeze(1).expand(n_steps, 2, *x.shape)
     noise_at = NoiseSource(noise, generator, n_steps, x.new_empty(2, *x.shape))
     schedule = model.schedule
     values = schedule(ts)
