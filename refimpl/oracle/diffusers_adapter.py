@@ -24,6 +24,8 @@ arguments) and to constructor defaults that make the conventions comparable.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -273,6 +275,24 @@ def _step(sched: Any, *args: Any, **kwargs: Any) -> Any:
         torch.set_default_dtype(previous)
 
 
+def _construct(class_name: str, args: dict[str, Any]) -> Any:
+    """A fresh ``diffusers.<class_name>(**args)``: a copy of one built once per arguments (the KDPM2 constructors map
+    1,000 sigmas to timesteps one by one, ~0.7 s; ``set_timesteps`` then rebuilds every table it uses)."""
+    try:
+        return copy.deepcopy(_constructed(class_name, tuple(sorted(args.items()))))
+    except TypeError:  # an unhashable argument: no cache
+        import diffusers
+
+        return getattr(diffusers, class_name)(**args)
+
+
+@functools.lru_cache(maxsize=64)
+def _constructed(class_name: str, items: tuple[tuple[str, Any], ...]) -> Any:
+    import diffusers
+
+    return getattr(diffusers, class_name)(**dict(items))
+
+
 def _draw(noise: list[Tensor], generator: torch.Generator, like: Tensor) -> Tensor:
     """One standard normal draw like ``like`` (for a replaced noise sampler), recorded in ``noise``."""
     noise.append(torch.randn(like.shape, generator=generator, dtype=like.dtype))
@@ -363,7 +383,7 @@ class DiffusersScheduler:
             if schedule.name != path:
                 raise ValueError(f"{self.class_name} samples the {path} path: use schedule={path!r}")
             extra = {"prediction_type": _PREDICTION[config.prediction]} if kind == "edm" else {}
-            return getattr(diffusers, self.class_name)(**self._split()[0], **extra)
+            return _construct(self.class_name, {**self._split()[0], **extra})
         if not isinstance(schedule, DiscreteVP) or schedule.name not in _BETAS:
             raise ValueError(f"diffusers schedulers need a discrete schedule {sorted(_BETAS)}, got {schedule.name}")
         kind, start, end = _BETAS[schedule.name]
@@ -375,7 +395,7 @@ class DiffusersScheduler:
             "beta_end": end,
             "prediction_type": _PREDICTION[config.prediction],
         }
-        return getattr(diffusers, self.class_name)(**args)
+        return _construct(self.class_name, args)
 
     # --- the run -----------------------------------------------------------------------------------------
 
