@@ -142,7 +142,7 @@ def _reference_stage(c: _Context, conventions: list[Convention]) -> tuple[Run, l
     run, config = c.run, c.config
     used = c.noise if run.noise is None else run.noise
     spec = get_method(config.method)
-    stochastic = spec.is_stochastic(**run.reference_options, **dict(config.options))
+    stochastic = spec.is_stochastic(**{**run.reference_options, **dict(config.options)})
 
     def reference(conv: list[Convention], x_start: Tensor = c.x_T) -> tuple[Run, int]:
         return reference_run(

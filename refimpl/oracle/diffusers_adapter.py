@@ -38,17 +38,8 @@ from torch import Tensor
 
 from refimpl.models import predict
 from refimpl.oracle.config import Config
-from refimpl.oracle.methods import MODELS
 from refimpl.oracle.running import Convention, Run
-from refimpl.samplers.ancestral import SDE_DPM_SOLVER_PP_2S
-from refimpl.samplers.lcm import LCM_MULTISTEP
 from refimpl.schedules import DiscreteVP
-
-# Models of diffusers' code that are no registry entries (LCM with a diffusion model's x0 samples no law; the
-# stochastic DPM-Solver++(2S) is in no paper and takes two noises a step): to be listed in ``methods.MODELS``
-# (refimpl/oracle/methods.py) itself; until then they are added there when this module is loaded.
-for _spec in (LCM_MULTISTEP, SDE_DPM_SOLVER_PP_2S):
-    MODELS.setdefault(_spec.name, _spec)
 
 __all__ = ["DIFFUSERS", "NOT_ADAPTED", "PINNED_VERSION", "DiffusersScheduler", "Profile"]
 
