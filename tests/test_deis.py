@@ -145,6 +145,25 @@ def test_lowest_order_deis_is_ddim(name: str) -> None:
         assert float((out - ddim).abs().max()) <= IDENTITY_RTOL * float(ddim.abs().max())
 
 
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_per_step_orders_override_the_order(name: str) -> None:
+    """``orders`` decides each step's order: all ones is DDIM (as order 1 is), and the warm-up pattern of order 2
+    given to an order-3 run is the order-2 run (the official codes' lower orders at the last steps use this)."""
+    s = get_schedule(name)
+    model = ExactModel(ring(), s)
+    x = model.sample_xt(16, s.t_max, torch.Generator().manual_seed(0))[1]
+    ts = grids.uniform_t(s, 8)
+    for variable in ("t", "rho"):
+        ones = sample_deis_ab(model, x, ts, order=3, variable=variable, orders=[1] * 8)
+        ddim = sample_ddim(model, x, ts)
+        assert float((ones - ddim).abs().max()) <= IDENTITY_RTOL * float(ddim.abs().max())
+        two = sample_deis_ab(model, x, ts, order=2, variable=variable)
+        given = sample_deis_ab(model, x, ts, order=3, variable=variable, orders=[1, 2, 2, 2, 2, 2, 2, 2])
+        assert torch.equal(given, two)
+        three = sample_deis_ab(model, x, ts, order=3, variable=variable)
+        assert float((three - two).abs().max()) > 1e3 * IDENTITY_RTOL * float(two.abs().max())  # the option matters
+
+
 @pytest.mark.parametrize("variable", ["t", "rho"])
 def test_ab_weights_integrate_polynomials_exactly(variable: str) -> None:
     """Sum_j C_ij p(node_j) = int p drho for every polynomial p of degree < q in the interpolation variable."""

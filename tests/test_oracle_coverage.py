@@ -140,3 +140,12 @@ def test_a_float32_sized_failure_is_set_beside_a_first_order_method_in_float32()
     hint = [h for h in report.hints if h.startswith("what float32 rounding alone does")]
     assert not report.passed and len(hint) == 1, report.table()
     assert check(DiffusersScheduler("DDIMScheduler"), Config("ddim", 2, batch=4), exact=False).hints == []
+
+
+def test_the_float32_yardstick_of_an_encoder_walks_its_grid_upwards() -> None:
+    """An encoder's grid increases: the yardstick is DDIM inversion on it (it raised inside ``make oracle``)."""
+    kwargs = {"timestep_spacing": "trailing", "set_alpha_to_one": False, "clip_sample": True}
+    report = check(DiffusersScheduler("DDIMInverseScheduler", kwargs), Config("ddim", 1, spacing="uniform_t",
+                   encode=True, batch=4), exact=False)  # fmt: skip
+    hint = [h for h in report.hints if h.startswith("what float32 rounding alone does")]
+    assert not report.passed and len(hint) == 1, report.table()

@@ -55,7 +55,9 @@ def engineer_2m(defect: str | None = None, report_steps: bool = True):
 
 @pytest.mark.parametrize("report_steps", [True, False], ids=["per-step", "end-to-end"])
 def test_a_plain_function_passes_with_the_defaults(report_steps: bool) -> None:
-    verdict = check(engineer_2m(report_steps=report_steps), method="dpm_solver_pp_2m")
+    """``check`` (end to end) and ``assert_agrees`` (per step: it returns the verdict, it does not raise)."""
+    fn = engineer_2m(report_steps=report_steps)
+    verdict = assert_agrees(fn, "dpm_solver_pp_2m") if report_steps else check(fn, method="dpm_solver_pp_2m")
     assert isinstance(verdict, Verdict) and verdict.passed and not verdict.skipped, str(verdict)
     reported = [s.reported for r in verdict.reports for s in r.steps]
     assert all(reported) if report_steps else not all(reported)
@@ -155,7 +157,7 @@ def test_sigma_zero_is_shown_as_such() -> None:
 
 
 def test_assert_agrees_raises_with_the_headline_and_the_failing_table() -> None:
-    assert_agrees(engineer_2m(), "dpm_solver_pp_2m")
+    """(Its passing side is in ``test_a_plain_function_passes_with_the_defaults``.)"""
     with pytest.raises(AssertionError, match=r"FAIL: .* disagrees with refimpl's dpm_solver_pp_2m") as err:
         assert_agrees(engineer_2m("r_inverted"), "dpm_solver_pp_2m")
     assert "|x - ref|" in str(err.value) and "ratio" in str(err.value)

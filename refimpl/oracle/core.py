@@ -19,9 +19,10 @@ tolerance (``tolerance``), compare the model calls, and name recognisable patter
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -132,17 +133,35 @@ def _query_convention(c: _Context) -> list[Convention]:
 
 def _reference_stage(c: _Context, conventions: list[Convention]) -> tuple[Run, list[float]] | None:
     """The reference on the implementation's grid with its conventions, what each convention changes, and the
-    measured amplification of the reference (per state of the run). None if the grid is not valid for the method."""
+    measured amplification of the reference (per state of the run). None if the grid is not valid for the method.
+
+    The reference, its probe from a perturbed x_T and, for a stochastic method, a second copy of the reference (is
+    it deterministic given the injected noise?) are one batched run: every exact toy and every grid method acts on
+    the rows of a batch independently (an adaptive method's step control couples them: it gets separate runs).
+    """
     run, config = c.run, c.config
     used = c.noise if run.noise is None else run.noise
+    spec = get_method(config.method)
+    stochastic = spec.is_stochastic(**{**run.reference_options, **dict(config.options)})
 
     def reference(conv: list[Convention], x_start: Tensor = c.x_T) -> tuple[Run, int]:
         return reference_run(
             config, c.model, x_start, run.times[c.keep], used, run.final, tuple(conv), run.reference_options
         )
 
+    starts = [c.x_T, perturbed(c.x_T, c.size, config.seed)] + ([c.x_T] if stochastic else [])
     try:
-        ref, c.report.nfe_expected = reference(conventions)
+        if spec.kind == "adaptive":
+            refs = [reference(conventions, x) for x in starts]
+            (ref, c.report.nfe_expected), others = refs[0], [r for r, _ in refs[1:]]
+        else:
+            batched, c.report.nfe_expected = reference_run(
+                config, c.model, torch.cat(starts), run.times[c.keep], None if used is None else
+                torch.cat([used] * len(starts), dim=1), run.final, tuple(conventions), run.reference_options
+            )  # fmt: skip
+            b = len(c.x_T)
+            ref, *others = [replace(batched, states=[s[k * b:(k + 1) * b] for s in batched.states])
+                            for k in range(len(starts))]  # fmt: skip
     except ValueError as err:
         c.report.problems.append(f"its grid is not a valid grid for {config.method}: {err}")
         return None
@@ -157,12 +176,9 @@ def _reference_stage(c: _Context, conventions: list[Convention]) -> tuple[Run, l
                 f"the model is not queried at the solver's noise level ({convention.detail}); this changes the "
                 f"states by {note.effect:.1e} > {c.report.tolerance:.1e}"
             )
-    probe = reference(conventions, perturbed(c.x_T, c.size, config.seed))[0]
-    amplification = amplification_factors(ref, probe, c.size)
-    spec = get_method(config.method)
-    stochastic = spec.is_stochastic(**run.reference_options, **dict(config.options))
+    amplification = amplification_factors(ref, others[0], c.size)
     # the probe needs a deterministic reference: a stochastic method must take the injected noise
-    if stochastic and max_deviation(ref.states, reference(conventions)[0].states) > 0:
+    if stochastic and max_deviation(ref.states, others[1].states) > 0:
         c.report.problems.append(
             f"refimpl's {config.method} is not deterministic given the injected noise (does it take `noise`?): "
             "no step-by-step comparison is possible"
@@ -241,8 +257,12 @@ def _float32_yardstick(c: _Context) -> float | None:
     grid = times[torch.isfinite(times)]
     if len(grid) < 2:
         return None
-    exact = sample_ddim(c.model, c.x_T, grid)
-    return float((sample_ddim(_Float32Outputs(c.model), c.x_T.float(), grid).double() - exact).abs().max())
+    # an encoder's grid increases: DDIM inversion (refimpl's DDIM encoder walks the grid from its last time up)
+    run = functools.partial(get_method("ddim").encode, timesteps=grid.flip(0)) if c.config.encode else (
+        functools.partial(sample_ddim, timesteps=grid)
+    )  # fmt: skip
+    exact = run(c.model, c.x_T)
+    return float((run(_Float32Outputs(c.model), c.x_T.float()).double() - exact).abs().max())
 
 
 def _hint_stage(c: _Context) -> None:

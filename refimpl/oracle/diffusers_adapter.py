@@ -24,6 +24,8 @@ arguments) and to constructor defaults that make the conventions comparable.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -133,6 +135,8 @@ DIFFUSERS: dict[str, Profile] = {
     # TCD with gamma = 0 (its step's ``eta``, which the adapter sets) is DDIM on the LCM grid; gamma > 0 (DDIM to
     # s = (1 - gamma) t_prev, then forward noise to t_prev) has no refimpl counterpart
     "TCDScheduler": Profile(lambda kw: "ddim", {}, "alphabar"),
+    # LCM: f = c_skip x + c_out x0 at each timestep, re-noised (replayed generator) to the next; the last returns f
+    "LCMScheduler": Profile(lambda kw: "lcm_multistep", {}, "alphabar"),
     "PNDMScheduler": Profile(
         lambda kw: "plms" if kw.get("skip_prk_steps") else "pndm",
         {"set_alpha_to_one": False, "timestep_spacing": "trailing"},
@@ -160,6 +164,10 @@ DIFFUSERS: dict[str, Profile] = {
     # the float32 cancellation in 1 - alpha-bar near t = 0, which moves it by ~1e-4 in lambda): the reference takes
     # the scheduler's midpoints as given (``_reference_options``)
     "KDPM2DiscreteScheduler": Profile(lambda kw: "dpm_solver_singlestep_2", {}, "scaled", ("eps", "v")),
+    # its ancestral variant (eta = 1, no switch): DPM-Solver-2 to sigma_down, then sigma_up of the replayed noise
+    "KDPM2AncestralDiscreteScheduler": Profile(lambda kw: "dpm_solver_2_ancestral", {}, "scaled", ("eps", "v")),
+    # k-diffusion's stochastic DPM-Solver++(2S): its Brownian-tree noise sampler is replaced by the adapter's draws
+    "DPMSolverSDEScheduler": Profile(lambda kw: "sde_dpm_solver_pp_2s", {}, "scaled", ("eps", "v")),
     # flow matching on the rectified-flow path (sigma = t): Euler and Heun in t; stochastic_sampling re-noises x0
     "FlowMatchEulerDiscreteScheduler": Profile(
         _flow_euler, {}, "flow", ("eps",)
@@ -172,13 +180,10 @@ DIFFUSERS: dict[str, Profile] = {
 
 #: The scheduler classes diffusers exports that the oracle does not adapt, with the reason (tested to be complete).
 NOT_ADAPTED = {
-    "KDPM2AncestralDiscreteScheduler": "ancestral DPM-Solver-2 (noise at every step, no switch to turn it off): "
-    "refimpl has no ancestral DPM-Solver-2; its skeleton is k-diffusion's sample_dpm_2_ancestral(eta=0), adapted",
-    "DPMSolverSDEScheduler": "Brownian-tree noise, and s_noise=0 still steps to sigma_down (not the ODE skeleton): "
-    "refimpl has no SDE-DPM-Solver++(2S)",
-    "LCMScheduler": "f(x, t) = c_skip x + c_out x0 re-noised with fresh noise at every step: refimpl's "
-    "consistency_multistep takes the DDIM teacher's map as f (the distillation fixed point), another f",
-    "SASolverScheduler": "refimpl has no SA-Solver (stochastic Adams predictor-corrector)",
+    "SASolverScheduler": "SA-Solver (arXiv:2309.05019): stochastic Adams predictor and an always-on stochastic "
+    "Adams-Moulton corrector (corrector_order > 0 is asserted), coefficients the integrals of Lagrange polynomials "
+    "against e^{(1 + tau^2) lambda}, tau = tau_func(t) (default 1 for 200 <= k <= 800): refimpl's multistep engine "
+    "integrates against e^lambda only (tau = 0) and has no stochastic corrector",
     "CMStochasticIterativeScheduler": "consistency-model sampling with Karras preconditioning: as LCMScheduler",
     "FlowMatchLCMScheduler": "LCM on the flow path: as LCMScheduler",
     "SCMScheduler": "continuous-time consistency models (TrigFlow): no refimpl counterpart",
@@ -208,9 +213,12 @@ NOT_ADAPTED = {
 
 #: Schedulers whose ``step`` draws its own noise from the ``generator`` it is given (the adapter replays it).
 _GENERATOR_NOISE = ("DDPMScheduler", "DDPMParallelScheduler", "EulerAncestralDiscreteScheduler",
-                    "FlowMatchEulerDiscreteScheduler")  # fmt: skip
+                    "FlowMatchEulerDiscreteScheduler", "KDPM2AncestralDiscreteScheduler")  # fmt: skip
 #: Two model calls per step, ``state_in_first_order`` telling which (the last step to sigma = 0 is one Euler call).
-_TWO_STAGE = ("HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+_TWO_STAGE = ("HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "FlowMatchHeunDiscreteScheduler",
+              "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler")  # fmt: skip
+#: Where the second stage of step i reads its midpoint in the interleaved ``sigmas_interpol`` (index 2i + offset).
+_MIDPOINT = {"KDPM2DiscreteScheduler": 1, "KDPM2AncestralDiscreteScheduler": 0}
 #: Schedulers whose tables the float64 probe cannot rebuild (interleaved two-stage tables, an increasing inverse table).
 _NO_FLOAT64_PROBE = (*_TWO_STAGE, "DPMSolverMultistepInverseScheduler")
 #: Schedulers whose ``step`` casts the sample to float32 whatever its dtype (diffusers 0.42.1).
@@ -256,6 +264,30 @@ def _step(sched: Any, *args: Any, **kwargs: Any) -> Any:
         return sched.step(*args, **kwargs)
     finally:
         torch.set_default_dtype(previous)
+
+
+def _construct(class_name: str, args: dict[str, Any]) -> Any:
+    """A fresh ``diffusers.<class_name>(**args)``: a copy of one built once per arguments (the KDPM2 constructors map
+    1,000 sigmas to timesteps one by one, ~0.7 s; ``set_timesteps`` then rebuilds every table it uses)."""
+    try:
+        return copy.deepcopy(_constructed(class_name, tuple(sorted(args.items()))))
+    except TypeError:  # an unhashable argument: no cache
+        import diffusers
+
+        return getattr(diffusers, class_name)(**args)
+
+
+@functools.lru_cache(maxsize=64)
+def _constructed(class_name: str, items: tuple[tuple[str, Any], ...]) -> Any:
+    import diffusers
+
+    return getattr(diffusers, class_name)(**dict(items))
+
+
+def _draw(noise: list[Tensor], generator: torch.Generator, like: Tensor) -> Tensor:
+    """One standard normal draw like ``like`` (for a replaced noise sampler), recorded in ``noise``."""
+    noise.append(torch.randn(like.shape, generator=generator, dtype=like.dtype))
+    return noise[-1]
 
 
 @dataclass
@@ -342,7 +374,7 @@ class DiffusersScheduler:
             if schedule.name != path:
                 raise ValueError(f"{self.class_name} samples the {path} path: use schedule={path!r}")
             extra = {"prediction_type": _PREDICTION[config.prediction]} if kind == "edm" else {}
-            return getattr(diffusers, self.class_name)(**self._split()[0], **extra)
+            return _construct(self.class_name, {**self._split()[0], **extra})
         if not isinstance(schedule, DiscreteVP) or schedule.name not in _BETAS:
             raise ValueError(f"diffusers schedulers need a discrete schedule {sorted(_BETAS)}, got {schedule.name}")
         kind, start, end = _BETAS[schedule.name]
@@ -354,7 +386,7 @@ class DiffusersScheduler:
             "beta_end": end,
             "prediction_type": _PREDICTION[config.prediction],
         }
-        return getattr(diffusers, self.class_name)(**args)
+        return _construct(self.class_name, args)
 
     # --- the run -----------------------------------------------------------------------------------------
 
@@ -365,6 +397,9 @@ class DiffusersScheduler:
         schedule = model.schedule
         sched = self.build(schedule, config)
         sched.set_timesteps(config.n_steps, **self._split()[1])
+        if not torch.isfinite(torch.as_tensor(sched.timesteps)).all():  # a NaN time would reach the model (findings/)
+            return Run(x_T.new_zeros(0), [], [], error=f"set_timesteps({config.n_steps}) leaves non-finite timesteps: "
+                       f"{torch.as_tensor(sched.timesteps).tolist()}")  # fmt: skip
         kind = self.profile.kind
         if kind in ("flow", "edm") and self.float64_tables:
             raise ValueError(f"{self.class_name} keeps float32 sigmas: the float64 probe does not apply")
@@ -400,12 +435,19 @@ class DiffusersScheduler:
             trace.queries,
             final=final,
             conventions=self._conventions(sched, config, final),
-            reference_options=self._reference_options(sched, tables, final),
+            reference_options=self._reference_options(sched, tables, final, trace),
             levels=trace.levels,
-            noise=torch.stack(trace.noise).double() if trace.noise else None,
+            noise=self._noise(trace),
             coefficient_dtype=torch.float64 if self.float64_tables and not self.float32_step else torch.float32,
             landings=[s.landing for s in trace.steps],
         )
+
+    def _noise(self, trace: _Trace) -> Tensor | None:
+        """The noise the scheduler used, one draw a step (DPMSolverSDE: its two a step, (z_1, z_2))."""
+        if not trace.noise:
+            return None
+        noise = torch.stack(trace.noise).double()
+        return noise.unflatten(0, (-1, 2)) if self.class_name == "DPMSolverSDEScheduler" else noise
 
     @property
     def float32_step(self) -> bool:
@@ -455,6 +497,13 @@ class DiffusersScheduler:
                 kw = {"generator": gen}  # DDPM draws its own noise: replay its generator to learn which
                 if k > 0:
                     trace.noise.append(torch.randn(x_T.shape, generator=replay, dtype=x_T.dtype))
+            elif self.class_name == "LCMScheduler":  # the last step returns f, an estimate of x at k = 0
+                last = i + 1 == len(sched.timesteps)
+                landing = tables.t_of_k(0 if last else int(sched.timesteps[i + 1]))
+                step_start, done = tables.t_of_k(k), True
+                kw = {"generator": gen}  # its re-noising draws from the generator (not at the last step: a zero there)
+                trace.noise.append(x_T.new_zeros(x_T.shape) if last else torch.randn(x_T.shape, generator=replay,
+                                                                                      dtype=x_T.dtype))  # fmt: skip
             elif self.class_name == "TCDScheduler":  # gamma = 0: DDIM to the next timestep of its list (then k = 0)
                 following = int(sched.timesteps[i + 1]) if i + 1 < len(sched.timesteps) else 0
                 step_start, done, landing = tables.t_of_k(k), True, tables.t_of_k(following)
@@ -500,18 +549,22 @@ class DiffusersScheduler:
         draws = self.class_name in _GENERATOR_NOISE and (self.class_name != "FlowMatchEulerDiscreteScheduler"
                                                          or sched.config.stochastic_sampling)  # fmt: skip
         step_start = None
+        if self.class_name == "DPMSolverSDEScheduler":  # its noise sampler (a Brownian tree) is a public attribute
+            sched.noise_sampler = lambda sigma, sigma_next: _draw(trace.noise, gen, x_T)
         for j, k in enumerate(ks):
             idx = sched.step_index if sched.step_index is not None else 0
             first_order = not two_stage or sched.state_in_first_order
             between = getattr(sched, "sigmas_interpol", None)  # KDPM2 evaluates its second stage there
-            level = tables.t_of_sigma(idx, k, None if first_order or between is None else between[idx])
+            mid = None if first_order or between is None else between[idx - 1 + _MIDPOINT[self.class_name]]
+            mid = getattr(sched, "mid_point_sigma", None) if not first_order and mid is None else mid  # DPMSolverSDE
+            level = tables.t_of_sigma(idx, k, mid)
             if first_order:
                 step_start, landing = level, tables.t_of_sigma(idx + 1)
             scale = getattr(sched, "scale_model_input", lambda x, k: x)  # EDM's: c_in x (the adapter's F takes x)
             scaled = scale(sample, k)
             out = call(scaled if self.profile.kind == "scaled" else sample, k, level)
             kw: dict[str, Any] = {"generator": gen} if draws else {}
-            if draws:  # replay the scheduler's generator to learn the noise it drew (in the dtype it drew it)
+            if draws and not (two_stage and first_order):  # replay the scheduler's generator: the noise it drew
                 trace.noise.append(torch.randn(x_T.shape, generator=replay, dtype=self._noise_dtype(out)))
             sample = _step(sched, out, k, sample, **kw).prev_sample
             completed = j + 1 == len(ks) or (not first_order if two_stage else True)
@@ -571,14 +624,20 @@ class DiffusersScheduler:
             orders.append(k)
         return orders[:-1] if final != "grid" else orders
 
-    def _reference_options(self, sched: Any, tables: _Tables, final: str) -> dict[str, Any]:
+    def _reference_options(self, sched: Any, tables: _Tables, final: str, trace: _Trace) -> dict[str, Any]:
         cfg = sched.config
+        if self.class_name == "DPMSolverSDEScheduler":  # the second stage of each step evaluates at its midpoint
+            return {"stages": trace.levels[1:-1:2]}
+        if self.class_name == "LCMScheduler":
+            return {"train_steps": tables.N, "timestep_scaling": float(cfg.timestep_scaling)}
         if self.class_name in ("DDPMScheduler", "DDPMParallelScheduler") and cfg.variance_type == "fixed_large":
             return {"variance": "beta"}
-        if self.class_name == "KDPM2DiscreteScheduler":  # step i evaluates its second stage at sigmas_interpol[2i + 1]
-            n = sched.num_inference_steps - (final != "grid")
-            stages = [[tables.t_of_sigma(2 * i + 1, value=sched.sigmas_interpol[2 * i + 1])] for i in range(n)]
-            return {"orders": [2] * n, "stages": stages}
+        if self.class_name in _MIDPOINT:  # step i evaluates its second stage at sigmas_interpol[2i + offset]
+            n, j = sched.num_inference_steps - (final != "grid"), _MIDPOINT[self.class_name]
+            stages = [tables.t_of_sigma(2 * i + j, value=sched.sigmas_interpol[2 * i + j]) for i in range(n)]
+            if self.class_name == "KDPM2AncestralDiscreteScheduler":
+                return {"stages": stages}
+            return {"orders": [2] * n, "stages": [[t] for t in stages]}
         if self.class_name == "DPMSolverSinglestepScheduler" and cfg.solver_order > 1:
             groups, stages = [], []
             for j, order in enumerate(sched.order_list):
@@ -649,7 +708,8 @@ class _Tables:
         sigma = self.sigmas[j] if value is None else value
         if float(sigma) == 0.0:
             return math.nan
-        if k is not None and float(k) == int(k) and 0 <= int(k) < self.N and self.train_sigmas[int(k)] == sigma:
+        if k is not None and math.isfinite(float(k)) and float(k) == int(k) and 0 <= int(k) < self.N and \
+                self.train_sigmas[int(k)] == sigma:  # fmt: skip
             return (int(k) + 1) / self.N
         hits = torch.nonzero(self.train_sigmas == sigma)
         if len(hits):

@@ -35,9 +35,11 @@ from refimpl.samplers import (
 )
 from refimpl.samplers._common import Callback, check_orders, check_sampler_inputs
 from refimpl.samplers._exponential import phi
+from refimpl.samplers.ancestral import SDE_DPM_SOLVER_PP_2S
 from refimpl.samplers.dpm_solver import dpm_solver_1_step, dpm_solver_2_step, dpm_solver_3_stage, dpm_solver_3_step
 from refimpl.samplers.dpm_solver_pp import dpm_solver_pp_1_step, dpm_solver_pp_2s_step
 from refimpl.samplers.edm import lms_step
+from refimpl.samplers.lcm import LCM_MULTISTEP
 from refimpl.samplers.multistep import SETTINGS, multistep_step
 from refimpl.samplers.pndm import plms_direction, pndm_transfer
 from refimpl.schedules import ScheduleValues
@@ -171,7 +173,9 @@ def _spec(name: str, sample: Any, declared: float, equation: str, paper: str, /,
 
 #: Models of third-party code, not refimpl methods: the official / diffusers / k-diffusion third-order multistep
 #: steps (half their last Taylor term), and singlestep DPM-Solvers with intermediate points chosen by the caller
-#: (diffusers' ``DPMSolverSinglestepScheduler`` picks them from its timestep list).
+#: (diffusers' ``DPMSolverSinglestepScheduler`` picks them from its timestep list); and two models of diffusers' code
+#: that are no registry entries: LCM's multistep sampling (with a diffusion model's x0 it samples no law) and the
+#: stochastic DPM-Solver++(2S) of ``DPMSolverSDEScheduler`` (in no paper; two noises a step).
 MODELS: dict[str, SamplerSpec] = {spec.name: spec for spec in [
     _spec(
         "dpm_solver_pp_3m_official", sample_multistep_3m, 2,
@@ -201,6 +205,8 @@ MODELS: dict[str, SamplerSpec] = {spec.name: spec for spec in [
         "arXiv:2211.01095v3 Algorithm 1, DPM-Solver++(2S) with given intermediate points",
         "lu2022dpmsolverpp", prediction="x0",
     ),
+    LCM_MULTISTEP,
+    SDE_DPM_SOLVER_PP_2S,
 ]}  # fmt: skip
 
 

@@ -18,8 +18,9 @@ alpha_t, sigma_t, lambda_t; ``model.prediction`` what it predicts). Three things
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,10 +57,16 @@ class RefimplCallable:
             raise TypeError(f"the sampler must be callable, got {type(self.fn).__name__}")
         self.name = self.name or getattr(self.fn, "__qualname__", None) or repr(self.fn)
 
-    def _takes(self, name: str) -> bool:
+    @functools.cached_property
+    def _parameters(self) -> Mapping[str, inspect.Parameter] | None:
         try:
-            params = inspect.signature(self.fn).parameters
+            return inspect.signature(self.fn).parameters
         except (TypeError, ValueError):
+            return None
+
+    def _takes(self, name: str) -> bool:
+        params = self._parameters
+        if params is None:
             return True
         return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 

@@ -7,6 +7,7 @@ injected noise, and with the implementation's conventions (``Convention``) model
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import traceback
@@ -123,12 +124,18 @@ class _RetimedModel(ModelWrapper):
 # --- the reference ------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _toy(name: str) -> Any:
+    """``make_toy(name)``, built once per process (a toy is a frozen data law, only read)."""
+    return make_toy(name)
+
+
 def setup(config: Config) -> tuple[Any, Tensor, Tensor]:
     """The exact model of ``config``, its seeded start x_T (x_0 when encoding) and the noise to inject."""
     from toy_models import ExactModel
 
     schedule = get_schedule(config.schedule)
-    model = ExactModel(make_toy(config.toy), schedule, config.prediction)
+    model = ExactModel(_toy(config.toy), schedule, config.prediction)
     g = torch.Generator().manual_seed(config.seed)
     x_start = model.sample_xt(config.batch, schedule.t_min if config.encode else schedule.t_max, g)[1]
     noise = torch.randn(config.n_steps, *x_start.shape, generator=g, dtype=torch.float64)

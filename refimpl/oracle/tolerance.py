@@ -73,8 +73,8 @@ def query_tolerance(schedule: Any, levels: Tensor, unit: float) -> Tensor:
         lam = schedule(t).lambda_
         delta = unit * (1 + lam.abs())
         lo, hi = schedule.lambda_min, schedule.lambda_max
-        moved = [schedule.t_of_lambda((lam + k * delta).clamp(lo, hi)) for k in (-1, 1)]
-        spread = torch.stack([(m - t).abs() for m in moved]).amax(0) / (t * unit)
+        moved = schedule.t_of_lambda(torch.cat([lam - delta, lam + delta]).clamp(lo, hi)).reshape(2, -1)
+        spread = (moved - t).abs().amax(0) / (t * unit)
         kappa[finite] = spread.clamp_min(1.0)
     return TOL_OPS * unit * kappa
 

@@ -1,8 +1,10 @@
 """Samplers with the shared signature; importing this package registers every one of them."""
 
+from refimpl.samplers import ancestral as ancestral  # registers ancestral DPM-Solver-2
 from refimpl.samplers import cfgpp as cfgpp  # registers CFG++ (chapter 6)
 from refimpl.samplers import diffusevae as diffusevae  # registers DiffuseVAE (chapter 2)
 from refimpl.samplers import flow as flow  # registers the flow-model samplers (Euler, Heun, midpoint in t)
+from refimpl.samplers import lcm as lcm  # LCM sampling: no registry entry (a model of diffusers' code for the oracle)
 from refimpl.samplers import rddm as rddm  # registers RDDM (chapter 2)
 from refimpl.samplers import usf as usf  # registers the USF/S3 decision-space sampler (chapter 4)
 from refimpl.samplers._common import StepInfo, Trajectory

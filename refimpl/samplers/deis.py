@@ -23,6 +23,7 @@ the exponential integrator of their Sec. 3 with the linear part exact. Two famil
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -110,16 +111,21 @@ def sample_deis_ab(
     *,
     order: int = 3,
     variable: str = "t",
+    orders: Sequence[int] | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """DEIS-AB (tAB, rhoAB or log-rho AB) from timesteps[0] to timesteps[-1]: one model call a step.
 
     x_{i+1} = (alpha_{i+1} / alpha_i) x_i + alpha_{i+1} sum_j C_ij eps_{i-j} (their Sec. 3.3, Eq. for tAB-DEIS),
-    the engine's setting ``SETTINGS["deis_tab" | "deis_rhoab" | "deis_logrho"]``.
+    the engine's setting ``SETTINGS["deis_tab" | "deis_rhoab" | "deis_logrho"]``. ``orders`` (one per step, each at
+    most the number of outputs seen; default the warm-up 1, 2, ..., ``order``) as in every multistep sampler, e.g.
+    the lower orders at the last steps of diffusers' ``lower_order_final``.
     """
     if variable not in VARIABLES:
         raise ValueError(f"variable must be one of {tuple(VARIABLES)}, got {variable!r}")
-    return sample_multistep(model, x, timesteps, method=VARIABLES[variable], order=order, callback=callback)
+    return sample_multistep(
+        model, x, timesteps, method=VARIABLES[variable], order=order, orders=orders, callback=callback
+    )
 
 
 def sample_deis_rhork(
