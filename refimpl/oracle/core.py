@@ -149,16 +149,24 @@ def _reference_stage(c: _Context, conventions: list[Convention]) -> tuple[Run, l
             config, c.model, x_start, run.times[c.keep], used, run.final, tuple(conv), run.reference_options
         )
 
+    # the noise's batch axis is the one before x's own: (n_steps, B, ...), or (n_steps, 2, B, ...) for two a step
     starts = [c.x_T, perturbed(c.x_T, c.size, config.seed)] + ([c.x_T] if stochastic else [])
     try:
         if spec.kind == "adaptive":
             refs = [reference(conventions, x) for x in starts]
             (ref, c.report.nfe_expected), others = refs[0], [r for r, _ in refs[1:]]
         else:
+            noise = None if used is None else torch.cat([used] * len(starts), dim=used.ndim - c.x_T.ndim)
             batched, c.report.nfe_expected = reference_run(
-                config, c.model, torch.cat(starts), run.times[c.keep], None if used is None else
-                torch.cat([used] * len(starts), dim=1), run.final, tuple(conventions), run.reference_options
-            )  # fmt: skip
+                config,
+                c.model,
+                torch.cat(starts),
+                run.times[c.keep],
+                noise,
+                run.final,
+                tuple(conventions),
+                run.reference_options,
+            )
             b = len(c.x_T)
             ref, *others = [replace(batched, states=[s[k * b:(k + 1) * b] for s in batched.states])
                             for k in range(len(starts))]  # fmt: skip
