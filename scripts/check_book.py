@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -388,7 +387,6 @@ def main(argv: list[str] | None = None) -> int:
         help="fail on over-wide display equations and code lines and on shrunk figures (default; "
         "--no-strict-layout warns instead)",
     )
-    parser.add_argument("--jobs", type=int, default=2, help="pages rendered at once (default 2)")
     parser.add_argument(
         "--screenshot",
         type=Path,
@@ -403,17 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = [resolve_page(args.html_dir, page) for page in args.pages]
         chromium = find_chromium()
         summaries, failures = [], []
-
-        def render(path: Path) -> str:
+        for page, path in zip(args.pages, paths, strict=True):
             probed = probed_copy(path)
             try:
-                return run_chromium(chromium, probed.as_uri(), ["--dump-dom", WINDOW])
+                dom = run_chromium(chromium, probed.as_uri(), ["--dump-dom", WINDOW])
             finally:
                 probed.unlink(missing_ok=True)
-
-        with ThreadPoolExecutor(args.jobs) as pool:  # one Chromium per core: each page waits mostly on its own
-            doms = list(pool.map(render, paths))
-        for page, path, dom in zip(args.pages, paths, doms, strict=True):
             try:
                 summaries.append(check_dom(page, path.read_text(encoding="utf-8"), dom, args.strict_layout))
             except CheckError as err:  # check every page, then fail
