@@ -24,6 +24,7 @@ export PYTHONDONTWRITEBYTECODE :=
 export MKL_NUM_THREADS := 1
 BOOK_ARGS := --all --warningiserror --keep-going
 QUICK_BOOK := book/_build/quick
+FULL_BOOK := book/_build/full
 
 .PHONY: help setup lint format test test-fast test-notebooks book book-check book-check-staged student lab bench oracle mutants fuzz train clean
 
@@ -66,8 +67,12 @@ test-notebooks: setup  ## execute every notebook from a clean kernel (small size
 	$(PY) -m pytest -n $(JOBS) -m notebook
 
 book: setup  ## execute every notebook (full size) and build the book into book/_build/html
-	rm -rf book/_build/html book/_build/jupyter_execute book/_build/.doctrees
-	env -u REFIMPL_QUICK $(VENV)/bin/jupyter-book build book $(BOOK_ARGS)
+	rm -rf book/_build/html book/_build/jupyter_execute book/_build/.doctrees $(FULL_BOOK)
+	@# each chapter runs once, JOBS at a time in their own kernels (a failing cell stops the build, after the
+	@# others have run); Jupyter Book then renders the executed notebooks without executing them again
+	env -u REFIMPL_QUICK $(PY) scripts/run_chapters.py --jobs $(JOBS) --save $(FULL_BOOK)/src/notebooks --no-fail
+	$(PY) scripts/stage_book.py --stage $(FULL_BOOK)/src
+	$(VENV)/bin/jupyter-book build $(FULL_BOOK)/src $(BOOK_ARGS) --path-output book
 	@echo "The book is at book/_build/html/index.html"
 
 book-check: setup  ## build the book (small sizes) and check in headless Chromium that its maths renders
@@ -94,7 +99,7 @@ lab: setup  ## JupyterLab on the notebooks (MyST .md files open as notebooks)
 
 bench: setup  ## speed and accuracy tables, and each chapter's full-size time (printed; nothing is asserted)
 	$(PY) -m refimpl.bench
-	$(PY) scripts/bench_chapters.py --no-fail
+	$(PY) scripts/run_chapters.py --no-fail  # one chapter at a time: each time is its own
 	$(PY) scripts/bench_search.py
 
 train: setup  ## retrain the MLP, UNet and digits classifier into toy_models/checkpoints/ (CPU: minutes)

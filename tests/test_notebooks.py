@@ -13,8 +13,8 @@ notebook a second time (``scripts/stage_book.py``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,55 +23,17 @@ import pytest
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.md"))
 CELL_TIMEOUT_S = 600
-DEFAULT_KERNEL = "python3"
-# Colour codes in IPython tracebacks; removed so the failure message reads as plain text.
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-class NotebookCellError(Exception):
-    """A cell of a notebook failed; the message holds the cell's source and the error."""
+def _run_chapters() -> Any:
+    """``scripts/run_chapters.py``, which executes notebooks for ``make book`` and ``make bench`` too."""
+    spec = importlib.util.spec_from_file_location("run_chapters", NOTEBOOK_DIR.parent / "scripts" / "run_chapters.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _error_text(cell: dict, err: Exception) -> str:
-    """The error of a failed cell: the traceback it printed if any, else the exception's message."""
-    for output in reversed(cell.get("outputs", [])):
-        if output.get("output_type") == "error":
-            return "\n".join(output.get("traceback", [])) or f"{output.get('ename')}: {output.get('evalue')}"
-    return str(err)
-
-
-def execute_notebook(path: Path) -> Any:
-    """Execute the notebook at ``path`` cell by cell in a new kernel.
-
-    The kernel runs in the notebook's folder with ``REFIMPL_QUICK=1`` added to this process's environment.
-    Returns the executed notebook. Raises :class:`NotebookCellError` naming the first cell that raised, timed out
-    (``CELL_TIMEOUT_S`` seconds) or killed the kernel.
-    """
-    import jupytext
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-
-    nb = jupytext.read(path)
-    client = NotebookClient(
-        nb,
-        timeout=CELL_TIMEOUT_S,
-        kernel_name=nb.metadata.get("kernelspec", {}).get("name", DEFAULT_KERNEL),
-        allow_errors=False,
-        resources={"metadata": {"path": str(path.parent)}},  # the kernel's working directory
-    )
-    client.reset_execution_trackers()
-    with client.setup_kernel(env={**os.environ, "REFIMPL_QUICK": "1", "OMP_NUM_THREADS": "1"}):
-        for index, cell in enumerate(nb.cells):
-            try:
-                client.execute_cell(cell, index)
-            except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
-                error = ANSI_ESCAPE.sub("", _error_text(cell, err))
-                code_number = sum(c.cell_type == "code" for c in nb.cells[: index + 1])
-                raise NotebookCellError(
-                    f"{path.name}: code cell {code_number} failed ({type(err).__name__})\n"
-                    f"---- cell source ----\n{cell.source}\n---- error ----\n{error}"
-                ) from err
-    return nb
+run_chapters = _run_chapters()
 
 
 def save_executed(nb: Any, path: Path) -> None:
@@ -93,8 +55,8 @@ if NOTEBOOKS:  # no notebooks: collect no test (rather than one skipped for an e
         """The notebook runs from a clean kernel without an error in any cell."""
         failure = None
         try:
-            save_executed(execute_notebook(path), path)
-        except NotebookCellError as err:
+            save_executed(run_chapters.execute_notebook(path, quick=True, timeout=CELL_TIMEOUT_S)[0], path)
+        except run_chapters.NotebookCellError as err:
             failure = str(err)
         if failure is not None:  # failed outside the except block, so the report is the message alone
             pytest.fail(failure, pytrace=False)
