@@ -1,5 +1,5 @@
 """Active diffusion subsampling: choose the next measurement where the predicted measurement has maximum entropy
-(Nolan et al. 2024, arXiv:2406.14388v2 [unverified version], Sec. 3 [unverified]).
+(Nolan et al. 2024, arXiv:2406.14388v2, Sec. 3 [unverified]).
 
 Measurements are coordinates of x observed with Gaussian noise, y_i = x_i + n_i, n_i ~ N(0, s^2). Given the
 measurements so far, the predicted measurement y_i is x_i + n_i with x drawn from the posterior, so for a Gaussian

@@ -1,9 +1,9 @@
 """Minority guidance: a Tweedie-based uniqueness score, and guidance towards its rare class (Um et al. 2023,
-arXiv:2301.12334v2 [unverified version]).
+arXiv:2301.12334v2, the latest version, Feb 2024).
 
 The minority score of a clean sample x_0 at a fixed noise level t is how badly one denoising step reconstructs it,
 
-    l(x_0) = E_eps d(x_0, x0_hat(alpha_t x_0 + sigma_t eps)),                           (their Eq. 6 [unverified])
+    l(x_0) = E_eps d(x_0, x0_hat(alpha_t x_0 + sigma_t eps)),                           (their Eq. 7, per their README)
 
 with d the squared error here (LPIPS in the paper). Tweedie's x0_hat pulls towards high-density regions, so samples
 from rare modes reconstruct worse. The paper then labels training data by quantiles of l, trains a classifier

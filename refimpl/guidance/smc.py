@@ -5,11 +5,12 @@ q_t ~ prod_i p_{i,t}^{a_i}: the geometric tilt p_c^w p_u^(1 - w) of CFG (a = (w,
 (one model, a = beta) and the product p_{1,t} p_{2,t} (a = (1, 1)). Simulating the reverse SDE with the combined
 score S = sum_i a_i s_i does not sample q_t ("naive score mixing"); the Feynman-Kac weights fix it.
 
-Derivation (ours, in the schedule spine's letters; the paper's Prop. 3.2-3.3 [unverified numbering] are the EDM
-case). The forward SDE dx = f x dt + g dW with f = alpha'/alpha, g^2 = (sigma^2)' - 2 f sigma^2 gives every model's
-marginal the equation d_t log p = -f d - f x.s + (g^2/2)(div s + |s|^2). The reverse SDE with drift f x - g^2 S,
-run backwards in t, moves a density by an operator L; the weight rate that makes the weighted particle law
-proportional to q_t is (d_tau log q~ - L* q~ / q~) with tau = -t, which is
+Derivation (ours, in the schedule spine's letters; the paper's Prop. 3.2 (annealing) and 3.3 (product), so numbered
+in their README, are the EDM case). The forward SDE dx = f x dt + g dW with f = alpha'/alpha,
+g^2 = (sigma^2)' - 2 f sigma^2 gives every model's marginal the equation
+d_t log p = -f d - f x.s + (g^2/2)(div s + |s|^2). The reverse SDE with drift f x - g^2 S, run backwards in t, moves
+a density by an operator L; the weight rate that makes the weighted particle law proportional to q_t is
+(d_tau log q~ - L* q~ / q~) with tau = -t, which is
 
     d log w / d tau = (g^2 / 2) (|sum_i a_i s_i|^2 - sum_i a_i |s_i|^2) + f d (sum_i a_i - 1):         (FK)
 

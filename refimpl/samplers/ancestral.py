@@ -46,7 +46,7 @@ __all__ = ["SDE_DPM_SOLVER_PP_2S", "ancestral_split", "sample_dpm_solver_2_ances
 def ancestral_split(v_s: ScheduleValues, v_t: ScheduleValues, eta: float = 1.0) -> tuple[ScheduleValues, Tensor]:
     """(v_down, rho_up) of an ancestral step s -> t: v_down is the deterministic target lambda_down in the frame of
     t (alpha_t, sigma_t rho_down / rho_t, lambda_down), rho_up the scaled noise level added after it (module
-    docstring; arXiv:2010.02502v4 Eq. 16 in the scaled state [unverified equation number])."""
+    docstring; arXiv:2010.02502v4 Eq. 16 in the scaled state, as diffusers' DDIMScheduler numbers it)."""
     check_kinds(ScheduleValues, v_s=v_s, v_t=v_t)
     if isinstance(eta, bool) or not isinstance(eta, int | float) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")

@@ -10,9 +10,10 @@ built in (Song et al. 2023, arXiv:2303.01469v2, Eq. 5 and App. C):
 where tau is the discrete training timestep k = N (t - t_min) of an N-step grid starting at t_min (diffusers' time
 convention t = (k + 1) / N on a discrete schedule), scaled by ``timestep_scaling`` (10 in the official code, so that
 c_skip is ~1e-5 from k = 20 on and exactly 1 at k = 0); unlike the consistency-models form, c_out carries no factor
-sigma_d. Multistep sampling (LCM's Algorithm 3 [unverified]; consistency models' Algorithm 1) evaluates f at t_i
-and re-noises the result *as if it were x_0* to the next time: x_{i+1} = alpha_{i+1} f(x_i, t_i) + sigma_{i+1} z_i;
-the last step returns f(x_{n-1}, t_{n-1}), reported at the grid's last time (for LCM t_min, where f is x itself).
+sigma_d. Multistep sampling (LCM's Algorithm 3, as diffusers' LCMScheduler docs number it; consistency models'
+Algorithm 1) evaluates f at t_i and re-noises the result *as if it were x_0* to the next time:
+x_{i+1} = alpha_{i+1} f(x_i, t_i) + sigma_{i+1} z_i; the last step returns f(x_{n-1}, t_{n-1}), reported at the grid's
+last time (for LCM t_min, where f is x itself).
 
 This is what diffusers' ``LCMScheduler`` computes. It is a sampler of the data law only when x0_theta comes from a
 trained consistency model: with a diffusion model's posterior mean E[x_0 | x_t] the re-noised states lose the
@@ -90,5 +91,5 @@ LCM_MULTISTEP = SamplerSpec(
     1,  # nominal: with a diffusion model's x0 it converges to no law (module docstring)
     True,
     "luo2023lcm",
-    "arXiv:2310.04378v1 Eq. 9 and Algorithm 3 [unverified]: f = c_skip x + c_out x0, re-noised as x_0",
+    "arXiv:2310.04378v1 Eq. 9 [unverified] and Algorithm 3: f = c_skip x + c_out x0, re-noised as x_0",
 )
