@@ -9,7 +9,7 @@ on a label graph), with brute force for small instances (numpy, float64).
   its pick is in the global top n with probability 1 - C(N - n, k) / C(N, k) (README, "Additional information").
   Sum of entropies is neither monotone nor submodular (``gme_counterexample``), and greedy can end far below
   (1 - 1/e) of the optimum (``gme_greedy_counterexample``).
-* Deita (Liu et al., arXiv:2312.15685v2, Sec. 3.3, Algorithm 1; code src/deita/selection/filter/base.py): sort by
+* Deita (Liu et al., arXiv:2312.15685v2, Sec. 3.1, Algorithm 1; code src/deita/selection/filter/base.py): sort by
   score (sum over turns of complexity x quality), walk down the list and accept a sample unless its cosine
   similarity to some accepted sample exceeds tau (the code rejects on similarity > tau, so accepted pairs have
   similarity <= tau); stop at n accepted.
@@ -198,9 +198,9 @@ def gme_greedy_counterexample(M: float = 50.0) -> tuple[list[np.ndarray], float,
 
 
 def deita_scores(complexity: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """Deita's evol score: sum over turns of complexity x quality, (n, turns) -> (n,) (Liu et al. Sec. 3.3).
+    """Deita's evol score: sum over turns of complexity x quality, (n, turns) -> (n,) (Liu et al. Sec. 3.1).
 
-    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.3, the evol score, eq. [unverified].
+    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.1, the evol score, eq. [unverified].
     """
     c, q = check_array(complexity, "complexity"), check_array(quality, "quality")
     if c.shape != q.shape:
@@ -222,7 +222,8 @@ def deita_select(
     reproduces the official code's batching, which also rejects a candidate similar (> tau) to an earlier
     candidate of the same batch even if that one was itself rejected.
 
-    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.3, Algorithm 1 (the threshold filter), eq. [unverified].
+    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.1, Algorithm 1, with the Repr Filter of Sec. 2.5 (the
+    threshold filter), eq. [unverified].
     """
     s = check_array(scores, "scores", 1)
     e = check_array(embeddings, "embeddings", 2)
