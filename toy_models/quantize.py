@@ -2,8 +2,8 @@
 
 PTQ4DM (Shang et al. 2023, arXiv:2211.15736v3, Sec. 4 [unverified section numbers]; in the CVPR 2023 open-access
 version the calibration study is Sec. 3.3: the observations Sec. 3.3.1, NDTC Sec. 3.3.2 with Eq. 15 and Algorithm 1)
-quantises a trained diffusion model's weights and activations to b bits after training. Its two findings for diffusion models are about the
-*calibration set*, the few inputs whose activations fix the quantisers' ranges:
+quantises a trained diffusion model's weights and activations to b bits after training. Its two findings for
+diffusion models are about the *calibration set*, the few inputs whose activations fix the quantisers' ranges:
 
 - the inputs should be the model's own denoising states x_t (Sec. 4.2, "generated from the full-precision
   model's denoising process"), not noised training images;
