@@ -259,7 +259,7 @@ def mig_propagation(W: np.ndarray, prop_weight: float = 1.0) -> np.ndarray:
     column normalised to sum one (MIG code ``calc_prop_matrix``).
 
     Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3.2, label-graph propagation, Eqs. 6-7 (P here is the
-    transpose of the paper's A: e_i A^T as a row is x_i P).
+    transpose of the paper's A: (A e_i)^T = x_i P).
     """
     W = check_array(W, "W", 2)
     if W.shape[0] != W.shape[1] or bool((W < 0).any()):
