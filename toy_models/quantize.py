@@ -1,8 +1,9 @@
 """Post-training quantisation of a trained denoiser with a time-aware calibration set (PTQ4DM).
 
-PTQ4DM (Shang et al. 2023, arXiv:2211.15736v3, Sec. 4 [unverified section numbers]) quantises a trained diffusion
-model's weights and activations to b bits after training. Its two findings for diffusion models are about the
-*calibration set*, the few inputs whose activations fix the quantisers' ranges:
+PTQ4DM (Shang et al. 2023, arXiv:2211.15736v3, Sec. 4 [unverified section numbers]; in the CVPR 2023 open-access
+version the calibration study is Sec. 3.3: the observations Sec. 3.3.1, NDTC Sec. 3.3.2 with Eq. 15 and Algorithm 1)
+quantises a trained diffusion model's weights and activations to b bits after training. Its two findings for
+diffusion models are about the *calibration set*, the few inputs whose activations fix the quantisers' ranges:
 
 - the inputs should be the model's own denoising states x_t (Sec. 4.2, "generated from the full-precision
   model's denoising process"), not noised training images;
@@ -90,7 +91,8 @@ def calibration_steps(
     """Step indices k in [0, K - 1] (0 = the noisiest step) of n calibration inputs, (n,) int64.
 
     ``normal``: PTQ4DM's NDTC, k = floor(N(mean, std) K) clipped (arXiv:2211.15736v3, Sec. 4.3 [unverified eq.
-    number; the rule is the official ``generate_t``); ``uniform``: k uniform on {0, ..., K - 1}; ``single``: every
+    number; the rule is the official ``generate_t``; the CVPR 2023 version's Eq. 15 writes t_i ~ N(mu, T/2), mu <= T/2,
+    with t counted from the data end); ``uniform``: k uniform on {0, ..., K - 1}; ``single``: every
     k = ``single`` (default K - 1, the step nearest the data: a single-time baseline).
     """
     for value, name in ((n, "n"), (K, "K")):

@@ -20,10 +20,10 @@ Verification algorithms from the literature (each given as its exact conditional
 drafts, so their output law and acceptance rate are computed by enumeration):
 
 * ``rrs_kernel``: recursive rejection sampling -- speculative sampling against the residual, draft by
-  draft; with i.i.d. drafts (SpecInfer, Miao et al. arXiv:2305.09781; Yang et al. arXiv:2401.06706) or
-  drafts without replacement (Jeon et al. arXiv:2402.14160), where each next draft's law excludes the
+  draft; with i.i.d. drafts (SpecInfer, Miao et al. arXiv:2305.09781v4; Yang et al. arXiv:2401.06706) or
+  drafts without replacement (Jeon et al. arXiv:2402.14160v2), where each next draft's law excludes the
   rejected tokens.
-* ``kseq_kernel``: SpecTr's K-SEQ (Sun et al. arXiv:2310.15141) for i.i.d. drafts: accept draft i with
+* ``kseq_kernel``: SpecTr's K-SEQ (Sun et al. arXiv:2310.15141v2) for i.i.d. drafts: accept draft i with
   probability min(1, p/(rho q)), rho solving rho beta(rho) = 1 - (1 - beta(rho))^n.
 * ``optimal_kernel``: the LP coupling itself, which attains alpha*.
 """
@@ -241,8 +241,8 @@ def optimal_acceptance_sorted(p: np.ndarray, q: np.ndarray, n: int) -> float:
 def single_draft_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.ndarray:
     """Speculative sampling on the first draft only (arXiv:2211.17192, speculative sampling).
 
-    Paper: Leviathan et al. / Chen et al., speculative sampling (one draft), arXiv:2211.17192 (version [unverified]),
-    eq. [unverified].
+    Paper: Leviathan et al. / Chen et al., speculative sampling (one draft), arXiv:2211.17192v2, Sec. 2.3 and
+    Algorithm 1 (the rule is stated in prose there, with no equation number).
     """
     p, q = check_law(p), check_law(q, "q")
     _check_same_size(p, q)
@@ -261,8 +261,9 @@ def rrs_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...], method: st
     becomes r_k = norm((r_{k-1} - q_k)_+). r_0 = p; q_k = q (with replacement) or q renormalised
     without x_1..x_{k-1} (without replacement). If all drafts are rejected, draw from r_n.
 
-    Paper: recursive rejection sampling, Miao et al. (SpecInfer) arXiv:2305.09781 and Jeon et al. arXiv:2402.14160
-    (versions [unverified]), eq. [unverified].
+    Paper: recursive rejection sampling, Miao et al. (SpecInfer) arXiv:2305.09781v4, Sec. 4.3, multi-step
+    speculative sampling (VerifyStochastic in Algorithm 2; correctness Theorem 4.2, Eq. 6), and Jeon et al.
+    arXiv:2402.14160v2, eq. [unverified].
     """
     p, q = check_law(p), check_law(q, "q")
     _check_same_size(p, q)
@@ -315,7 +316,7 @@ def kseq_kernel(p: np.ndarray, q: np.ndarray, drafts: tuple[int, ...]) -> np.nda
     Accept x_k with probability min(1, p(x_k) / (rho q(x_k))), the first accepted wins; if none is,
     draw from the residual norm(p - min(p, rho q)).
 
-    Paper: Sun et al. (SpecTr) arXiv:2310.15141 (version [unverified]), K-SEQ, eq. [unverified].
+    Paper: Sun et al. (SpecTr) arXiv:2310.15141v2, K-SEQ, eq. [unverified].
     """
     p, q = check_law(p), check_law(q, "q")
     _check_same_size(p, q)

@@ -380,8 +380,7 @@ def posterior(schedule: DiscreteSchedule, t: int) -> Tensor:
     Q_t[x_{t-1}, x_t] Qbar_{t-1}[x_0, x_{t-1}] / Qbar_t[x_0, x_t]; rows of impossible pairs
     (Qbar_t[x_0, x_t] = 0, e.g. a visible code other than x_0 under the absorbing kernel) are zero.
 
-    Paper: Austin et al. (D3PM), arXiv:2107.03006v3, eq. (3), the posterior q(x_{t-1} | x_t, x_0) by Bayes' rule
-    (number from the module docstring, [unverified] here).
+    Paper: Austin et al. (D3PM), arXiv:2107.03006v3, eq. (3), the posterior q(x_{t-1} | x_t, x_0) by Bayes' rule.
     """
     check_instance(schedule, DiscreteSchedule, "schedule")
     Q, prev, cum = step_matrix(schedule, t), cumulative_matrix(schedule, t - 1), cumulative_matrix(schedule, t)
@@ -397,8 +396,9 @@ def reverse_probs(schedule: DiscreteSchedule, t: int, x0_probs: Tensor, x_t: Ten
     Mass that x0_probs puts on an x_0 from which x_t is impossible is dropped and the rest renormalised
     (for the absorbing kernel: a visible token stays, as in MDLM). At t = 1 this is p(x_0 | x_1) itself.
 
-    Paper: Austin et al. (D3PM), arXiv:2107.03006v3, the x_0-parameterised reverse step; Gu et al. (VQ-Diffusion),
-    arXiv:2111.14822v3, eq. [unverified].
+    Paper: Austin et al. (D3PM), arXiv:2107.03006v3, Sec. 3.3, the x_0-parameterised reverse step, eq. (4), which
+    weights the joint q(x_{t-1}, x_t | x_0) (an extra factor q(x_t | x_0) against the sum above); the sum above is
+    Gu et al.'s (VQ-Diffusion), arXiv:2111.14822v3, Sec. 4.2, eq. [unverified].
     """
     check_instance(schedule, DiscreteSchedule, "schedule")
     if x0_probs.shape[-1] != schedule.K or x0_probs.shape[:-1] != x_t.shape:

@@ -8,7 +8,7 @@ gradient below is a vector field on the particles; the mixture lab gives every e
 * SDS (Poole et al. 2022, arXiv:2209.14988v1, Eq. 3; ProlificDreamer's Eq. 3):
   grad = w(t) (eps_hat(x_t, t) - eps). Its mean over eps is -w(t) sigma_t E[grad log p_t(x_t)]: every particle
   climbs the smoothed data density on its own, so particles on one mode collapse onto one point.
-* VSD (Wang et al. 2023, ProlificDreamer, arXiv:2305.16213v2, Eq. 9 [unverified]): the injected eps is replaced
+* VSD (Wang et al. 2023, ProlificDreamer, arXiv:2305.16213v2, Eq. 9): the injected eps is replaced
   by the noise prediction eps_phi of the particles' own law q, grad = w(t) (eps_hat(x_t, t) - eps_phi(x_t, t)).
   ProlificDreamer fits eps_phi by LoRA; here q is the particles' empirical measure smoothed by N(0, h^2 I)
   (``particle_law``), whose noised law and eps_phi are exact. The flow is then a Wasserstein gradient flow of
@@ -16,10 +16,11 @@ gradient below is a vector field on the particles; the mixture lab gives every e
 * ISM (Liang et al. 2023, LucidDreamer, arXiv:2311.11284v2, Eq. 12 [unverified]): DDIM inversion carries the
   render x_0 to x_s (several small steps) and then x_s to x_t (one step); grad = w(t) (eps_cfg(x_t, t) -
   eps_uncond(x_s, s)), w(t) = sigma_t / alpha_t.
-* TSM (Dreamer XL, Miao et al. 2024, arXiv:2405.11252v1, Sec. 3.2 [unverified]; code guidance/sd_utils.py,
+* TSM (Dreamer XL, Miao et al. 2024, arXiv:2405.11252v1, Sec. 3.2, Eqs. 4, 5 and 7; code guidance/sd_utils.py,
   ``train_step``): from the same x_s, path (a) x_s -> x_t gives the network input and path (b) x_s -> x_mu, with
   mu = s + (t - s) sqrt(1 - gamma^2), gives the target eps_uncond(x_mu, mu). gamma = 1 puts mu at s: path (b) is
-  path (a) and TSM is ISM.
+  path (a) and TSM is ISM. (This gamma is the code's; the paper's Algorithm 1 and Sec. 3.3 write
+  mu = s + gamma (t - s), where gamma = 0 is ISM.)
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def vsd_gradient(
 ) -> Tensor:
     """VSD with the identity renderer: w(t) (eps_hat(x_t, t) - eps_phi(x_t, t)): (B, d).
 
-    Wang et al. 2023 (arXiv:2305.16213v2), Eq. 9 [unverified]; ``fake`` predicts the noise of the particles' law
+    Wang et al. 2023 (arXiv:2305.16213v2), Eq. 9; ``fake`` predicts the noise of the particles' law
     (``ExactModel(particle_law(theta, h), schedule)`` for the exact one). A fake model that returns the injected
     eps turns this into ``sds_gradient``.
     """
@@ -331,8 +332,9 @@ def tsm_gradient(
 ) -> Tensor:
     """TSM: w(t) (eps_guided(x_t, t) - eps_uncond(x_mu, mu)), mu = s + (t - s) sqrt(1 - gamma^2): (B, d).
 
-    Miao et al. 2024 (arXiv:2405.11252v1), Sec. 3.2 [unverified], and their guidance/sd_utils.py ``train_step``
-    (target ``target_mu2t``); gamma in [0, 1], gamma = 1 is ISM.
+    Miao et al. 2024 (arXiv:2405.11252v1), Sec. 3.2, Eqs. 4, 5 (x_mu, x_t from x_s) and 7, and their
+    guidance/sd_utils.py ``train_step`` (target ``target_mu2t``); gamma in [0, 1], gamma = 1 is ISM (the code's
+    gamma; the paper's Algorithm 1 has mu = s + gamma (t - s), ISM at gamma = 0).
     """
     check_model(guided)
     check_model(uncond)

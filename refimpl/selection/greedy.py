@@ -9,7 +9,7 @@ on a label graph), with brute force for small instances (numpy, float64).
   its pick is in the global top n with probability 1 - C(N - n, k) / C(N, k) (README, "Additional information").
   Sum of entropies is neither monotone nor submodular (``gme_counterexample``), and greedy can end far below
   (1 - 1/e) of the optimum (``gme_greedy_counterexample``).
-* Deita (Liu et al., arXiv:2312.15685v2, Sec. 3.3, Algorithm 1; code src/deita/selection/filter/base.py): sort by
+* Deita (Liu et al., arXiv:2312.15685v2, Sec. 3.1, Algorithm 1; code src/deita/selection/filter/base.py): sort by
   score (sum over turns of complexity x quality), walk down the list and accept a sample unless its cosine
   similarity to some accepted sample exceeds tau (the code rejects on similarity > tau, so accepted pairs have
   similarity <= tau); stop at n accepted.
@@ -18,8 +18,9 @@ on a label graph), with brute force for small instances (numpy, float64).
   (off-diagonal weights scaled by ``prop_weight``), and the information of S is E(S) = sum_l phi((sum_{i in S}
   x_i P)_l) with phi concave and non-decreasing: (x + a)^b, 0 < b <= 1, or 1 - exp(-alpha x). A concave function of
   a non-negative modular function is monotone submodular, so greedy on the exact gain reaches at least (1 - 1/e)
-  of the optimum (Nemhauser, Wolsey & Fisher 1978). MIG's code ranks candidates by the first-order gain
-  grad phi(x_S) . x_i P instead of the exact gain (``gain="gradient"``), which carries no such guarantee.
+  of the optimum (Nemhauser, Wolsey & Fisher 1978). MIG (Eqs. 10-11, Algorithm 1, and its code) ranks candidates
+  by the first-order gain grad phi(x_S) . x_i P instead of the exact gain (``gain="gradient"``), which carries no
+  such guarantee.
 """
 
 from __future__ import annotations
@@ -197,9 +198,9 @@ def gme_greedy_counterexample(M: float = 50.0) -> tuple[list[np.ndarray], float,
 
 
 def deita_scores(complexity: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """Deita's evol score: sum over turns of complexity x quality, (n, turns) -> (n,) (Liu et al. Sec. 3.3).
+    """Deita's evol score: sum over turns of complexity x quality, (n, turns) -> (n,) (Liu et al. Sec. 3.1).
 
-    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.3, the evol score, eq. [unverified].
+    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.1, the evol score, eq. [unverified].
     """
     c, q = check_array(complexity, "complexity"), check_array(quality, "quality")
     if c.shape != q.shape:
@@ -221,7 +222,8 @@ def deita_select(
     reproduces the official code's batching, which also rejects a candidate similar (> tau) to an earlier
     candidate of the same batch even if that one was itself rejected.
 
-    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.3, Algorithm 1 (the threshold filter), eq. [unverified].
+    Paper: Liu et al. (Deita), arXiv:2312.15685v2, Sec. 3.1, Algorithm 1, with the Repr Filter of Sec. 2.5 (the
+    threshold filter), eq. [unverified].
     """
     s = check_array(scores, "scores", 1)
     e = check_array(embeddings, "embeddings", 2)
@@ -256,7 +258,8 @@ def mig_propagation(W: np.ndarray, prop_weight: float = 1.0) -> np.ndarray:
     """P: the label graph's weighted adjacency W (with its diagonal), off-diagonal scaled by prop_weight, each
     column normalised to sum one (MIG code ``calc_prop_matrix``).
 
-    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3, label-graph propagation, eq. [unverified].
+    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3.2, label-graph propagation, Eqs. 6-7 (P here is the
+    transpose of the paper's A: (A e_i)^T = x_i P).
     """
     W = check_array(W, "W", 2)
     if W.shape[0] != W.shape[1] or bool((W < 0).any()):
@@ -274,7 +277,8 @@ def mig_item_vectors(
 ) -> np.ndarray:
     """x_i: item i's quality score on each of its labels (divided by its number of labels if ``norm``).
 
-    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3, item label vectors, eq. [unverified].
+    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3.2, item label vectors, Eqs. 4-5 (e_i = s_i v_i, the
+    ``norm=False`` case).
     """
     n_labels = check_integer(n_labels, "n_labels", 1)
     scores = check_array(scores, "scores", 1, nonempty=False)
@@ -316,7 +320,8 @@ def mig_information(
 ) -> float:
     """E(S) = sum_l phi((sum_{i in S} x_i P)_l) - sum_l phi(0), so E(empty) = 0; XP = X @ P (n, n_labels).
 
-    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3, the information E(S), eq. [unverified].
+    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3.2, the information E(S), Eq. 8; the two phi are Eqs. 12-13
+    (Sec. 4.3).
     """
     XP = _check_xp(XP)
     f, _ = _phi(phi, a, b, alpha)
@@ -338,8 +343,8 @@ def mig_select(
     """Greedy MIG: ``gain="exact"`` adds argmax E(S + i) - E(S); ``"gradient"`` (the official code) adds
     argmax grad phi(x_S) . (x_i P). Ties go to the lowest index.
 
-    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3, greedy information gain (exact or the code's first-order
-    gain), eq. [unverified].
+    Paper: Chen et al. (MIG), arXiv:2504.13835v1, Sec. 3.3: the exact gain is Eq. 9, the first-order gain Eqs. 10-11
+    and Algorithm 1 (the paper's own approximation, which its code implements).
     """
     XP = _check_xp(XP)
     check_integer(n_select, "n_select", 1, XP.shape[0])
