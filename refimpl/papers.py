@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from refimpl._validation import check_instance
 from refimpl.registry import samplers
 
-__all__ = ["CHAPTERS", "PAPERS", "Paper", "coverage_table", "resolve"]
+__all__ = ["CHAPTERS", "PAPERS", "Paper", "book_chapter", "coverage_table", "resolve"]
 
-#: Chapter number -> (title, notebook stem of its sections; None while the chapter is planned).
+#: Chapter of COVERAGE.md's plan -> (title, notebook stems of its sections; None while the chapter is planned).
+#: The book numbers its chapters by file instead (``book_chapter``): the plan's chapter 3 is the book's 5 and 6.
 CHAPTERS: dict[int, tuple[str, tuple[str, ...] | None]] = {
     1: ("The analytic lab", ("02_analytic_lab",)),
     2: ("Changing the forward process", ("03_forward_variants",)),
@@ -221,6 +222,16 @@ def resolve(dotted: str) -> object:
     raise UnresolvedPathError(f"nothing importable in the dotted path {dotted!r}")
 
 
+def book_chapter(stem: str) -> int:
+    """The number the book gives the chapter in ``notebooks/<stem>.md``: its file's two-digit prefix (the files are
+    numbered in the book's order). ``CHAPTERS`` keeps the numbering of ``COVERAGE.md``'s plan, which groups them."""
+    check_instance(stem, str, "stem")
+    prefix = stem.split("_", 1)[0]
+    if not (len(prefix) == 2 and prefix.isdigit()):
+        raise ValueError(f"stem {stem!r}: expected a chapter file name such as '05_exponential_integrators'")
+    return int(prefix)
+
+
 def coverage_table() -> str:
     """The coverage page's table (Markdown): every paper, its chapter and section, the function implementing its
     core math, the test pinning it, and the registered samplers implementing it (from the registry)."""
@@ -229,8 +240,8 @@ def coverage_table() -> str:
         registered.setdefault(spec.paper, []).append(spec.name)
     rows = ["| # | paper | chapter | function | test | registered samplers |", "|---|---|---|---|---|---|"]
     for p in sorted(PAPERS, key=lambda p: p.number):
-        title, sections = CHAPTERS[p.chapter]
-        where = f"{p.chapter}. {title}" + (f" (`{p.section}`)" if p.section else "" if sections else " (planned)")
+        title = CHAPTERS[p.chapter][0]
+        where = f"{book_chapter(p.section)}. {title} (`{p.section}`)" if p.section else f"{title} (planned)"
         function = f"`{p.function}`" if p.function else (p.note or "to come")
         test = f"`{p.test}`" if p.test else ""
         names = ", ".join(f"`{n}`" for n in registered.get(p.key, [])) if p.key else ""

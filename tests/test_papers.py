@@ -4,11 +4,12 @@ test present in its test file (found by parsing the file), every chapter known."
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-from refimpl.papers import CHAPTERS, PAPERS, coverage_table, resolve
+from refimpl.papers import CHAPTERS, PAPERS, book_chapter, coverage_table, resolve
 from refimpl.registry import samplers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,3 +61,20 @@ def test_resolve_refuses_a_missing_path() -> None:
         resolve("refimpl.samplers.no_such_function")
     with pytest.raises(ImportError):
         resolve("no_such_package.f")
+
+
+def test_book_chapter_is_the_number_the_book_renders() -> None:
+    """The book numbers its chapters across the numbered parts of _toc.yml, in order; every section's file prefix
+    (what the coverage page shows) is that number."""
+    toc = (ROOT / "book" / "_toc.yml").read_text()
+    numbered = []
+    for part in toc.split("- caption:")[1:]:
+        if "numbered: true" in part:
+            numbered += re.findall(r"file:\s*notebooks/(\S+)", part)
+    rendered = {stem: index for index, stem in enumerate(numbered, 1)}
+    for _, sections in CHAPTERS.values():
+        for stem in sections or ():
+            assert book_chapter(stem) == rendered[stem], stem
+    for bad in ("course", "5_x", "ab_notation"):
+        with pytest.raises(ValueError, match="stem"):
+            book_chapter(bad)
