@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--stage", type=Path, required=True, help="folder to lay the staged book out in")
     args = parser.parse_args()
     reused, executing = stage(args.stage.resolve())
-    print(f"staged book: {len(reused)} chapters executed by the tests, {len(executing)} to execute in the build")
+    print(f"staged book: {len(reused)} chapters already executed, {len(executing)} to execute in the build")
     for chapter in executing:
         print(f"  executes in the build: {chapter}")
 
