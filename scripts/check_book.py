@@ -1,10 +1,10 @@
 """Check in a real headless browser that a page of the built book renders its maths offline and reads cleanly.
 
-Opens ``<html-dir>/<page>`` from disk in headless Chromium (network name resolution blocked, so nothing can
-come from a CDN), lets MathJax run, and reads the rendered DOM back. The check fails unless every maths
-element Sphinx wrote (``span.math`` / ``div.math``) now holds a MathJax 3 ``mjx-container`` with rendered
-glyphs, no MathJax error box (``mjx-merror``) is present, and no raw TeX delimiter (``\\(``, ``\\[``, ``$$``,
-``\\begin{``) is left in the page's visible text outside code. The page checks that follow are stricter:
+Opens ``<html-dir>/<page>`` from disk in headless Chromium (one browser for all pages, a tab each; network name
+resolution blocked, so nothing can come from a CDN), lets MathJax run, and reads the rendered DOM back. The check
+fails unless every maths element Sphinx wrote (``span.math`` / ``div.math``) now holds a MathJax 3 ``mjx-container``
+with rendered glyphs, no MathJax error box (``mjx-merror``) is present, and no raw TeX delimiter (``\\(``, ``\\[``,
+``$$``, ``\\begin{``) is left in the page's visible text outside code. The page checks that follow are stricter:
 
 - no ``$`` and no TeX command (``\\alpha``, ``\\mathrm``...) in the visible text outside code and maths (a line of
   Markdown that broke an inline equation);
@@ -33,6 +33,7 @@ summary per page on success, 1 with a message naming the problem otherwise.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -48,9 +49,8 @@ from pathlib import Path
 DEFAULT_HTML_DIR = Path("book/_build/html")
 DEFAULT_PAGE = "notebooks/01_notation"
 CHROMIUM_TIMEOUT_S = 180
-VIRTUAL_TIME_BUDGET_MS = 10_000
 
-# Flags for a quiet, isolated, offline run (user data dir is added per run).
+# Flags for a quiet, isolated, offline browser (a fresh user data dir is added), driven over the DevTools protocol.
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -62,7 +62,7 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     # Resolve no host names: a page that needs a CDN for its maths fails here even on a networked machine.
     "--host-resolver-rules=MAP * ~NOTFOUND",
-    f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}",
+    "--remote-debugging-port=0",  # Chromium picks a free port and writes it to DevToolsActivePort
 )
 
 # Raw TeX left in visible text means MathJax did not typeset it.
@@ -76,10 +76,10 @@ MACHINE_PATHS = [r"/home/[^/\s]+/", r"/root/", r"/Users/[^/\s]+/", r"site-packag
 # A figure displayed at less than 1 / MAX_IMAGE_SHRINK of its pixel width: at the book's 100 dpi, fontsize-8
 # legend text then shows below about 5 pixels.
 MAX_IMAGE_SHRINK = 1.8
-WINDOW = "--window-size=1200,900"
+WINDOW = (1200, 900)  # CSS pixels
 LAYOUT_ID = "check-book-layout"
 # Measures, after MathJax has typeset the page, every display equation, code block and figure; writes the result
-# as JSON into a <pre id=LAYOUT_ID> that --dump-dom returns.
+# as JSON into a <pre id=LAYOUT_ID>, whose appearance tells the checker that the page is ready to read.
 LAYOUT_PROBE = """<script>
 (function () {
   function measure() {
@@ -152,7 +152,7 @@ class Node:
 
 
 class _TreeBuilder(HTMLParser):
-    """Builds a :class:`Node` tree from serialized HTML (as ``chromium --dump-dom`` writes it)."""
+    """Builds a :class:`Node` tree from serialized HTML (as the page's ``outerHTML`` reads)."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -243,17 +243,92 @@ def find_chromium() -> str:
     return path
 
 
-def run_chromium(chromium: str, url: str, extra: list[str]) -> str:
-    """Run headless Chromium on ``url`` with a fresh profile and return its standard output."""
-    with tempfile.TemporaryDirectory(prefix="check-book-chromium-") as profile:
-        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url]
+class Chromium:
+    """One headless Chromium for every page, driven over the DevTools protocol (one WebSocket, flat sessions).
+
+    Starting Chromium costs about a second; the pages share one browser and each opens in a new tab."""
+
+    def __init__(self, path: str) -> None:
+        import websocket  # websocket-client
+
+        self._profile = tempfile.TemporaryDirectory(prefix="check-book-chromium-")
+        self._log = open(Path(self._profile.name) / "chromium.log", "w+")  # closed in close()
+        self._proc = subprocess.Popen(
+            [path, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+        port_file, deadline = Path(self._profile.name) / "DevToolsActivePort", time.monotonic() + 60
+        while not (port_file.is_file() and len(port_file.read_text().split()) == 2):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise CheckError(f"chromium did not start its DevTools endpoint:\n{self._log_tail()}")
+            time.sleep(0.05)
+        port, endpoint = port_file.read_text().split()
+        self._ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}{endpoint}", timeout=CHROMIUM_TIMEOUT_S, suppress_origin=True
+        )
+        self._next_id = 0
+
+    def _log_tail(self) -> str:
+        self._log.seek(0)
+        return self._log.read()[-3000:]
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        """Call a DevTools method and return its result (events that arrive meanwhile are dropped)."""
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        self._ws.send(json.dumps(message | ({"sessionId": session} if session else {})))
+        while True:
+            reply = json.loads(self._ws.recv())
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise CheckError(f"chromium: {method} failed: {reply['error']}")
+                return reply["result"]
+
+    def rendered_dom(self, url: str, screenshot: Path | None = None) -> str:
+        """Open ``url`` in a new tab at the WINDOW size, wait for the layout probe, return the DOM (and save a PNG)."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S)
-        except subprocess.TimeoutExpired as err:
-            raise CheckError(f"chromium did not finish within {CHROMIUM_TIMEOUT_S} s on {url}") from err
-    if proc.returncode != 0:
-        raise CheckError(f"chromium exited with {proc.returncode} on {url}:\n{proc.stderr[-3000:]}")
-    return proc.stdout
+            width, height = WINDOW
+            metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+            self.send("Emulation.setDeviceMetricsOverride", metrics, session)
+            self.send("Page.navigate", {"url": url}, session)
+            ready = f"document.getElementById('{LAYOUT_ID}') !== null"
+            deadline = time.monotonic() + CHROMIUM_TIMEOUT_S
+            while not self.send("Runtime.evaluate", {"expression": ready, "returnByValue": True}, session)[
+                "result"
+            ].get("value"):
+                if time.monotonic() > deadline:
+                    raise CheckError(f"the page did not finish rendering within {CHROMIUM_TIMEOUT_S} s: {url}")
+                time.sleep(0.05)
+            dom = self.send(
+                "Runtime.evaluate", {"expression": "document.documentElement.outerHTML", "returnByValue": True}, session
+            )["result"]["value"]
+            if screenshot is not None:
+                png = self.send("Page.captureScreenshot", {"format": "png"}, session)["data"]
+                screenshot.write_bytes(base64.b64decode(png))
+        finally:
+            self.send("Target.closeTarget", {"targetId": target})
+        return dom
+
+    def close(self) -> None:
+        if getattr(self, "_ws", None) is not None:
+            self._ws.close()
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._log.close()
+        self._profile.cleanup()
+
+    def __enter__(self) -> Chromium:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def check_dom(page: str, source_html: str, rendered_dom: str, strict_layout: bool = True) -> str:
@@ -399,22 +474,20 @@ def main(argv: list[str] | None = None) -> int:
         if not args.html_dir.is_dir():
             raise CheckError(f"{args.html_dir} is not a folder: build the book first (make book)")
         paths = [resolve_page(args.html_dir, page) for page in args.pages]
-        chromium = find_chromium()
         summaries, failures = [], []
-        for page, path in zip(args.pages, paths, strict=True):
-            probed = probed_copy(path)
-            try:
-                dom = run_chromium(chromium, probed.as_uri(), ["--dump-dom", WINDOW])
-            finally:
-                probed.unlink(missing_ok=True)
-            try:
-                summaries.append(check_dom(page, path.read_text(encoding="utf-8"), dom, args.strict_layout))
-            except CheckError as err:  # check every page, then fail
-                failures.append(str(err))
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         screenshot.unlink(missing_ok=True)
-        shot_flags = [f"--screenshot={screenshot.resolve()}", WINDOW]
-        run_chromium(chromium, paths[0].as_uri(), shot_flags)
+        with Chromium(find_chromium()) as browser:
+            for index, (page, path) in enumerate(zip(args.pages, paths, strict=True)):
+                probed = probed_copy(path)
+                try:
+                    dom = browser.rendered_dom(probed.as_uri(), screenshot if index == 0 else None)
+                finally:
+                    probed.unlink(missing_ok=True)
+                try:
+                    summaries.append(check_dom(page, path.read_text(encoding="utf-8"), dom, args.strict_layout))
+                except CheckError as err:  # check every page, then fail
+                    failures.append(str(err))
         if not screenshot.is_file() or screenshot.stat().st_size == 0:
             raise CheckError(f"chromium wrote no screenshot to {screenshot}")
         if failures:
