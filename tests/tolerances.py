@@ -425,3 +425,21 @@ QUAD_ESTIMATE_SAFETY = 2.0
 #: O(1e-2) or more).
 QUAD_MASS_ATOL = 1e-9
 QUAD_PUSH_RTOL = 1e-8
+
+
+def ems_form_rtol(lambda_hi: float, spread: float) -> float:
+    """DPM-Solver-v3's EMS of one exact model answering eps or x0 (converted inside): the two agree to round-off.
+
+    The conversion eps = (x - alpha x0) / sigma rounds relative to |x0| alpha / sigma = e^lambda <= max(1, e^lambda_hi)
+    times the state's scale; a few dozen operations (32: the conversion, the JVPs through it, f = (N - l x) / alpha
+    and its derivative, the means) carry that into l, f and f^(1). s = Cov(f^(1), f) / Var(f) and b divide by the
+    spread of f, so their error is relative to the spread's size: roundoff(32, condition=max(1, e^lambda_hi) / spread)
+    for a toy whose f keeps a relative spread (std over the size of its terms) of at least ``spread`` at every node.
+    """
+    return roundoff(32, condition=max(1.0, math.exp(lambda_hi)) / spread)
+
+
+#: The relative spread of f in the test above (a policy floor for its toy, checked rather than derived): a
+#: two-component mixture's f varies with the component an x came from, by a fraction of its terms that shrinks with
+#: alpha as the noise takes over; it stays above 1e-2 at lambda >= -2 (1.6e-2 at the lowest node of that test).
+EMS_SPREAD_FLOOR = 1e-2
