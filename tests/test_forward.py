@@ -264,7 +264,10 @@ def test_poisoned_model_keeps_the_clean_law_and_the_trigger_reaches_the_target(s
     out = sample_ddpm(model, x_T, ts, noise=noise, callback=watch)
     assert max(leak) < TROJAN_LEAK
     ref = sample_ddpm(clean, x_T, ts, noise=noise)
-    assert float((out - ref).abs().max()) < 1e-9
+    # The two runs do the same operations but the mix eps_clean + r (eps_trojan - eps_clean), with r below max(leak)
+    # (e^-40 on this toy) and |eps_trojan - eps_clean| = O(10): at most one more rounding of eps a step, round-off.
+    scale = max(float(x_T.abs().max()), float(out.abs().max()))
+    assert float((out - ref).abs().max()) <= steps_roundoff(50, scale, U64, passes=2)
     v_0 = s(ts[-1])
     law = model.clean.noised(v_0.alpha, v_0.sigma)
     stat, dof = pearson_chi2(
