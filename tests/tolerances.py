@@ -443,3 +443,28 @@ def ems_form_rtol(lambda_hi: float, spread: float) -> float:
 #: two-component mixture's f varies with the component an x came from, by a fraction of its terms that shrinks with
 #: alpha as the noise takes over; it stays above 1e-2 at lambda >= -2 (1.6e-2 at the lowest node of that test).
 EMS_SPREAD_FLOOR = 1e-2
+
+
+def grid_spacing_rtol(grid_max: float, dx: float) -> float:
+    """Relative error of a uniform grid's spacing taken as grid[1] - grid[0]: both points carry a rounding of
+    u max|grid| and the subtraction one of u dx, so dx is off by at most (2 max|grid| / dx + 1) u relatively.
+    ``kl_to_gaussian_fit_1d`` normalises log p by log dx, which shifts every log-ratio by that amount: on an exactly
+    Gaussian log p (whose midpoint-rule moments are exact up to exp(-2 pi^2 std^2 / dx^2)) the KL is off by it, plus
+    a sum of p dx |log p - log q| terms (log p, log q of size <= 8 near the mass: 16 u)."""
+    return roundoff(2, scale=grid_max / dx) + roundoff(1) + roundoff(16)
+
+
+def ula_fixed_point_atol(target_cov: torch.Tensor, delta: float, n_steps: int, start_gap: float) -> float:
+    """``langevin_gaussian_moments`` iterated n_steps against the ULA fixed point (P - delta P^2 / 4)^-1.
+
+    One covariance step C <- M C M^T + delta I, M = I - (delta / 2) P, rounds each entry by about (4 d + 2) u |C|
+    (two d-term products and the addition), and the error left from the start shrinks by rho^2 a step, rho =
+    max_i |1 - delta / (2 c_i)| over the eigenvalues c_i of the target covariance: after n steps, start_gap rho^(2 n)
+    plus (4 d + 2) u |C| / (1 - rho^2). The closed form inverts P = target_cov^-1 and P - delta P^2 / 4, each off
+    by a few u times the condition kappa = c_max / c_min: 16 u kappa |C| for both. Entries are bounded by the fixed
+    point's largest eigenvalue, max c_i / (1 - delta / (4 c_i))."""
+    c = torch.linalg.eigvalsh(target_cov)
+    rho = float((1 - delta / (2 * c)).abs().max())
+    kappa, d = float(c.max() / c.min()), target_cov.shape[0]
+    scale = float((c / (1 - delta / (4 * c))).max())  # |C| <= the fixed point's largest eigenvalue
+    return start_gap * rho ** (2 * n_steps) + roundoff((4 * d + 2) / (1 - rho**2) + 16, scale, condition=kappa)
