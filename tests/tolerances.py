@@ -468,3 +468,14 @@ def ula_fixed_point_atol(target_cov: torch.Tensor, delta: float, n_steps: int, s
     kappa, d = float(c.max() / c.min()), target_cov.shape[0]
     scale = float((c / (1 - delta / (4 * c))).max())  # |C| <= the fixed point's largest eigenvalue
     return start_gap * rho ** (2 * n_steps) + roundoff((4 * d + 2) / (1 - rho**2) + 16, scale, condition=kappa)
+
+
+def straight_line_bound(scale: float, dt_min: float, dim: int) -> float:
+    """``straightness`` of a straight line t a + (1 - t) b sampled on a grid of spacing >= dt_min over [0, 1] in t.
+
+    Each point rounds by at most 4 u S (S = max|a| + max|b|; two products, 1 - t and the sum); a difference quotient
+    then errs by 8 u S / dt plus |slope| <= S times the relative error of dt (3 u / dt: two rounded grid points and
+    the subtraction), so 11 u S / dt; the chord (b - a) / (t_end - t_start) by 2 u S. S sums dim squared deviations
+    weighted by dt / |T| (summing to one): dim (11 u S / dt_min + 2 u S)^2.
+    """
+    return dim * (roundoff(11, scale / dt_min) + roundoff(2, scale)) ** 2
