@@ -369,6 +369,19 @@ VANDERMONDE_RTOL = roundoff(16, condition=1e3)
 #: Two more bits at fixed ranges divide every rounding error by 4, and the first-order output error with them; a
 #: policy band of a factor 2 either side allows for the second-order terms and for clipped activations.
 QUANT_TWO_BITS_BAND = (2.0, 8.0)
+
+#: Per-channel weight quantisation of a float32 network against Delta_c / 2 = max|w_c| / 15 (4 bits, Delta_c =
+#: 2 max|w_c| / 15): Delta carries 2 roundings; x / Delta (|x / Delta| <= 8) can round across a half-integer when
+#: within 8 U32 of it (the other neighbour: + 16 U32 Delta); (q + zero) Delta with |q + zero| <= 8 carries Delta's
+#: error 8 times (16 U32 Delta) and one more rounding of |w| <= 15 Delta / 2; the test's bound max|w| / 15 one. In
+#: units of Delta / 2: 32 + 32 + 15 + 2, under 96 U32 ~ 5.7e-6 relative (no absolute term: every error scales with w).
+QUANT_WEIGHT_RTOL = roundoff(96, unit=U32)
+
+#: Policies (not derived) for the calibration comparison of PTQ4DM on the trained MLP (tests/test_quantize.py):
+#: NDTC's error must be below single-step calibration's by a factor (a clear win, not a draw within noise), and
+#: within k times the full-precision network's error against the exact toy (notes.md's k = 10).
+QUANT_NDTC_MARGIN = 1.5
+QUANT_WITHIN_FULL = 10.0
 # --- issue 18: derived tolerances -------------------------------------------------------------------------------
 
 
