@@ -492,3 +492,19 @@ def straight_line_bound(scale: float, dt_min: float, dim: int) -> float:
     weighted by dt / |T| (summing to one): dim (11 u S / dt_min + 2 u S)^2.
     """
     return dim * (roundoff(11, scale / dt_min) + roundoff(2, scale)) ** 2
+
+
+#: Roundings in one DEIS-AB weight C_ij = w_j k_t / alpha_{i+1} (tests/test_deis.py): a sum of 24 Gauss-Legendre
+#: terms of the Lagrange basis in t (a product of 2 (q - 1) factors each, q <= 4) or the closed-form Lagrange
+#: integral in rho (a few dozen operations), then k_t / alpha (4). A sum over j of C_ij p(node_j) for a polynomial
+#: p that the weights integrate exactly (sum_j l_j p_j = p) is then off by at most roundoff(AB_WEIGHT_OPS) times
+#: sum_j |C_ij p(node_j)| (the terms that may cancel), 64 a round count above 24 + 6 + 4 per term and the sum over j
+#: (for nodes within a few steps of the step, as on the tests' grids; far extrapolation would add the cancellation
+#: factor of ``lagrange_weights_bound``).
+AB_WEIGHT_OPS = 64
+
+
+def float_sum_bound(values: list[float]) -> float:
+    """Rounding of a sum of len(values) rounded fractions (a Butcher row or weights): each entry carries one
+    rounding of its size and each addition one of the running sum (<= the sum of |values|): 2 n u sum |values|."""
+    return roundoff(2 * len(values), sum(abs(v) for v in values))
