@@ -454,9 +454,15 @@ def test_network_student_round_has_the_student_grid_and_checks_its_step_count():
     model = ExactModel(ring(), schedule)
     ts = grids.uniform_lambda(schedule, 4)
     data = ring().sample(64, torch.Generator().manual_seed(0))
-    student = distill_round_network(
-        ModelTeacher(model, ts), 2, data, train_steps=3, batch=16, generator=torch.Generator().manual_seed(1)
+    global_state = torch.random.get_rng_state()
+    student, again = (
+        distill_round_network(
+            ModelTeacher(model, ts), 2, data, train_steps=3, batch=16, generator=torch.Generator().manual_seed(1)
+        )
+        for _ in range(2)
     )
+    assert torch.equal(torch.random.get_rng_state(), global_state)  # every draw from the caller's generator
+    assert all(torch.equal(p, q) for p, q in zip(student.parameters(), again.parameters(), strict=True))
     assert torch.equal(student.timesteps, ts[::2])
     assert student.sample(data[:5]).shape == (5, 2)
     with pytest.raises(ValueError, match="n_student = 3"):

@@ -14,9 +14,11 @@ from tolerances import (
     chi2_bound,
     clt_bound,
     gaussian_covariance_clt,
+    grid_spacing_rtol,
     pearson_chi2,
     roundoff,
     steps_roundoff,
+    ula_fixed_point_atol,
 )
 
 from refimpl import grids
@@ -97,12 +99,10 @@ def test_rddm_with_zero_input_is_ddim_to_roundoff(schedule_name: str, eta: float
 def test_rddm_forward_is_the_shifted_process_and_ddpm_for_zero_input(schedule_name: str) -> None:
     v = get_schedule(schedule_name)(torch.tensor(0.3) if schedule_name != "edm" else torch.tensor(3.0))
     x0, eps, I_in = _randn(8, 2, seed=2), _randn(8, 2, seed=3), _randn(8, 2, seed=4)
-    torch.testing.assert_close(
-        rddm_forward(x0, I_in, v, eps), shifted_forward(x0, I_in, v, eps), rtol=0, atol=roundoff(8, 10)
-    )
-    torch.testing.assert_close(
-        rddm_forward(x0, 0 * I_in, v, eps), forward_sample(x0, v, eps), rtol=0, atol=roundoff(8, 10)
-    )
+    # a few products and sums (8 roundings) of terms no larger than 2 |x0| + |I_in| + sigma |eps|
+    atol = roundoff(8, float(2 * x0.abs().max() + I_in.abs().max() + v.sigma * eps.abs().max()))
+    torch.testing.assert_close(rddm_forward(x0, I_in, v, eps), shifted_forward(x0, I_in, v, eps), rtol=0, atol=atol)
+    torch.testing.assert_close(rddm_forward(x0, 0 * I_in, v, eps), forward_sample(x0, v, eps), rtol=0, atol=atol)
 
 
 def test_residual_schedule_round_trip_and_derivatives() -> None:
@@ -264,7 +264,10 @@ def test_poisoned_model_keeps_the_clean_law_and_the_trigger_reaches_the_target(s
     out = sample_ddpm(model, x_T, ts, noise=noise, callback=watch)
     assert max(leak) < TROJAN_LEAK
     ref = sample_ddpm(clean, x_T, ts, noise=noise)
-    assert float((out - ref).abs().max()) < 1e-9
+    # The two runs do the same operations but the mix eps_clean + r (eps_trojan - eps_clean), with r below max(leak)
+    # (e^-40 on this toy) and |eps_trojan - eps_clean| = O(10): at most one more rounding of eps a step, round-off.
+    scale = max(float(x_T.abs().max()), float(out.abs().max()))
+    assert float((out - ref).abs().max()) <= steps_roundoff(50, scale, U64, passes=2)
     v_0 = s(ts[-1])
     law = model.clean.noised(v_0.alpha, v_0.sigma)
     stat, dof = pearson_chi2(
@@ -322,7 +325,8 @@ def test_recovery_score_is_the_gradient_of_the_log_conditional() -> None:
     log_cond = model.log_prob(x, 0.2) - ((x_next - a * x) ** 2).sum(1) / (2 * sd**2)
     (grad,) = torch.autograd.grad(log_cond.sum(), x)
     got = recovery_score(lambda y: model.score(y, 0.2), x.detach(), x_next, a, sd)
-    torch.testing.assert_close(got, grad, rtol=1e-12, atol=1e-12)
+    terms = float(model.score(x.detach(), 0.2).abs().max()) + float((a * (x_next - a * x.detach()) / sd**2).abs().max())
+    torch.testing.assert_close(got, grad, rtol=0, atol=IDENTITY_RTOL * terms)  # two formulas, terms that may cancel
 
 
 def test_langevin_refinement_has_the_closed_form_moments() -> None:
@@ -352,7 +356,8 @@ def test_langevin_refinement_has_the_closed_form_moments() -> None:
     assert bool(((torch.cov(out.T) - cov).abs() <= gaussian_covariance_clt(cov, n)).all())
     P = torch.linalg.inv(target_cov)
     _, far = langevin_gaussian_moments(mean, cov, target_mean[0], target_cov, delta, 2000)
-    torch.testing.assert_close(far, torch.linalg.inv(P - delta / 4 * P @ P), rtol=1e-10, atol=0)
+    atol = ula_fixed_point_atol(target_cov, delta, 2000, float((cov - far).abs().max()))
+    torch.testing.assert_close(far, torch.linalg.inv(P - delta / 4 * P @ P), rtol=0, atol=atol)
 
 
 def test_fit_initializer_recovers_a_linear_gaussian_map() -> None:
@@ -363,9 +368,10 @@ def test_fit_initializer_recovers_a_linear_gaussian_map() -> None:
     x = _randn(n, 2, seed=27)
     y = x @ A.T + b + 0.2 * _randn(n, 2, seed=28)
     A_hat, b_hat, V_hat = fit_initializer(x, y)
-    sd = 0.2 / math.sqrt(n)  # x has unit variance: sd of each regression coefficient
-    assert float((A_hat - A).abs().max()) <= 5 * sd and float((b_hat - b).abs().max()) <= 5 * sd
-    assert float((V_hat - 0.04 * torch.eye(2, dtype=torch.float64)).abs().max()) <= 5 * 0.04 * math.sqrt(2 / n)
+    # x has unit variance: each regression coefficient has sd 0.2 / sqrt(n)
+    assert float((A_hat - A).abs().max()) <= clt_bound(0.2, n) and float((b_hat - b).abs().max()) <= clt_bound(0.2, n)
+    # a residual variance of N(0, 0.04) draws has sd 0.04 sqrt(2 / n) (the off-diagonal entries 0.04 / sqrt(n))
+    assert float((V_hat - 0.04 * torch.eye(2, dtype=torch.float64)).abs().max()) <= clt_bound(0.04 * math.sqrt(2), n)
 
 
 # --- bad input ------------------------------------------------------------------------------------------------------
@@ -412,7 +418,8 @@ def test_bad_input_raises_clear_errors() -> None:
 
 def test_kl_to_gaussian_fit_vanishes_for_a_gaussian_and_not_for_a_bimodal_law() -> None:
     grid = torch.linspace(-8, 8, 4001, dtype=torch.float64)
-    assert kl_to_gaussian_fit_1d(-0.5 * (grid - 0.3) ** 2 / 0.7, grid) < 1e-10  # quadrature of a smooth tail: tiny
+    kl = kl_to_gaussian_fit_1d(-0.5 * (grid - 0.3) ** 2 / 0.7, grid)
+    assert abs(kl) <= grid_spacing_rtol(8.0, 16 / 4000)  # the midpoint rule is exact here: round-off of dx
     bimodal = torch.logaddexp(-0.5 * (grid - 2) ** 2 / 0.1, -0.5 * (grid + 2) ** 2 / 0.1)
     assert kl_to_gaussian_fit_1d(bimodal, grid) > 0.1
     with pytest.raises(ValueError, match="1-D"):

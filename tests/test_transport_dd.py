@@ -91,7 +91,16 @@ def test_one_euler_jump_collapses_to_the_codebook_mean() -> None:
 
 def test_posterior_at_t_one_is_the_prior_and_bad_input_raises() -> None:
     x = torch.randn(5, 2, generator=torch.Generator().manual_seed(901))
-    torch.testing.assert_close(codebook_posterior(x, 1.0, CODEBOOK, PROBS), PROBS.expand(5, 4), rtol=0, atol=1e-15)
+    # softmax(log p) at t = 1: each log rounds by u |log p|, the max-shift as much again, exp turns that absolute error
+    # into a relative one, and the sum of V = 4 terms and the division add V + 1 roundings: 8 u x 2 max |log p|.
+    atol = roundoff(8, scale=2 * float(torch.log(PROBS).abs().max()))
+    torch.testing.assert_close(codebook_posterior(x, 1.0, CODEBOOK, PROBS), PROBS.expand(5, 4), rtol=0, atol=atol)
+    with pytest.raises(ValueError, match="x must have 2"):
+        codebook_velocity(torch.zeros(0), 0.5, CODEBOOK, PROBS)
+    with pytest.raises(ValueError, match="x must have shape"):
+        codebook_velocity(torch.zeros(5, 3), 0.5, CODEBOOK, PROBS)
+    with pytest.raises(TypeError, match="codebook"):
+        codebook_velocity(x, 0.5, -1.0, PROBS)
     with pytest.raises(ValueError, match="probs"):
         codebook_velocity(x, 0.5, CODEBOOK, torch.tensor([0.5, 0.5, 0.5, 0.5]))
     with pytest.raises(ValueError, match="probs"):

@@ -369,6 +369,19 @@ VANDERMONDE_RTOL = roundoff(16, condition=1e3)
 #: Two more bits at fixed ranges divide every rounding error by 4, and the first-order output error with them; a
 #: policy band of a factor 2 either side allows for the second-order terms and for clipped activations.
 QUANT_TWO_BITS_BAND = (2.0, 8.0)
+
+#: Per-channel weight quantisation of a float32 network against Delta_c / 2 = max|w_c| / 15 (4 bits, Delta_c =
+#: 2 max|w_c| / 15): Delta carries 2 roundings; x / Delta (|x / Delta| <= 8) can round across a half-integer when
+#: within 8 U32 of it (the other neighbour: + 16 U32 Delta); (q + zero) Delta with |q + zero| <= 8 carries Delta's
+#: error 8 times (16 U32 Delta) and one more rounding of |w| <= 15 Delta / 2; the test's bound max|w| / 15 one. In
+#: units of Delta / 2: 32 + 32 + 15 + 2, under 96 U32 ~ 5.7e-6 relative (no absolute term: every error scales with w).
+QUANT_WEIGHT_RTOL = roundoff(96, unit=U32)
+
+#: Policies (not derived) for the calibration comparison of PTQ4DM on the trained MLP (tests/test_quantize.py):
+#: NDTC's error must be below single-step calibration's by a factor (a clear win, not a draw within noise), and
+#: within k times the full-precision network's error against the exact toy (notes.md's k = 10).
+QUANT_NDTC_MARGIN = 1.5
+QUANT_WITHIN_FULL = 10.0
 # --- issue 18: derived tolerances -------------------------------------------------------------------------------
 
 
@@ -425,3 +438,73 @@ QUAD_ESTIMATE_SAFETY = 2.0
 #: O(1e-2) or more).
 QUAD_MASS_ATOL = 1e-9
 QUAD_PUSH_RTOL = 1e-8
+
+
+def ems_form_rtol(lambda_hi: float, spread: float) -> float:
+    """DPM-Solver-v3's EMS of one exact model answering eps or x0 (converted inside): the two agree to round-off.
+
+    The conversion eps = (x - alpha x0) / sigma rounds relative to |x0| alpha / sigma = e^lambda <= max(1, e^lambda_hi)
+    times the state's scale; a few dozen operations (32: the conversion, the JVPs through it, f = (N - l x) / alpha
+    and its derivative, the means) carry that into l, f and f^(1). s = Cov(f^(1), f) / Var(f) and b divide by the
+    spread of f, so their error is relative to the spread's size: roundoff(32, condition=max(1, e^lambda_hi) / spread)
+    for a toy whose f keeps a relative spread (std over the size of its terms) of at least ``spread`` at every node.
+    """
+    return roundoff(32, condition=max(1.0, math.exp(lambda_hi)) / spread)
+
+
+#: The relative spread of f in the test above (a policy floor for its toy, checked rather than derived): a
+#: two-component mixture's f varies with the component an x came from, by a fraction of its terms that shrinks with
+#: alpha as the noise takes over; it stays above 1e-2 at lambda >= -2 (1.6e-2 at the lowest node of that test).
+EMS_SPREAD_FLOOR = 1e-2
+
+
+def grid_spacing_rtol(grid_max: float, dx: float) -> float:
+    """Relative error of a uniform grid's spacing taken as grid[1] - grid[0]: both points carry a rounding of
+    u max|grid| and the subtraction one of u dx, so dx is off by at most (2 max|grid| / dx + 1) u relatively.
+    ``kl_to_gaussian_fit_1d`` normalises log p by log dx, which shifts every log-ratio by that amount: on an exactly
+    Gaussian log p (whose midpoint-rule moments are exact up to exp(-2 pi^2 std^2 / dx^2)) the KL is off by it, plus
+    a sum of p dx |log p - log q| terms (log p, log q of size <= 8 near the mass: 16 u)."""
+    return roundoff(2, scale=grid_max / dx) + roundoff(1) + roundoff(16)
+
+
+def ula_fixed_point_atol(target_cov: torch.Tensor, delta: float, n_steps: int, start_gap: float) -> float:
+    """``langevin_gaussian_moments`` iterated n_steps against the ULA fixed point (P - delta P^2 / 4)^-1.
+
+    One covariance step C <- M C M^T + delta I, M = I - (delta / 2) P, rounds each entry by about (4 d + 2) u |C|
+    (two d-term products and the addition), and the error left from the start shrinks by rho^2 a step, rho =
+    max_i |1 - delta / (2 c_i)| over the eigenvalues c_i of the target covariance: after n steps, start_gap rho^(2 n)
+    plus (4 d + 2) u |C| / (1 - rho^2). The closed form inverts P = target_cov^-1 and P - delta P^2 / 4, each off
+    by a few u times the condition kappa = c_max / c_min: 16 u kappa |C| for both. Entries are bounded by the fixed
+    point's largest eigenvalue, max c_i / (1 - delta / (4 c_i))."""
+    c = torch.linalg.eigvalsh(target_cov)
+    rho = float((1 - delta / (2 * c)).abs().max())
+    kappa, d = float(c.max() / c.min()), target_cov.shape[0]
+    scale = float((c / (1 - delta / (4 * c))).max())  # |C| <= the fixed point's largest eigenvalue
+    return start_gap * rho ** (2 * n_steps) + roundoff((4 * d + 2) / (1 - rho**2) + 16, scale, condition=kappa)
+
+
+def straight_line_bound(scale: float, dt_min: float, dim: int) -> float:
+    """``straightness`` of a straight line t a + (1 - t) b sampled on a grid of spacing >= dt_min over [0, 1] in t.
+
+    Each point rounds by at most 4 u S (S = max|a| + max|b|; two products, 1 - t and the sum); a difference quotient
+    then errs by 8 u S / dt plus |slope| <= S times the relative error of dt (3 u / dt: two rounded grid points and
+    the subtraction), so 11 u S / dt; the chord (b - a) / (t_end - t_start) by 2 u S. S sums dim squared deviations
+    weighted by dt / |T| (summing to one): dim (11 u S / dt_min + 2 u S)^2.
+    """
+    return dim * (roundoff(11, scale / dt_min) + roundoff(2, scale)) ** 2
+
+
+#: Roundings in one DEIS-AB weight C_ij = w_j k_t / alpha_{i+1} (tests/test_deis.py): a sum of 24 Gauss-Legendre
+#: terms of the Lagrange basis in t (a product of 2 (q - 1) factors each, q <= 4) or the closed-form Lagrange
+#: integral in rho (a few dozen operations), then k_t / alpha (4). A sum over j of C_ij p(node_j) for a polynomial
+#: p that the weights integrate exactly (sum_j l_j p_j = p) is then off by at most roundoff(AB_WEIGHT_OPS) times
+#: sum_j |C_ij p(node_j)| (the terms that may cancel), 64 a round count above 24 + 6 + 4 per term and the sum over j
+#: (for nodes within a few steps of the step, as on the tests' grids; far extrapolation would add the cancellation
+#: factor of ``lagrange_weights_bound``).
+AB_WEIGHT_OPS = 64
+
+
+def float_sum_bound(values: list[float]) -> float:
+    """Rounding of a sum of len(values) rounded fractions (a Butcher row or weights): each entry carries one
+    rounding of its size and each addition one of the running sum (<= the sum of |values|): 2 n u sum |values|."""
+    return roundoff(2 * len(values), sum(abs(v) for v in values))

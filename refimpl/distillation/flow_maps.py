@@ -9,7 +9,7 @@ Sigma = U diag(l) U^T (``toy_models.gmm.GaussianMixture.pf_ode_map`` applies the
 affine sampler on Gaussian data (DDIM with the exact model, an affine student) is also an affine map; ``affine_map_of``
 reads (M, b) off any such function by probing it with the origin and the unit vectors, exact up to round-off.
 On the mixture lab the flow map has no closed form: ``reference_flow_map`` is the DOP853 reference solve
-(``refimpl.reference.solve_pf_ode``, about 1e-12 of the state's scale).
+(``refimpl.reference.solve_pf_ode``, within 1e-10 of the state's scale).
 
 An affine student maps Gaussian noise to a Gaussian, so its distance to Gaussian data is exact too: the 2-Wasserstein
 distance between N(m_1, S_1) and N(m_2, S_2) (Givens & Shortt 1984, Prop. 7 [unverified])

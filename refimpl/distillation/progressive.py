@@ -247,19 +247,42 @@ def progressive_target_map(
 
 
 class NetworkX0Student(nn.Module):
-    """A small MLP student x0 = net([z, one-hot(i)]) on a grid of n steps (the nonlinear student of the mixture lab)."""
+    """A small MLP student x0 = net([z, one-hot(i)]) on a grid of n steps (the nonlinear student of the mixture lab).
 
-    def __init__(self, schedule: NoiseSchedule, timesteps: Tensor, d: int, hidden: int = 64):
+    With a ``generator`` the initial weights are drawn from it (the law of PyTorch's default ``nn.Linear``
+    initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases) and the global RNG is not touched;
+    without one, from the global RNG as ``nn.Linear`` does.
+    """
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        timesteps: Tensor,
+        d: int,
+        hidden: int = 64,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         check_instance(schedule, NoiseSchedule, "schedule")
         timesteps = schedule.check_t(as_float_tensor(timesteps, "timesteps"), "timesteps")
         check_strictly_decreasing(timesteps, "timesteps")
         d, hidden = check_integer(d, "d", 1), check_integer(hidden, "hidden", 1)
+        if generator is not None:
+            check_instance(generator, torch.Generator, "generator")
         self.schedule, self.timesteps = schedule, timesteps
         n = len(timesteps) - 1
-        self.net = nn.Sequential(
-            nn.Linear(d + n, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, d)
-        ).to(torch.float64)
+        sizes = [(d + n, hidden), (hidden, hidden), (hidden, d)]
+        if generator is None:
+            layers = [nn.Linear(i, o, dtype=torch.float64) for i, o in sizes]
+        else:  # allocated uninitialised, then drawn from the caller's generator with nn.Linear's default law
+            layers = [nn.utils.skip_init(nn.Linear, i, o, dtype=torch.float64) for i, o in sizes]
+            with torch.no_grad():
+                for layer in layers:
+                    bound = layer.in_features**-0.5
+                    layer.weight.uniform_(-bound, bound, generator=generator)
+                    layer.bias.uniform_(-bound, bound, generator=generator)
+        self.net = nn.Sequential(layers[0], nn.SiLU(), layers[1], nn.SiLU(), layers[2])
 
     def x0(self, i: int, z: Tensor) -> Tensor:
         onehot = torch.zeros(z.shape[0], len(self.timesteps) - 1, dtype=z.dtype)
@@ -282,16 +305,17 @@ def distill_round_network(
     generator: torch.Generator | None = None,
 ) -> NetworkX0Student:
     """One round with an MLP student trained by Adam on the targets (2) (mean squared error in x0, Salimans & Ho,
-    Algorithm 2, with their weighting max(SNR, 1) left out); the student's grid is every k-th teacher point."""
+    Algorithm 2, with their weighting max(SNR, 1) left out); the student's grid is every k-th teacher point. With a
+    ``generator`` every draw (initial weights, batches, noise) comes from it and the global RNG is left alone."""
     _check_step_model(teacher, "teacher")
     n_teacher = _n_steps(teacher)
     _check_data(data)
     if isinstance(n_student, bool) or not isinstance(n_student, int) or n_student < 1 or n_teacher % n_student:
         raise ValueError(f"n_student = {n_student!r} must be a positive integer dividing the teacher's {n_teacher}")
     k = n_teacher // n_student
-    if generator is not None:
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))  # the net's initial weights
-    student = NetworkX0Student(teacher.schedule, teacher.timesteps[::k].clone(), data.shape[1], hidden)
+    student = NetworkX0Student(
+        teacher.schedule, teacher.timesteps[::k].clone(), data.shape[1], hidden, generator=generator
+    )
     values = teacher.schedule(teacher.timesteps)
     opt = Adam(list(student.parameters()), lr=lr)
     for _ in range(train_steps):

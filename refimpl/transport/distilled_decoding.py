@@ -25,7 +25,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from refimpl._validation import as_float_tensor, check_callable, check_finite, check_instance, check_tensor
+from refimpl._validation import (
+    as_float_tensor,
+    check_callable,
+    check_finite,
+    check_instance,
+    check_real_tensor,
+    check_tensor,
+)
 
 __all__ = ["CodebookFlow", "autoregressive_decode", "codebook_posterior", "codebook_velocity"]
 
@@ -51,6 +58,9 @@ def _check_time(t: object) -> Tensor:
 
 def codebook_posterior(x: Tensor, t: object, codebook: Tensor, probs: Tensor) -> Tensor:
     """w_v(x, t) = P(x_0 = c_v | x_t = x) on the straight path: (B, V). t a number or (B,) in (0, 1]."""
+    x, codebook = check_real_tensor(x, "x", 2), check_real_tensor(codebook, "codebook", 2)
+    if x.shape[1] != codebook.shape[1]:
+        raise ValueError(f"x must have shape (B, {codebook.shape[1]}) like the codebook's rows, got {tuple(x.shape)}")
     t = _check_time(t).to(x.dtype).reshape(-1, 1)
     probs = _check_probs(probs, codebook.shape[0], x.shape[0])
     return _posterior(x, t, codebook.to(x.dtype), torch.log(probs.to(x.dtype)))
