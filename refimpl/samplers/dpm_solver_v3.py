@@ -163,6 +163,9 @@ def empirical_model_statistics(
     def rep(a: Tensor) -> Tensor:  # (m, N, ...) -> (m D N, ...): D copies of each node's rows, ordered (node, k, n)
         return a.unsqueeze(1).expand(-1, D, *a.shape[1:]).reshape(-1, *feature)
 
+    def per_row(a: Tensor, rows: int) -> Tensor:  # (m,) -> one value a row; one node: 0-d (a model's cheaper path)
+        return a[0] if a.numel() == 1 else a.repeat_interleave(rows)
+
     def jac_diag(x_rep: Tensor, t_rep: Tensor, tangent: Tensor) -> Tensor:  # (m, N, D): (grad_x N e_k)_k per row
         jv = torch.func.jvp(lambda y: n_theta(y, t_rep), (x_rep,), (tangent,))[1]
         return torch.diagonal(jv.reshape(-1, D, N, D), dim1=1, dim2=3)
@@ -183,18 +186,18 @@ def empirical_model_statistics(
         dx_fwd = (per_node(v.d_alpha) * x0 + per_node(v.d_sigma) * noise) / per_node(d_lambda)
         diag, d_diag = torch.func.jvp(
             functools.partial(jac_diag, tangent=tangent),
-            (rep(x), v.t.repeat_interleave(D * N)),
-            (rep(dx_fwd), (1.0 / d_lambda).repeat_interleave(D * N)),
+            (rep(x), per_row(v.t, D * N)),
+            (rep(dx_fwd), per_row(1.0 / d_lambda, D * N)),
         )
         l_j, dl_j = diag.mean(1), d_diag.mean(1)  # (m, D)
         l_vals.append(l_j)
         dl_vals.append(dl_j)
 
         # pass 2: regress f^(1) on f per node, with f^(1) from one JVP in (x, t) along the ODE
-        x_flat, t_flat = x.reshape(m * N, *feature), v.t.repeat_interleave(N)
-        dla = expand_like(dlog_alpha.repeat_interleave(N), x_flat)
+        x_flat, t_flat = x.reshape(m * N, *feature), per_row(v.t, N)
+        dla = expand_like(per_row(dlog_alpha, N), x_flat)
         n, dn = torch.func.jvp(
-            n_theta, (x_flat, t_flat), (dla * x_flat - n_theta(x_flat, t_flat), (1.0 / d_lambda).repeat_interleave(N))
+            n_theta, (x_flat, t_flat), (dla * x_flat - n_theta(x_flat, t_flat), per_row(1.0 / d_lambda, N))
         )
         dx = dla * x_flat - n  # dx/dlambda, the noise-prediction form of the ODE
         x_, n, dn, dx = (a.reshape(m, N, D) for a in (x_flat, n, dn, dx))
