@@ -65,10 +65,10 @@ __all__ = [
 #: Chebyshev points per step for the integrals of the update (see the module docstring).
 STEP_NODES = 48
 MAX_ORDER = 3
-#: Model inputs per forward-mode call of ``empirical_model_statistics``: its Chebyshev nodes go in batches of at
-#: most this many rows (D N a node, at least one node). On a 2-D mixture with N = 512 the 48 nodes took 2.2 s CPU
-#: one call each and 0.8 s in batches (each call has a fixed cost); above ~1e4 rows a call is no cheaper per row
-#: and its memory traffic grows (8 nodes of 8192 rows a call took twice as long as one each).
+#: Model inputs (rows times D tangents) per forward-mode call of ``empirical_model_statistics``: its Chebyshev nodes
+#: go in batches of at most this many (D N a node, at least one node). Each call has a fixed cost: on the 2-D ring
+#: with N = 512 the 48 nodes took 1.4-2.9 s CPU one call each and 0.5 s in batches; above ~1e4 a call is no cheaper
+#: per row and its memory traffic grows (the 16-D mixture, 8 nodes a call: 9 s against 5 s one node a call).
 JVP_BATCH_ROWS = 2**13
 
 
@@ -160,15 +160,13 @@ def empirical_model_statistics(
     def per_node(a: Tensor) -> Tensor:  # (m,) -> broadcast against (m, N, ...)
         return a.reshape(-1, *([1] * x0.ndim))
 
-    def rep(a: Tensor) -> Tensor:  # (m, N, ...) -> (m D N, ...): D copies of each node's rows, ordered (node, k, n)
-        return a.unsqueeze(1).expand(-1, D, *a.shape[1:]).reshape(-1, *feature)
-
     def per_row(a: Tensor, rows: int) -> Tensor:  # (m,) -> one value a row; one node: 0-d (a model's cheaper path)
         return a[0] if a.numel() == 1 else a.repeat_interleave(rows)
 
-    def jac_diag(x_rep: Tensor, t_rep: Tensor, tangent: Tensor) -> Tensor:  # (m, N, D): (grad_x N e_k)_k per row
-        jv = torch.func.jvp(lambda y: n_theta(y, t_rep), (x_rep,), (tangent,))[1]
-        return torch.diagonal(jv.reshape(-1, D, N, D), dim1=1, dim2=3)
+    def jac_diag(x: Tensor, t: Tensor) -> Tensor:  # (rows, D): diag grad_x N per row, one JVP along each e_k
+        along = lambda e_k: torch.func.jvp(lambda y: n_theta(y, t), (x,), (e_k,))[1]  # noqa: E731
+        units = eye.reshape(D, 1, D).expand(D, x.shape[0], D).reshape(D, *x.shape)
+        return torch.diagonal(torch.func.vmap(along)(units).reshape(D, x.shape[0], D), dim1=0, dim2=2)
 
     l_vals, dl_vals, s_vals, b_vals = [], [], [], []
     chunk = max(1, JVP_BATCH_ROWS // (D * N))  # nodes per forward-mode call
@@ -178,27 +176,21 @@ def empirical_model_statistics(
         x = per_node(v.alpha) * x0 + per_node(v.sigma) * noise  # (m, N, ...): same x0, eps at every node
         d_lambda = v.d_alpha / v.alpha - v.d_sigma / v.sigma  # dlambda/dt
         dlog_alpha = v.d_alpha / v.alpha / d_lambda  # dlog alpha / dlambda
+        x_flat, t_flat, dt_flat = x.reshape(m * N, *feature), per_row(v.t, N), per_row(1.0 / d_lambda, N)
 
-        # pass 1: l = E diag(grad_x N) and its derivative along the forward path; copy k of a node's samples is
-        # differentiated along e_k, and the outer tangent is d/dlambda of x_lambda = alpha x0 + sigma eps (same x0,
-        # eps) and of t(lambda).
-        tangent = eye.reshape(1, D, 1, D).expand(m, D, N, D).reshape(m * D * N, *feature)
+        # pass 1: l = E diag(grad_x N) (the JVPs along the D unit vectors vmapped, so N itself is computed once)
+        # and its derivative along the forward path: the outer tangent is d/dlambda of x_lambda = alpha x0 +
+        # sigma eps (same x0, eps) and of t(lambda).
         dx_fwd = (per_node(v.d_alpha) * x0 + per_node(v.d_sigma) * noise) / per_node(d_lambda)
-        diag, d_diag = torch.func.jvp(
-            functools.partial(jac_diag, tangent=tangent),
-            (rep(x), per_row(v.t, D * N)),
-            (rep(dx_fwd), per_row(1.0 / d_lambda, D * N)),
-        )
+        diag, d_diag = torch.func.jvp(jac_diag, (x_flat, t_flat), (dx_fwd.reshape(x_flat.shape), dt_flat))
+        diag, d_diag = diag.reshape(m, N, D), d_diag.reshape(m, N, D)
         l_j, dl_j = diag.mean(1), d_diag.mean(1)  # (m, D)
         l_vals.append(l_j)
         dl_vals.append(dl_j)
 
         # pass 2: regress f^(1) on f per node, with f^(1) from one JVP in (x, t) along the ODE
-        x_flat, t_flat = x.reshape(m * N, *feature), per_row(v.t, N)
         dla = expand_like(per_row(dlog_alpha, N), x_flat)
-        n, dn = torch.func.jvp(
-            n_theta, (x_flat, t_flat), (dla * x_flat - n_theta(x_flat, t_flat), per_row(1.0 / d_lambda, N))
-        )
+        n, dn = torch.func.jvp(n_theta, (x_flat, t_flat), (dla * x_flat - n_theta(x_flat, t_flat), dt_flat))
         dx = dla * x_flat - n  # dx/dlambda, the noise-prediction form of the ODE
         x_, n, dn, dx = (a.reshape(m, N, D) for a in (x_flat, n, dn, dx))
         alpha, dla = v.alpha.reshape(m, 1, 1), dlog_alpha.reshape(m, 1, 1)
