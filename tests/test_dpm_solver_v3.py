@@ -12,7 +12,13 @@ from tolerances import EMS_SPREAD_FLOOR, IDENTITY_RTOL, ORDER_TOL, ems_form_rtol
 from refimpl import grids
 from refimpl.models import CountingModel, FunctionModel, predict_x0_eps
 from refimpl.reference import measure_order
-from refimpl.samplers import ModelStatistics, empirical_model_statistics, sample_ddim, sample_dpm_solver_v3
+from refimpl.samplers import (
+    ModelStatistics,
+    dpm_solver_v3,
+    empirical_model_statistics,
+    sample_ddim,
+    sample_dpm_solver_v3,
+)
 from refimpl.samplers.dpm_solver_v3 import dpm_solver_v3_step
 from refimpl.schedules import get_schedule
 from toy_models import ExactModel, GaussianMixture, anisotropic_gaussian, random_mixture, ring
@@ -164,6 +170,26 @@ def test_statistics_of_any_model_depend_only_on_what_it_predicts() -> None:
     lams = _lambda_nodes(a, 8).numpy()
     for u, w in zip(a(lams), b(lams), strict=True):
         assert abs(u - w).max() <= ems_form_rtol(3.0, EMS_SPREAD_FLOOR) * max(1.0, abs(u).max())
+
+
+@pytest.mark.parametrize("nodes_per_call", [1, 4])
+def test_statistics_do_not_depend_on_how_the_nodes_are_batched(monkeypatch, nodes_per_call: int) -> None:
+    """The Chebyshev nodes go through the forward-mode calls in batches (``JVP_BATCH_ROWS`` model inputs); one node
+    per call, or 4 (6 nodes: an uneven last batch), gives the statistics of all 6 in one call, to round-off: every
+    node's numbers come from its own rows (IDENTITY_RTOL: a few dozen operations a value)."""
+    s = get_schedule("vp_linear")
+    gmm = random_mixture(K=2, d=3, seed=4)
+    model, data = ExactModel(gmm, s), gmm.sample(8, torch.Generator().manual_seed(0))
+
+    def run() -> ModelStatistics:
+        return empirical_model_statistics(model, data, -3.0, 3.0, n_nodes=6, generator=torch.Generator().manual_seed(1))
+
+    together = run()
+    monkeypatch.setattr(dpm_solver_v3, "JVP_BATCH_ROWS", nodes_per_call * 3 * 8)  # D N rows a node
+    batched = run()
+    lams = _lambda_nodes(together, 6).numpy()
+    for u, w in zip(together(lams), batched(lams), strict=True):
+        assert abs(u - w).max() <= IDENTITY_RTOL * max(1.0, abs(u).max())
 
 
 def test_the_sampler_follows_the_official_bookkeeping_of_algorithm_2() -> None:

@@ -178,3 +178,16 @@ def test_forward_mask_with_its_own_generator_masks_a_fraction_one_minus_alpha() 
     frac = float((z == 7).double().mean())
     assert abs(frac - 0.7) <= 5 * math.sqrt(0.7 * 0.3 / z.numel())
     assert bool(((z == 0) | (z == 7)).all())
+
+
+@pytest.mark.parametrize(("L", "V"), [(1, 2), (3, 2), (2, 4)])
+def test_the_cached_agreement_table_gives_the_direct_indicator(L: int, V: int) -> None:
+    """``consistent`` reads a table built once per law (which sequences agree with token v at position l); over
+    every z in {0..V}^L (the mask V included) it equals the indicator compared directly against every sequence,
+    and ``denoise`` equals the posterior by Bayes' rule (IDENTITY_RTOL: a normalised sum of V^L products)."""
+    law = random_sequence_law(L, V, seed=3)
+    z = torch.cartesian_prod(*[torch.arange(V + 1)] * L).reshape(-1, L)
+    direct = ((z[:, None, :] == V) | (z[:, None, :] == law.sequences[None])).all(-1)
+    assert torch.equal(law.consistent(z), direct)
+    bayes = posterior_bayes(law, z, 0.5, get_mask_schedule("linear"))
+    assert float((law.denoise(z) - bayes).abs().max()) <= IDENTITY_RTOL

@@ -83,7 +83,8 @@ def lattice_uniform(shape: tuple[int, ...], bits: int, generator: torch.Generato
     if not isinstance(shape, tuple | list | torch.Size):
         raise TypeError(f"shape must be a tuple of sizes, got {type(shape).__name__}")
     shape = tuple(check_integer(n, "shape", 0) for n in shape)
-    return torch.floor(torch.rand(shape, dtype=torch.float64, generator=generator) / delta) * delta
+    # floor(u / delta) * delta, in place: the Monte Carlo draws run to tens of millions of entries
+    return torch.rand(shape, dtype=torch.float64, generator=generator).div_(delta).floor_().mul_(delta)
 
 
 def _check_probs(probs: Tensor, name: str = "probs") -> Tensor:
@@ -109,14 +110,16 @@ def _check_uniforms(u: Tensor, name: str = "u") -> Tensor:
     if not isinstance(u, Tensor) or not u.is_floating_point():
         got = getattr(u, "dtype", type(u).__name__)
         raise TypeError(f"{name} must be a floating torch.Tensor of uniforms, got {got}")
-    if u.numel() and not bool(((u >= 0) & (u < 1)).all()):
+    lo, hi = (float(v) for v in u.aminmax()) if u.numel() else (0.0, 0.0)
+    if not (lo >= 0 and hi < 1):  # one pass, no temporary; NaN propagates and fails the test
         raise ValueError(f"{name} must hold uniforms in [0, 1); got values outside (or NaN)")
     return u
 
 
 def _gumbel(u: Tensor) -> Tensor:
-    """-log(-log u) on lattice uniforms in [0, 1): u = 0 gives -inf, the token abstains (``gumbel_max``)."""
-    return -torch.log(-torch.log(u))
+    """-log(-log u) on lattice uniforms in [0, 1): u = 0 gives -inf, the token abstains (``gumbel_max``).
+    Formed in one buffer (u can hold tens of millions of draws)."""
+    return torch.log(u).neg_().log_().neg_()
 
 
 def gumbel_noise(u: Tensor) -> Tensor:
@@ -143,12 +146,17 @@ def gumbel_max(logits: Tensor, u: Tensor) -> Tensor:
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         got = getattr(logits, "dtype", type(logits).__name__)
         raise TypeError(f"logits must be a floating torch.Tensor, got {got}")
-    if logits.ndim < 1 or logits.shape[-1] < 1 or bool((torch.isnan(logits) | (logits == math.inf)).any()):
+    if logits.ndim < 1 or logits.shape[-1] < 1 or (logits.numel() and not float(logits.amax()) < math.inf):
         raise ValueError(f"logits must be (..., V) with V >= 1, no NaN and no +inf; got shape {tuple(logits.shape)}")
     _check_uniforms(u)
     if logits.shape[-1] != u.shape[-1]:
         raise ValueError(f"logits (..., {logits.shape[-1]}) and u (..., {u.shape[-1]}) differ in the last axis")
-    return torch.argmax(logits.to(u.dtype) + _gumbel(u), dim=-1)
+    scores, logits = _gumbel(u), logits.to(u.dtype)
+    # logits + g, in g's buffer where it has the broadcast shape (the sum is the same either way)
+    scores = (
+        scores.add_(logits) if torch.broadcast_shapes(scores.shape, logits.shape) == scores.shape else logits + scores
+    )
+    return torch.argmax(scores, dim=-1)
 
 
 def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:

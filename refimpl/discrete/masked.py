@@ -103,6 +103,11 @@ class SequenceLaw:
     L: int
     V: int
     sequences: Tensor = field(init=False, repr=False)
+    # Per position l and token v (the mask included), which sequences agree with v at l: row l (V + 1) + v of
+    # (L (V + 1), V^L). ``consistent`` ANDs L of its rows, which is many times faster than comparing z with every
+    # sequence (it runs once per denoiser call); and the one-hot of ``sequences`` (V^L, L, V) that ``denoise`` sums.
+    _agrees: Tensor = field(init=False, repr=False, compare=False)
+    _onehot: Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_integer(self.L, "L", 1), check_integer(self.V, "V", 2)
@@ -113,6 +118,10 @@ class SequenceLaw:
         object.__setattr__(self, "probs", probs)
         seqs = torch.tensor(list(itertools.product(range(self.V), repeat=self.L)), dtype=torch.long)
         object.__setattr__(self, "sequences", seqs)
+        tokens = torch.arange(self.V + 1)
+        agrees = (seqs.T[:, None, :] == tokens[None, :, None]) | (tokens == self.mask)[None, :, None]  # (L, V+1, S)
+        object.__setattr__(self, "_agrees", agrees.reshape(self.L * (self.V + 1), -1))
+        object.__setattr__(self, "_onehot", torch.nn.functional.one_hot(seqs, self.V).to(torch.float64))
 
     @property
     def mask(self) -> int:
@@ -141,8 +150,11 @@ class SequenceLaw:
 
         Helper, no paper equation: the indicator 1[x_0 agrees with z] of the time-agnostic posterior.
         """
-        z = self._check_z(z)
-        return ((z[:, None, :] == self.mask) | (z[:, None, :] == self.sequences[None])).all(-1)
+        rows = self._check_z(z) + (self.V + 1) * torch.arange(self.L)  # row of (position l, token z_l)
+        out = self._agrees[rows[:, 0]]
+        for position in range(1, self.L):
+            out &= self._agrees[rows[:, position]]
+        return out
 
     def denoise(self, z: Tensor, t: Tensor | float | None = None) -> Tensor:
         """The exact denoiser: (B, L, V) marginals of x_0 given the visible tokens of z (B, L).
@@ -156,8 +168,7 @@ class SequenceLaw:
         total = w.sum(-1, keepdim=True)
         if bool((total <= 0).any()):
             raise ValueError("some z agrees with no sequence of positive probability")
-        onehot = torch.nn.functional.one_hot(self.sequences, self.V).to(torch.float64)  # (S, L, V)
-        return torch.einsum("bs,slv->blv", w / total, onehot)
+        return torch.einsum("bs,slv->blv", w / total, self._onehot)  # one-hot (S, L, V)
 
 
 def random_sequence_law(
@@ -197,8 +208,7 @@ def posterior_bayes(law: SequenceLaw, z: Tensor, t: float, schedule: MaskSchedul
     lik = a ** (law.L - n_masked) * (1 - a) ** n_masked * law.consistent(z)
     joint = lik * law.probs
     post = joint / joint.sum(-1, keepdim=True)
-    onehot = torch.nn.functional.one_hot(law.sequences, law.V).to(torch.float64)
-    return torch.einsum("bs,slv->blv", post, onehot)
+    return torch.einsum("bs,slv->blv", post, law._onehot)
 
 
 def _check_tokens(z: Tensor, name: str) -> Tensor:
