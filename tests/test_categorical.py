@@ -180,3 +180,14 @@ def test_gumbel_noise_refuses_u_zero_while_gumbel_max_lets_that_token_abstain() 
         gumbel_noise(torch.tensor([0.0, 0.5], dtype=torch.float64))
     logits = torch.tensor([[5.0, 0.0]], dtype=torch.float64)
     assert int(gumbel_max(logits, torch.tensor([[0.0, 0.5]], dtype=torch.float64))[0]) == 1
+
+
+@pytest.mark.parametrize("u_bad", [1.0, 1.5, -0.25])
+def test_uniforms_outside_zero_one_are_refused(u_bad: float) -> None:
+    """u = 1 gives g = +inf (a token that always wins, whatever its logit): both functions refuse it, as any u
+    outside [0, 1)."""
+    u = torch.tensor([[0.5, u_bad]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="u"):
+        gumbel_noise(u)
+    with pytest.raises(ValueError, match="u"):
+        gumbel_max(torch.zeros(1, 2, dtype=torch.float64), u)
