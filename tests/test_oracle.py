@@ -246,6 +246,25 @@ def test_explore_shrinks_to_the_smallest_failing_configuration() -> None:
     assert "zero length" in finding.failure.problems[0]
 
 
+def test_a_crashing_matrix_entry_is_reported_with_its_traceback_and_the_others_still_run() -> None:
+    """An entry whose exploration raises (here its constructor, outside the run that ``check`` guards) is its row of
+    the report, CRASHED with its traceback; the entries after it are explored."""
+    from refimpl.oracle.matrix import Entry, render, run_matrix
+
+    def broken() -> RefimplCallable:
+        raise RuntimeError("adapter out of date")
+
+    small = {"max_steps": 2, "predictions": ("eps",), "dtypes": ("float64",), "toys": ("ring",)}
+    entries = [Entry("broken", broken, "ddim", strategy=small),
+               Entry("refimpl ddim", lambda: RefimplCallable(sample_ddim), "ddim", strategy=small)]  # fmt: skip
+    crashed, passed = run_matrix(max_examples=2, entries=entries)
+    assert crashed.crash is not None and "RuntimeError: adapter out of date" in crashed.crash
+    assert passed.crash is None and passed.failure is None and passed.examples == 2
+    text = render([crashed, passed])
+    assert "| broken | ddim | 0 | CRASHED: RuntimeError: adapter out of date |" in text
+    assert "Traceback (most recent call last)" in text and "| refimpl ddim" not in text  # named by its impl
+
+
 @pytest.mark.parametrize("n_steps", [4, 10])
 def test_diffusers_third_order_multistep_is_the_official_formula_with_half_the_last_term(n_steps: int) -> None:
     """The disagreement of Finding 5 is exactly the lost half of the third-order Taylor term: diffusers agrees, to

@@ -22,13 +22,17 @@ __all__ = ["Finding", "config_strategy", "explore"]
 
 @dataclass
 class Finding:
-    """The outcome of exploring one implementation: examples tried and the smallest failure, if any."""
+    """The outcome of exploring one implementation: examples tried and the smallest failure, if any; ``crash`` the
+    error, and ``traceback`` its traceback, when the exploration itself raised (outside the implementation's run,
+    whose errors ``check`` reports)."""
 
     implementation: str
     method: str
     examples: int
     failure: Report | None
     impl_options: dict[str, Any]
+    crash: str | None = None
+    traceback: str | None = None
 
 
 def config_strategy(

@@ -9,6 +9,8 @@ step-by-step table. The book chapter "What the oracle found" classifies each fin
 from __future__ import annotations
 
 import argparse
+import math
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,15 +150,26 @@ def order_entries() -> list[tuple[str, Implementation, Config]]:
 
 
 def run_orders(steps: tuple[int, ...] = ORDER_STEPS) -> list[OrderReport]:
-    """The order check of every ``order_entries`` implementation."""
-    return [order_check(impl, config, steps) for _, impl, config in tqdm(order_entries(), desc="orders")]
+    """The order check of every ``order_entries`` implementation (one that raises is reported with its error)."""
+    out = []
+    for label, impl, config in tqdm(order_entries(), desc="orders"):
+        try:
+            out.append(order_check(impl, config, steps))
+        except Exception as err:  # any error of one entry is that entry's row
+            out.append(OrderReport(label, config, math.nan, steps, problem=f"raised {type(err).__name__}: {err}"))
+    return out
 
 
 def run_matrix(max_examples: int = 40, entries: list[Entry] | None = None) -> list[Finding]:
-    """Explore every entry; returns one Finding each."""
+    """Explore every entry; returns one Finding each. An entry whose exploration raises is a Finding with its
+    traceback (``crash``), and the others still run."""
     findings = []
     for entry in tqdm(entries or matrix(), desc="oracle"):
-        findings.append(explore(entry.make, entry.method, entry.impl_options, max_examples, **entry.strategy))
+        try:
+            findings.append(explore(entry.make, entry.method, entry.impl_options, max_examples, **entry.strategy))
+        except Exception as err:  # any error of one entry is that entry's row
+            crash = f"{type(err).__name__}: {err}"
+            findings.append(Finding(entry.label, entry.method, 0, None, {}, crash, traceback.format_exc()))
     return findings
 
 
@@ -170,6 +183,8 @@ def render(findings: list[Finding], orders: list[OrderReport] | None = None) -> 
     ]
     for f in findings:
         verdict = "agrees" if f.failure is None else f"FAILS: {f.failure.problems[0]}"
+        if f.crash is not None:
+            verdict = f"CRASHED: {f.crash}"
         lines.append(f"| {f.implementation} | {f.method} | {f.examples} | {verdict} |")
     if orders:
         lines += ["", "## Measured orders (error at the last grid time against the exact ODE)", "",
@@ -183,6 +198,8 @@ def render(findings: list[Finding], orders: list[OrderReport] | None = None) -> 
                 f"| {o.implementation} | {o.config.method} | {o.declared:g} | {measured} | {ref} | {verdict} |"
             )
     for f in findings:
+        if f.traceback is not None:
+            lines += ["", f"## {f.implementation}: the exploration crashed", "", "```text", f.traceback.rstrip(), "```"]
         if f.failure is not None:
             lines += [
                 "",
@@ -204,7 +221,12 @@ def run_reproducers(folder: Path = Path("findings")) -> list[tuple[str, bool, st
 
     out = []
     for script in sorted(folder.glob("*.py")):
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+        try:
+            done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                                  check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            out.append((script.name, False, "timed out after 300 s"))
+            continue
         lines = (done.stdout or done.stderr).strip().splitlines()
         out.append((script.name, done.returncode == 0, lines[-1] if lines else ""))
     return out
