@@ -8,6 +8,8 @@ smallest one that still fails. Runs are derandomized (the same examples every ti
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +26,7 @@ __all__ = ["Finding", "config_strategy", "explore"]
 class Finding:
     """The outcome of exploring one implementation: examples tried and the smallest failure, if any; ``crash`` the
     error, and ``traceback`` its traceback, when the exploration itself raised (outside the implementation's run,
-    whose errors ``check`` reports)."""
+    whose errors ``check`` reports); ``cpu_s`` the CPU seconds it took."""
 
     implementation: str
     method: str
@@ -33,6 +35,7 @@ class Finding:
     impl_options: dict[str, Any]
     crash: str | None = None
     traceback: str | None = None
+    cpu_s: float = math.nan
 
 
 def config_strategy(
@@ -85,6 +88,7 @@ def explore(
     from hypothesis import HealthCheck, assume, given, settings
     from hypothesis import strategies as st
 
+    cpu = time.process_time()
     impl_options = impl_options or {}
     seen: dict[str, Any] = {"examples": 0, "failure": None, "impl_options": {}}
 
@@ -119,4 +123,5 @@ def explore(
         pass
     impl_name = make_impl(**seen["impl_options"]).name
     claimed = method or getattr(make_impl(**seen["impl_options"]), "method", "")
-    return Finding(impl_name, claimed, seen["examples"], seen["failure"], seen["impl_options"])
+    found = seen["failure"], seen["impl_options"]
+    return Finding(impl_name, claimed, seen["examples"], *found, cpu_s=time.process_time() - cpu)
