@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from refimpl.oracle.adapters import DIFFUSERS, KDIFFUSION, DiffusersScheduler, KDiffusionSampler
+from refimpl.oracle.adapters import DIFFUSERS, KDIFFUSION, KDIFFUSION_ETA, DiffusersScheduler, KDiffusionSampler
 from refimpl.oracle.config import Config
 from refimpl.oracle.explore import Finding, explore
 from refimpl.oracle.order import OrderReport, order_check
@@ -97,20 +97,20 @@ def matrix() -> list[Entry]:
 
     entries = diffusers_entries()
     for function in KDIFFUSION:
-        entries.append(
-            Entry(
-                f"k-diffusion {function}",
-                _kdiffusion(function),
-                KDIFFUSION[function][0],
-                {"final_zero": st.booleans()},
-                {"schedules": ("edm", "vp_linear")},
-            )
-        )
-    return entries  # fmt: skip
+        options = {"final_zero": st.booleans()}
+        if function in KDIFFUSION_ETA:  # eta = 0: the deterministic skeleton; eta > 0: compared given its noise
+            options["eta"] = st.sampled_from([0.0, 1.0])
+        method = "" if function in KDIFFUSION_ETA else KDIFFUSION[function][0]  # "": the one eta makes it claim
+        paths = {"schedules": ("edm", "vp_linear")}
+        entries.append(Entry(f"k-diffusion {function}", _kdiffusion(function), method, options, paths))
+    return entries
 
 
 def _kdiffusion(function: str) -> Callable[..., Implementation]:
-    return lambda final_zero=False: KDiffusionSampler(function, final_zero=final_zero)
+    def make(final_zero: bool = False, **kwargs: Any) -> Implementation:
+        return KDiffusionSampler(function, kwargs, final_zero=final_zero)
+
+    return make
 
 
 #: Step counts of the order checks (uniform in lambda for k-diffusion; diffusers' own "linspace" grids).
