@@ -60,30 +60,26 @@ def _diffusers(name: str, **fixed: Any) -> Callable[..., Implementation]:
     return make
 
 
-#: Variants explored as entries of their own (a setting that changes what the scheduler is), and strategy settings
-#: that are not options of the scheduler (the injected eta of DDIM's step, float64-only DDPM, encoders).
-_VARIANTS: dict[str, list[dict[str, Any]]] = {"PNDMScheduler": [{"skip_prk_steps": True}, {"skip_prk_steps": False}]}
+#: The path a flow-matching or EDM scheduler samples (the others: the discrete VP schedules).
 _PATHS = {"flow": ("rectified_flow",), "edm": ("edm",)}
 
 
 def diffusers_entries() -> list[Entry]:
     """One entry per adapted diffusers scheduler (per variant), its options derived from its signatures
-    (``space.derived_options``), plus the float64 probe where it applies; the method is the one the drawn options
-    make it claim."""
+    (``space.derived_options``), plus the float64 probe where it applies and what its ``Profile`` adds (step options,
+    dtypes); the method is the one the drawn options make it claim."""
     from hypothesis import strategies as st
 
     entries = []
     for name, profile in DIFFUSERS.items():
-        for fixed in _VARIANTS.get(name, [{}]):
+        for fixed in profile.variants:
             options = {k: st.sampled_from(v) for k, v in derived_options(name, fixed).items()}
             options["float64_tables"] = st.booleans()
-            strategy: dict[str, Any] = {"predictions": profile.predictions}
+            strategy: dict[str, Any] = {"predictions": profile.predictions, "dtypes": profile.dtypes}
             if profile.kind in _PATHS:
                 strategy["schedules"] = _PATHS[profile.kind]
-            if name in ("DDIMScheduler", "DDIMParallelScheduler"):
-                strategy["options"] = {"eta": st.sampled_from([0.0, 1.0])}
-            if name.startswith("DDPM"):
-                strategy["dtypes"] = ("float64",)
+            if profile.step_options:
+                strategy["options"] = {k: st.sampled_from(v) for k, v in profile.step_options.items()}
             if DiffusersScheduler(name).encodes:
                 strategy["encode"] = True
             extra = f" ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else ""
