@@ -95,6 +95,8 @@ def _dpm_singlestep(kw: dict) -> str:
         kw.get("solver_order", 2),
         kw.get("solver_type", "midpoint"),
     )
+    if algorithm.startswith("sde"):  # its steps draw noise from a generator (no variance_noise): DDIM at no order
+        raise _no_counterpart(f"DPMSolverSinglestepScheduler({algorithm}) (noise drawn inside step)")
     if order == 1:
         return "ddim"
     if form == "midpoint" and algorithm == "dpmsolver":
@@ -453,6 +455,11 @@ class DiffusersScheduler:
                        f"set Config(encode={self.encodes})")  # fmt: skip
         schedule = model.schedule
         sched = self.build(schedule, config)
+        # LCM, TCD: a subset of their distillation grid (original_inference_steps: in the constructor or set_timesteps)
+        most = self._split()[1].get("original_inference_steps", getattr(sched.config, "original_inference_steps", None))
+        if most is not None and config.n_steps > most:
+            return Run(x_T.new_zeros(0), [], [], skipped=f"{self.class_name} takes at most original_inference_steps = "
+                       f"{most} steps (set_timesteps refuses more)")  # fmt: skip
         sched.set_timesteps(config.n_steps, **self._split()[1])
         if not torch.isfinite(torch.as_tensor(sched.timesteps)).all():  # a NaN time would reach the model (findings/)
             return Run(x_T.new_zeros(0), [], [], error=f"set_timesteps({config.n_steps}) leaves non-finite timesteps: "

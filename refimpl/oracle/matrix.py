@@ -157,7 +157,7 @@ def run_orders(steps: tuple[int, ...] = ORDER_STEPS) -> list[OrderReport]:
     return out
 
 
-def run_matrix(max_examples: int = 40, entries: list[Entry] | None = None) -> list[Finding]:
+def run_matrix(max_examples: int = 100, entries: list[Entry] | None = None) -> list[Finding]:
     """Explore every entry; returns one Finding each. An entry whose exploration raises is a Finding with its
     traceback (``crash``), and the others still run."""
     findings = []
@@ -236,7 +236,7 @@ def main() -> None:
     import resource
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-examples", type=int, default=40)
+    parser.add_argument("--max-examples", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
     wall, cpu = time.perf_counter(), time.process_time()
