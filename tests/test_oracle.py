@@ -173,6 +173,8 @@ FINDINGS = [
     ("EulerDiscreteScheduler", {}, True, 1, "first off the reference at step 1", "eps"),
     ("DPMSolverMultistepScheduler", {"solver_order": 1}, True, 2, "first off the reference at step 1", "eps"),
     ("DDPMScheduler", {"timestep_spacing": "trailing"}, True, 1, "first off the reference at step 1", "eps"),
+    ("DDPMScheduler", {"timestep_spacing": "trailing", "variance_type": "fixed_large"}, False, 1,
+     "first off the reference at step 1 (sigma = 0)", "eps"),
     ("DDIMInverseScheduler", {}, False, 1, "not queried at the solver's noise level", "eps"),
     ("HeunDiscreteScheduler", {"timestep_spacing": "linspace"}, True, 3, "not queried at the solver's noise level",
      "eps"),
