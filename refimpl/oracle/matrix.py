@@ -2,8 +2,10 @@
 
 Each entry names an implementation, the refimpl method it claims to implement, and the options of that
 implementation that hypothesis may vary. The report (printed, and written to ``oracle-report.md`` in the
-given folder) lists, per entry, the number of configurations tried and the smallest failing one with its
-step-by-step table. The book chapter "What the oracle found" classifies each finding.
+given folder) lists, per entry, the number of configurations tried, the CPU seconds taken and the smallest failing
+configuration with its step-by-step table (an entry whose exploration raises is reported with its traceback, and the
+others still run); then the measured orders and the ``findings/`` reproducers. The book chapter "What the oracle
+found" classifies each finding.
 """
 
 from __future__ import annotations
