@@ -173,6 +173,8 @@ FINDINGS = [
     ("EulerDiscreteScheduler", {}, True, 1, "first off the reference at step 1", "eps"),
     ("DPMSolverMultistepScheduler", {"solver_order": 1}, True, 2, "first off the reference at step 1", "eps"),
     ("DDPMScheduler", {"timestep_spacing": "trailing"}, True, 1, "first off the reference at step 1", "eps"),
+    ("DDPMScheduler", {"timestep_spacing": "trailing", "variance_type": "fixed_large"}, False, 1,
+     "first off the reference at step 1 (sigma = 0)", "eps"),
     ("DDIMInverseScheduler", {}, False, 1, "not queried at the solver's noise level", "eps"),
     ("HeunDiscreteScheduler", {"timestep_spacing": "linspace"}, True, 3, "not queried at the solver's noise level",
      "eps"),
@@ -244,6 +246,25 @@ def test_explore_shrinks_to_the_smallest_failing_configuration() -> None:
     )
     assert finding.failure is not None and finding.failure.config.n_steps == 1, finding.failure
     assert "zero length" in finding.failure.problems[0]
+
+
+def test_a_crashing_matrix_entry_is_reported_with_its_traceback_and_the_others_still_run() -> None:
+    """An entry whose exploration raises (here its constructor, outside the run that ``check`` guards) is its row of
+    the report, CRASHED with its traceback; the entries after it are explored."""
+    from refimpl.oracle.matrix import Entry, render, run_matrix
+
+    def broken() -> RefimplCallable:
+        raise RuntimeError("adapter out of date")
+
+    small = {"max_steps": 2, "predictions": ("eps",), "dtypes": ("float64",), "toys": ("ring",)}
+    entries = [Entry("broken", broken, "ddim", strategy=small),
+               Entry("refimpl ddim", lambda: RefimplCallable(sample_ddim), "ddim", strategy=small)]  # fmt: skip
+    crashed, passed = run_matrix(max_examples=2, entries=entries)
+    assert crashed.crash is not None and "RuntimeError: adapter out of date" in crashed.crash
+    assert passed.crash is None and passed.failure is None and passed.examples == 2
+    text = render([crashed, passed])
+    assert f"| broken | ddim | 0 | {crashed.cpu_s:.1f} | CRASHED: RuntimeError: adapter out of date |" in text
+    assert "Traceback (most recent call last)" in text and "| refimpl ddim" not in text  # named by its impl
 
 
 @pytest.mark.parametrize("n_steps", [4, 10])

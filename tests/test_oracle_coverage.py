@@ -113,6 +113,20 @@ def test_refused_combinations_and_the_float64_probe_outside_its_domain_are_not_d
     with pytest.raises(ValueError, match="float64 probe"):
         DiffusersScheduler("KDPM2DiscreteScheduler", float64_tables=True).validate()
     assert DiffusersScheduler("DDIMScheduler", {"timestep_spacing": "trailing"}).validate()
+    # singlestep SDE-DPM-Solver++ draws its noise inside step (no variance_noise): no counterpart, not drawn
+    with pytest.raises(ValueError, match="no counterpart"):
+        _ = DiffusersScheduler(
+            "DPMSolverSinglestepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 1}
+        ).method
+
+
+@pytest.mark.parametrize("name, method", [("LCMScheduler", "lcm_multistep"), ("TCDScheduler", "ddim")])
+def test_more_steps_than_the_distillation_grid_is_skipped_not_failed(name: str, method: str) -> None:
+    """LCM and TCD sample a subset of their original_inference_steps grid; set_timesteps refuses more steps."""
+    impl = DiffusersScheduler(name, {"original_inference_steps": 20})
+    report = check(impl, Config(method, 21), exact=False)
+    assert report.passed and "original_inference_steps = 20" in report.skipped, report.table()
+    assert check(impl, Config(method, 20), exact=False).skipped is None
 
 
 def test_every_exported_scheduler_is_adapted_or_left_out_with_a_reason() -> None:

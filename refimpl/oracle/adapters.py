@@ -20,20 +20,21 @@ import math
 import sys
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from refimpl.oracle.config import Config
+from refimpl.oracle.config import Config, config_grid
 from refimpl.oracle.own import RefimplCallable
 from refimpl.oracle.running import Convention, Run
 
 __all__ = [
     "DIFFUSERS",
     "KDIFFUSION",
+    "KDIFFUSION_ETA",
     "DiffusersScheduler",
     "KDiffusionSampler",
     "RefimplCallable",
@@ -93,7 +94,7 @@ def load_kdiffusion_sampling() -> types.ModuleType:
 #: k-diffusion sampler -> (refimpl method it implements, keyword arguments that make it that method).
 #: The ancestral and SDE samplers with eta = 0 are their deterministic skeletons; the noise of
 #: sample_euler_ancestral (eta = 1: DDPM's posterior variance) and sample_dpmpp_2m_sde is injected through
-#: k-diffusion's own ``noise_sampler`` argument.
+#: k-diffusion's own ``noise_sampler`` argument, and so is that of the samplers of ``KDIFFUSION_ETA`` with eta > 0.
 KDIFFUSION: dict[str, tuple[str, dict[str, Any]]] = {
     "sample_euler": ("edm_euler", {}),
     "sample_heun": ("edm_heun", {}),
@@ -110,6 +111,10 @@ KDIFFUSION: dict[str, tuple[str, dict[str, Any]]] = {
     "sample_dpm_adaptive": ("dpm_solver_singlestep_3", {}),
 }
 _KD_STOCHASTIC = ("sample_euler_ancestral", "sample_dpmpp_2m_sde")
+#: Samplers that are a stochastic refimpl method when given eta > 0 (the refimpl method takes the same eta):
+#: sample_dpm_2_ancestral is ancestral DPM-Solver-2 (one draw a step), sample_dpmpp_sde the stochastic
+#: DPM-Solver++(2S) with r = 1/2 (a draw for each of its two stages, in place of its Brownian tree).
+KDIFFUSION_ETA = {"sample_dpm_2_ancestral": "dpm_solver_2_ancestral", "sample_dpmpp_sde": "sde_dpm_solver_pp_2s"}
 
 
 @dataclass
@@ -119,6 +124,11 @@ class KDiffusionSampler:
     ``kwargs`` go to the function (they override ``KDIFFUSION``'s); ``final_zero`` appends sigma = 0 to the
     grid as k-diffusion's ``get_sigmas_*`` do (then ``config.n_steps`` counts that last step too).
     """
+
+    @property
+    def _eta(self) -> float:
+        """The eta of a ``KDIFFUSION_ETA`` sampler (0: its deterministic skeleton)."""
+        return float(self.kwargs.get("eta", KDIFFUSION[self.function][1].get("eta", 1.0)))
 
     function: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -135,20 +145,16 @@ class KDiffusionSampler:
             raise ValueError(f"no known refimpl method for {self.function}; choose one of {sorted(KDIFFUSION)}")
         if self.function == "sample_dpm_adaptive":
             return f"dpm_solver_singlestep_{self.kwargs.get('order', 3)}"
+        if self.function in KDIFFUSION_ETA and self._eta > 0:
+            return KDIFFUSION_ETA[self.function]
         return KDIFFUSION[self.function][0]
 
     def run(self, config: Config, model: Any, x_T: Tensor, noise: Tensor | None) -> Run:
-        from refimpl import grids
-
         sampling = load_kdiffusion_sampling()
         if self.function in ("sample_dpm_fast", "sample_dpm_adaptive"):
             return self._run_fast(sampling, config, model, x_T)
         schedule = model.schedule
-        n_grid = config.n_steps - 1 if self.final_zero else config.n_steps
-        if n_grid == 0:
-            ts = torch.tensor([schedule.t_max], dtype=torch.float64)
-        else:
-            ts = grids.timesteps(schedule, n_grid, config.spacing)
+        ts = config_grid(schedule, replace(config, final_zero=self.final_zero))  # every spacing, "random" too
         values = schedule(ts)
         sigma_grid = torch.exp(-values.lambda_)  # the EDM noise level sigma_t / alpha_t
         sigmas = torch.cat([sigma_grid, torch.zeros(1, dtype=torch.float64)]) if self.final_zero else sigma_grid
@@ -162,8 +168,15 @@ class KDiffusionSampler:
             return model.x0(schedule(t).alpha * x_tilde.double(), t).to(x_tilde.dtype)
 
         kwargs = {**KDIFFUSION.get(self.function, ("", {}))[1], **self.kwargs}
+        reference_options: dict[str, Any] = {}
+        if self.function in KDIFFUSION_ETA and self._eta > 0:
+            reference_options["eta"] = self._eta
+            if self.function == "sample_dpmpp_sde" and noise is not None:  # two draws a step: (n_steps, 2, B, ...)
+                g = torch.Generator().manual_seed(config.seed + 1)
+                noise = torch.stack([noise, torch.randn(noise.shape, generator=g, dtype=noise.dtype)], dim=1)
         if self.function in _KD_STOCHASTIC or "eta" in kwargs:
-            kwargs["noise_sampler"] = _noise_sampler(noise, x_T)
+            draws = noise.flatten(0, 1) if noise is not None and noise.ndim > x_T.ndim + 1 else noise
+            kwargs["noise_sampler"] = _noise_sampler(draws, x_T)
         seen: list[Tensor] = []
         out = getattr(sampling, self.function)(
             denoiser,
@@ -195,8 +208,9 @@ class KDiffusionSampler:
             queries,
             final=final,
             conventions=conventions,
-            noise=None,
+            noise=noise if reference_options else None,
             coefficient_dtype=x_T.dtype,
+            reference_options=reference_options,
         )
 
     def _run_fast(self, sampling: types.ModuleType, config: Config, model: Any, x_T: Tensor) -> Run:

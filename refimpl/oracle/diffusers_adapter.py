@@ -1,5 +1,11 @@
-"""The diffusers adapter (pinned to diffusers ``PINNED_VERSION``): eleven schedulers, driven through their public
-``set_timesteps`` / ``step`` API.
+"""The diffusers adapter, pinned to diffusers ``PINNED_VERSION``: the scheduler classes of ``DIFFUSERS``, driven through
+their public ``set_timesteps`` / ``step`` API.
+
+VERSION-SPECIFIC: everything the oracle knows about diffusers is in this module (and nowhere else): which class
+implements which refimpl method, the defaults that make conventions comparable, which classes draw noise or take two
+stages a step, the table layouts the float64 probe rebuilds, the configuration space's tables (``space`` derives the
+rest from the signatures), and the classes left out with the reason. A new diffusers version is checked against
+this module (``build`` warns when the installed version is another).
 
 Conventions, modelled rather than hidden:
 
@@ -41,7 +47,17 @@ from refimpl.oracle.config import Config
 from refimpl.oracle.running import Convention, Run
 from refimpl.schedules import DiscreteVP
 
-__all__ = ["DIFFUSERS", "NOT_ADAPTED", "PINNED_VERSION", "DiffusersScheduler", "Profile"]
+__all__ = [
+    "DIFFUSERS",
+    "DOCUMENTED",
+    "EXCLUDED_VALUES",
+    "NOT_ADAPTED",
+    "NOT_DRAWN",
+    "PINNED_VERSION",
+    "SET_BY_ORACLE",
+    "DiffusersScheduler",
+    "Profile",
+]
 
 #: The diffusers version whose behaviour this module knows (its conventions, table dtypes, step bookkeeping): all of
 #: the oracle's version-specific knowledge of diffusers lives in this one module.
@@ -79,6 +95,8 @@ def _dpm_singlestep(kw: dict) -> str:
         kw.get("solver_order", 2),
         kw.get("solver_type", "midpoint"),
     )
+    if algorithm.startswith("sde"):  # its steps draw noise from a generator (no variance_noise): DDIM at no order
+        raise _no_counterpart(f"DPMSolverSinglestepScheduler({algorithm}) (noise drawn inside step)")
     if order == 1:
         return "ddim"
     if form == "midpoint" and algorithm == "dpmsolver":
@@ -103,35 +121,37 @@ def _flow_euler(kw: dict) -> str:
 
 @dataclass(frozen=True)
 class Profile:
-    """How to drive one scheduler class: the method it implements, its defaults here, its kind of table."""
+    """How to drive one scheduler class: the method it implements, its defaults here, its kind of table; and how
+    ``make oracle`` explores it beyond its signatures (``matrix.diffusers_entries``): ``variants``, settings that change
+    what the scheduler is (each explored as an entry of its own), ``step_options``, values of options of its ``step``
+    that the adapter passes (drawn), and the state ``dtypes`` drawn."""
 
     method: Callable[[dict], str]
     defaults: dict[str, Any]
     kind: str  # "alphabar" (alpha-bar indexed by k), "sigma" (sigmas table, state x_t), "scaled" (state x~)
     predictions: tuple[str, ...] = ("eps", "x0", "v")
+    variants: tuple[dict[str, Any], ...] = ({},)
+    step_options: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    dtypes: tuple[str, ...] = ("float64", "float32")
+
+
+#: Defaults that make DDIM's and DDPM's conventions comparable (no clipping; DDIM: alpha-bar_0 at the end, a grid
+#: that starts at k = N - 1; DDPM: the posterior variance beta-tilde).
+_DDIM_DEFAULTS = {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}
+_DDPM_DEFAULTS = {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"}
+#: DDIM's step takes eta (0: DDIM, 1: DDPM's posterior variance with DDIM's mean).
+_DDIM_ETA = {"eta": (0.0, 1.0)}
+#: DDPM's finding (noise of standard deviation 1e-10 on a last "trailing" step) is below float32's resolution.
+_FLOAT64 = ("float64",)
 
 
 DIFFUSERS: dict[str, Profile] = {
-    "DDIMScheduler": Profile(
-        lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
-    ),
-    "DDPMScheduler": Profile(
-        lambda kw: "ddpm",
-        {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"},
-        "alphabar",
-    ),
+    "DDIMScheduler": Profile(lambda kw: "ddim", _DDIM_DEFAULTS, "alphabar", step_options=_DDIM_ETA),
+    "DDPMScheduler": Profile(lambda kw: "ddpm", _DDPM_DEFAULTS, "alphabar", dtypes=_FLOAT64),
     # the parallel variants: the same step (plus a batched_step for parallel sampling), driven through step
-    "DDIMParallelScheduler": Profile(
-        lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
-    ),
-    "DDPMParallelScheduler": Profile(
-        lambda kw: "ddpm",
-        {"clip_sample": False, "variance_type": "fixed_small", "timestep_spacing": "leading"},
-        "alphabar",
-    ),
-    "DDIMInverseScheduler": Profile(
-        lambda kw: "ddim", {"clip_sample": False, "set_alpha_to_one": False, "timestep_spacing": "trailing"}, "alphabar"
-    ),
+    "DDIMParallelScheduler": Profile(lambda kw: "ddim", _DDIM_DEFAULTS, "alphabar", step_options=_DDIM_ETA),
+    "DDPMParallelScheduler": Profile(lambda kw: "ddpm", _DDPM_DEFAULTS, "alphabar", dtypes=_FLOAT64),
+    "DDIMInverseScheduler": Profile(lambda kw: "ddim", _DDIM_DEFAULTS, "alphabar"),
     # TCD with gamma = 0 (its step's ``eta``, which the adapter sets) is DDIM on the LCM grid; gamma > 0 (DDIM to
     # s = (1 - gamma) t_prev, then forward noise to t_prev) has no refimpl counterpart
     "TCDScheduler": Profile(lambda kw: "ddim", {}, "alphabar"),
@@ -142,6 +162,7 @@ DIFFUSERS: dict[str, Profile] = {
         {"set_alpha_to_one": False, "timestep_spacing": "trailing"},
         "alphabar",
         ("eps", "v"),
+        variants=({"skip_prk_steps": True}, {"skip_prk_steps": False}),  # PLMS, or PNDM with its Runge-Kutta start
     ),
     "DPMSolverMultistepScheduler": Profile(_dpm_multistep, {}, "sigma"),
     "DPMSolverSinglestepScheduler": Profile(_dpm_singlestep, {}, "sigma"),
@@ -211,6 +232,38 @@ NOT_ADAPTED = {
     "RFD4ProteinaScheduler": "protein-structure flow sampler on its own manifold: not the exact toys' Euclidean space",
 }
 
+#: The configuration space (``space.derived_options``). Parameters set by the oracle from the Config (its schedule
+#: and the exact model's parameterisation), or by the adapter.
+SET_BY_ORACLE = frozenset(
+    ("self", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
+     "num_inference_steps", "device", "timesteps", "sigmas")
+)  # fmt: skip
+
+#: Options with no counterpart on an exact toy, with the reason (they keep their defaults).
+NOT_DRAWN = {
+    "thresholding": "dynamic thresholding clips a pixel-space x0 at a data-dependent quantile: no refimpl counterpart",
+    "rescale_betas_zero_snr": "another training schedule (alpha-bar_T = 0), not refimpl's ddpm_linear / scaled_linear",
+    "use_dynamic_shifting": "resolution-dependent shifting needs the pipeline's mu (an image size)",
+    "time_shift_type": "applies with use_dynamic_shifting only",
+    "invert_sigmas": "reverses the flow's time direction (t = 0 is noise): another convention",
+    "use_flow_sigmas": "flow-matching sigmas inside a VP scheduler: a flow-matching model, not the VP toy",
+    "stochastic_sampling": "re-noises the x0 prediction with fresh noise: no refimpl counterpart",
+    "timestep_type": "'continuous' feeds the model 0.25 log(sigma) (an EDM-trained model): another model input",
+    "variance_type": "the learned variances need a model that outputs them (the fixed ones are drawn where Literal)",
+}
+
+#: Documented values of options whose annotation (int, float) does not list them.
+DOCUMENTED: dict[str, tuple[Any, ...]] = {
+    "solver_order": (1, 2, 3),  # DPM-Solver, DEIS, UniPC docs: "we recommend 2 for guided, 3 for unconditional"
+    "shift": (1.0, 3.0),  # flow matching: 3.0 is Stable Diffusion 3's
+    "steps_offset": (0, 1),  # Stable Diffusion's configs use 1
+    "original_inference_steps": (20, 50),  # TCD / LCM: the distillation grid
+}
+
+#: Values of a Literal option that need something the exact toy does not have.
+EXCLUDED_VALUES = {"variance_type": ("learned", "learned_range", "fixed_small_log", "fixed_large_log")}
+
+
 #: Schedulers whose ``step`` draws its own noise from the ``generator`` it is given (the adapter replays it).
 _GENERATOR_NOISE = ("DDPMScheduler", "DDPMParallelScheduler", "EulerAncestralDiscreteScheduler",
                     "FlowMatchEulerDiscreteScheduler", "KDPM2AncestralDiscreteScheduler")  # fmt: skip
@@ -269,15 +322,22 @@ def _step(sched: Any, *args: Any, **kwargs: Any) -> Any:
 def _construct(class_name: str, args: dict[str, Any]) -> Any:
     """A fresh ``diffusers.<class_name>(**args)``: a copy of one built once per arguments (the KDPM2 constructors map
     1,000 sigmas to timesteps one by one, ~0.7 s; ``set_timesteps`` then rebuilds every table it uses)."""
+    return copy.deepcopy(_shared(class_name, args))
+
+
+def _shared(class_name: str, args: dict[str, Any]) -> Any:
+    """``diffusers.<class_name>(**args)`` built once per arguments (not to be modified: ``_construct`` copies it)."""
+    key = tuple(sorted(args.items()))
     try:
-        return copy.deepcopy(_constructed(class_name, tuple(sorted(args.items()))))
+        hash(key)
     except TypeError:  # an unhashable argument: no cache
         import diffusers
 
         return getattr(diffusers, class_name)(**args)
+    return _constructed(class_name, key)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=128)
 def _constructed(class_name: str, items: tuple[tuple[str, Any], ...]) -> Any:
     import diffusers
 
@@ -332,7 +392,6 @@ class DiffusersScheduler:
 
     def validate(self) -> DiffusersScheduler:
         """Raise ValueError if diffusers refuses these arguments (a combination it rejects, a missing extra)."""
-        import diffusers
 
         profile, args = self.profile, self.arguments
         probe_free = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
@@ -340,7 +399,7 @@ class DiffusersScheduler:
         if self.float64_tables and (no_probe or any(args.get(k) for k in probe_free)):
             raise ValueError("the float64 probe applies to one interpolated sigma per timestep only")
         try:
-            getattr(diffusers, self.class_name)(**self._split()[0])
+            _shared(self.class_name, self._split()[0])  # built once per arguments: a KDPM2 constructor takes ~0.7 s
         except (ValueError, NotImplementedError, ImportError, TypeError) as err:
             raise ValueError(f"diffusers refuses {self.name}: {err}") from err
         return self
@@ -396,6 +455,11 @@ class DiffusersScheduler:
                        f"set Config(encode={self.encodes})")  # fmt: skip
         schedule = model.schedule
         sched = self.build(schedule, config)
+        # LCM, TCD: a subset of their distillation grid (original_inference_steps: in the constructor or set_timesteps)
+        most = self._split()[1].get("original_inference_steps", getattr(sched.config, "original_inference_steps", None))
+        if most is not None and config.n_steps > most:
+            return Run(x_T.new_zeros(0), [], [], skipped=f"{self.class_name} takes at most original_inference_steps = "
+                       f"{most} steps (set_timesteps refuses more)")  # fmt: skip
         sched.set_timesteps(config.n_steps, **self._split()[1])
         if not torch.isfinite(torch.as_tensor(sched.timesteps)).all():  # a NaN time would reach the model (findings/)
             return Run(x_T.new_zeros(0), [], [], error=f"set_timesteps({config.n_steps}) leaves non-finite timesteps: "

@@ -2,13 +2,18 @@
 
 Each entry names an implementation, the refimpl method it claims to implement, and the options of that
 implementation that hypothesis may vary. The report (printed, and written to ``oracle-report.md`` in the
-given folder) lists, per entry, the number of configurations tried and the smallest failing one with its
-step-by-step table. The book chapter "What the oracle found" classifies each finding.
+given folder) lists, per entry, the number of configurations tried, the CPU seconds taken and the smallest failing
+configuration with its step-by-step table (an entry whose exploration raises is reported with its traceback, and the
+others still run); then the measured orders and the ``findings/`` reproducers. The book chapter "What the oracle
+found" classifies each finding.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from refimpl.oracle.adapters import DIFFUSERS, KDIFFUSION, DiffusersScheduler, KDiffusionSampler
+from refimpl.oracle.adapters import DIFFUSERS, KDIFFUSION, KDIFFUSION_ETA, DiffusersScheduler, KDiffusionSampler
 from refimpl.oracle.config import Config
 from refimpl.oracle.explore import Finding, explore
 from refimpl.oracle.order import OrderReport, order_check
@@ -57,30 +62,26 @@ def _diffusers(name: str, **fixed: Any) -> Callable[..., Implementation]:
     return make
 
 
-#: Variants explored as entries of their own (a setting that changes what the scheduler is), and strategy settings
-#: that are not options of the scheduler (the injected eta of DDIM's step, float64-only DDPM, encoders).
-_VARIANTS: dict[str, list[dict[str, Any]]] = {"PNDMScheduler": [{"skip_prk_steps": True}, {"skip_prk_steps": False}]}
+#: The path a flow-matching or EDM scheduler samples (the others: the discrete VP schedules).
 _PATHS = {"flow": ("rectified_flow",), "edm": ("edm",)}
 
 
 def diffusers_entries() -> list[Entry]:
     """One entry per adapted diffusers scheduler (per variant), its options derived from its signatures
-    (``space.derived_options``), plus the float64 probe where it applies; the method is the one the drawn options
-    make it claim."""
+    (``space.derived_options``), plus the float64 probe where it applies and what its ``Profile`` adds (step options,
+    dtypes); the method is the one the drawn options make it claim."""
     from hypothesis import strategies as st
 
     entries = []
     for name, profile in DIFFUSERS.items():
-        for fixed in _VARIANTS.get(name, [{}]):
+        for fixed in profile.variants:
             options = {k: st.sampled_from(v) for k, v in derived_options(name, fixed).items()}
             options["float64_tables"] = st.booleans()
-            strategy: dict[str, Any] = {"predictions": profile.predictions}
+            strategy: dict[str, Any] = {"predictions": profile.predictions, "dtypes": profile.dtypes}
             if profile.kind in _PATHS:
                 strategy["schedules"] = _PATHS[profile.kind]
-            if name in ("DDIMScheduler", "DDIMParallelScheduler"):
-                strategy["options"] = {"eta": st.sampled_from([0.0, 1.0])}
-            if name.startswith("DDPM"):
-                strategy["dtypes"] = ("float64",)
+            if profile.step_options:
+                strategy["options"] = {k: st.sampled_from(v) for k, v in profile.step_options.items()}
             if DiffusersScheduler(name).encodes:
                 strategy["encode"] = True
             extra = f" ({', '.join(f'{k}={v}' for k, v in fixed.items())})" if fixed else ""
@@ -94,20 +95,20 @@ def matrix() -> list[Entry]:
 
     entries = diffusers_entries()
     for function in KDIFFUSION:
-        entries.append(
-            Entry(
-                f"k-diffusion {function}",
-                _kdiffusion(function),
-                KDIFFUSION[function][0],
-                {"final_zero": st.booleans()},
-                {"schedules": ("edm", "vp_linear")},
-            )
-        )
-    return entries  # fmt: skip
+        options = {"final_zero": st.booleans()}
+        if function in KDIFFUSION_ETA:  # eta = 0: the deterministic skeleton; eta > 0: compared given its noise
+            options["eta"] = st.sampled_from([0.0, 1.0])
+        method = "" if function in KDIFFUSION_ETA else KDIFFUSION[function][0]  # "": the one eta makes it claim
+        paths = {"schedules": ("edm", "vp_linear")}
+        entries.append(Entry(f"k-diffusion {function}", _kdiffusion(function), method, options, paths))
+    return entries
 
 
 def _kdiffusion(function: str) -> Callable[..., Implementation]:
-    return lambda final_zero=False: KDiffusionSampler(function, final_zero=final_zero)
+    def make(final_zero: bool = False, **kwargs: Any) -> Implementation:
+        return KDiffusionSampler(function, kwargs, final_zero=final_zero)
+
+    return make
 
 
 #: Step counts of the order checks (uniform in lambda for k-diffusion; diffusers' own "linspace" grids).
@@ -148,15 +149,28 @@ def order_entries() -> list[tuple[str, Implementation, Config]]:
 
 
 def run_orders(steps: tuple[int, ...] = ORDER_STEPS) -> list[OrderReport]:
-    """The order check of every ``order_entries`` implementation."""
-    return [order_check(impl, config, steps) for _, impl, config in tqdm(order_entries(), desc="orders")]
+    """The order check of every ``order_entries`` implementation (one that raises is reported with its error)."""
+    out = []
+    for label, impl, config in tqdm(order_entries(), desc="orders"):
+        try:
+            out.append(order_check(impl, config, steps))
+        except Exception as err:  # any error of one entry is that entry's row
+            out.append(OrderReport(label, config, math.nan, steps, problem=f"raised {type(err).__name__}: {err}"))
+    return out
 
 
-def run_matrix(max_examples: int = 40, entries: list[Entry] | None = None) -> list[Finding]:
-    """Explore every entry; returns one Finding each."""
+def run_matrix(max_examples: int = 100, entries: list[Entry] | None = None) -> list[Finding]:
+    """Explore every entry; returns one Finding each. An entry whose exploration raises is a Finding with its
+    traceback (``crash``), and the others still run."""
     findings = []
     for entry in tqdm(entries or matrix(), desc="oracle"):
-        findings.append(explore(entry.make, entry.method, entry.impl_options, max_examples, **entry.strategy))
+        cpu = time.process_time()
+        try:
+            findings.append(explore(entry.make, entry.method, entry.impl_options, max_examples, **entry.strategy))
+        except Exception as err:  # any error of one entry is that entry's row
+            crash = f"{type(err).__name__}: {err}"
+            tb = traceback.format_exc()
+            findings.append(Finding(entry.label, entry.method, 0, None, {}, crash, tb, time.process_time() - cpu))
     return findings
 
 
@@ -165,12 +179,14 @@ def render(findings: list[Finding], orders: list[OrderReport] | None = None) -> 
     lines = [
         "# What the oracle found (generated by `make oracle`)",
         "",
-        "| implementation | claims | configurations | verdict |",
-        "|---|---|---|---|",
+        "| implementation | claims | configurations | CPU s | verdict |",
+        "|---|---|---|---|---|",
     ]
     for f in findings:
         verdict = "agrees" if f.failure is None else f"FAILS: {f.failure.problems[0]}"
-        lines.append(f"| {f.implementation} | {f.method} | {f.examples} | {verdict} |")
+        if f.crash is not None:
+            verdict = f"CRASHED: {f.crash}"
+        lines.append(f"| {f.implementation} | {f.method} | {f.examples} | {f.cpu_s:.1f} | {verdict} |")
     if orders:
         lines += ["", "## Measured orders (error at the last grid time against the exact ODE)", "",
                   "| implementation | claims | declared | measured | refimpl, same grids | verdict |",
@@ -183,6 +199,8 @@ def render(findings: list[Finding], orders: list[OrderReport] | None = None) -> 
                 f"| {o.implementation} | {o.config.method} | {o.declared:g} | {measured} | {ref} | {verdict} |"
             )
     for f in findings:
+        if f.traceback is not None:
+            lines += ["", f"## {f.implementation}: the exploration crashed", "", "```text", f.traceback.rstrip(), "```"]
         if f.failure is not None:
             lines += [
                 "",
@@ -204,7 +222,12 @@ def run_reproducers(folder: Path = Path("findings")) -> list[tuple[str, bool, st
 
     out = []
     for script in sorted(folder.glob("*.py")):
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+        try:
+            done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                                  check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            out.append((script.name, False, "timed out after 300 s"))
+            continue
         lines = (done.stdout or done.stderr).strip().splitlines()
         out.append((script.name, done.returncode == 0, lines[-1] if lines else ""))
     return out
@@ -213,14 +236,17 @@ def run_reproducers(folder: Path = Path("findings")) -> list[tuple[str, bool, st
 def main() -> None:
     """Explore the matrix, measure orders, run the reproducers; report them with the wall and CPU time taken."""
     import resource
-    import time
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-examples", type=int, default=40)
+    parser.add_argument("--max-examples", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
     wall, cpu = time.perf_counter(), time.process_time()
-    text = render(run_matrix(args.max_examples), run_orders())
+    findings = run_matrix(args.max_examples)
+    cpu_matrix = time.process_time() - cpu
+    orders = run_orders()
+    cpu_orders = time.process_time() - cpu - cpu_matrix
+    text = render(findings, orders)
     lines = ["", "## Reproducers (`findings/`, against the installed versions)", "",
              "| script | defect shown | output |", "|---|---|---|"]  # fmt: skip
     for name, shown, last in run_reproducers():
@@ -228,7 +254,8 @@ def main() -> None:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = time.process_time() - cpu + children.ru_utime + children.ru_stime
     lines += ["", f"`make oracle` took {time.perf_counter() - wall:.0f} s wall, {cpu_s:.0f} s CPU "
-              f"(--max-examples {args.max_examples})."]  # fmt: skip
+              f"(--max-examples {args.max_examples}): exploration {cpu_matrix:.0f} s, orders {cpu_orders:.0f} s, "
+              f"the rest (reproducers, in child processes) {cpu_s - cpu_matrix - cpu_orders:.0f} s."]  # fmt: skip
     text += "\n".join(lines)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "oracle-report.md").write_text(text + "\n")
