@@ -53,7 +53,9 @@ def ancestral_split(v_s: ScheduleValues, v_t: ScheduleValues, eta: float = 1.0) 
     h = v_t.lambda_ - v_s.lambda_
     rho_t = v_t.rho
     rho_up = eta * rho_t * torch.sqrt(-torch.expm1(-2 * h))
-    rho_down = torch.sqrt(rho_t**2 - rho_up**2)
+    # rho_down^2 = rho_t^2 - rho_up^2 = rho_t^2 ((1 - eta^2) + eta^2 e^{-2h}): a sum of two non-negative terms, where
+    # the difference would lose u e^{2h} of its relative accuracy (1.8e-7 from sigma = 80 to 0.002 at eta = 1)
+    rho_down = rho_t * torch.sqrt((1 - eta**2) + eta**2 * torch.exp(-2 * h))
     nan = torch.full_like(v_t.t, float("nan"))
     v_down = ScheduleValues(v_t.t, v_t.alpha, v_t.alpha * rho_down, nan, nan, -torch.log(rho_down))
     return v_down, rho_up
