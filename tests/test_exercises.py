@@ -110,6 +110,8 @@ def test_student_edition_replaces_every_solution() -> None:
     spec = importlib.util.spec_from_file_location("make_student", ROOT / "scripts" / "make_student.py")
     make_student = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_student)
+    config = make_student.student_config()  # the book's configuration, with the solutions hidden
+    assert "\n    hide_solutions: true\n" in config and "student edition" in config
     for chapter in CHAPTERS:
         text, labels = make_student.student_source((ROOT / "notebooks" / f"{chapter}.md").read_text())
         assert sorted(labels) == sorted(ex.label for ex in exercises(chapter))
