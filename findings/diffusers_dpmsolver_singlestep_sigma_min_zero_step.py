@@ -4,11 +4,11 @@ n - 1 steps. With the default solver_order=2 that is every odd n (set_timesteps 
 so 25 steps of "DPM++ 2S Karras" make 24; with solver_order=1, every n >= 2.
 
 Those grids already end at the smallest training sigma, and set_timesteps appends it again as the final sigma; the
-default grid ends above it, so there the last step is a real one. huggingface/diffusers#6477 removed the same
-repeated sigma from DPMSolverMultistepScheduler by adding final_sigmas_type="zero" (now the default); under
-"sigma_min" both schedulers still append it (the multistep one also with use_lu_lambdas).
-Status: not found reported (searched huggingface/diffusers issues and pull requests for DPMSolverSinglestepScheduler,
-final_sigmas_type, sigma_min, karras, zero step).
+default grid ends above it, so there the last step is a real one. huggingface/diffusers#6477 removed a repeated last
+sigma from DPMSolverMultistepScheduler's Karras grid (the same symptom was reported there for this scheduler) and
+added final_sigmas_type="zero", now the default, which avoids it; under "sigma_min" both schedulers still repeat it.
+Status: not found reported for final_sigmas_type="sigma_min" (searched huggingface/diffusers issues and pull requests
+for DPMSolverSinglestepScheduler, final_sigmas_type, sigma_min, karras, zero step).
 """
 
 import torch
