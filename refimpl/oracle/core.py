@@ -51,6 +51,7 @@ from refimpl.oracle.tolerance import (
     perturbed,
     query_tolerance,
     tolerance,
+    unit_roundoff,
 )
 
 __all__ = ["Config", "Report", "check", "smallest_failure", "with_options"]
@@ -98,6 +99,11 @@ def _grid_stage(c: _Context) -> None:
             c.report.problems.append(
                 f"step {i} has zero length (t = {float(times[i]):.5g} to itself): "
                 "a model call that cannot move the state"
+            )
+        elif i + 1 not in c.keep:  # a step shorter than the table's round-off, in either direction
+            c.report.problems.append(
+                f"step {i} has zero length to round-off (t = {float(times[i]):.8g} to {float(times[i + 1]):.8g}, "
+                f"relative {float(abs(times[i + 1] / times[i] - 1)):.1e}): a model call that cannot move the state"
             )
     for i, landing in enumerate((c.run.landings or [])[:-1]):
         start = float(times[i + 1])
@@ -325,7 +331,7 @@ def check(impl: Implementation, config: Config, exact: bool = True) -> Report:
             report.problems.append(run.reason)
             report.traceback = run.traceback
         return report
-    keep = nonzero_steps(run.times)
+    keep = nonzero_steps(run.times, TOL_OPS * unit_roundoff(config, run))
     size = max(1.0, float(x_T.abs().max()))
     scale = size * alpha_growth(model, run.times[keep])
     report.tolerance, unit = tolerance(config, run, scale)

@@ -4,8 +4,8 @@ Each entry names an implementation, the refimpl method it claims to implement, a
 implementation that hypothesis may vary. The report (printed, and written to ``oracle-report.md`` in the
 given folder) lists, per entry, the number of configurations tried, the CPU seconds taken and the smallest failing
 configuration with its step-by-step table (an entry whose exploration raises is reported with its traceback, and the
-others still run); then the measured orders and the ``findings/`` reproducers. The book chapter "What the oracle
-found" classifies each finding.
+others still run; a failure the chapter has classified is marked "known", with where: ``KNOWN``); then the measured
+orders and the ``findings/`` reproducers. The book chapter "What the oracle found" classifies each finding.
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ from refimpl.oracle.running import Implementation
 from refimpl.oracle.space import derived_options
 
 __all__ = [
+    "KNOWN",
     "ORDER_STEPS",
     "Entry",
+    "KnownFinding",
     "diffusers_entries",
+    "known",
     "matrix",
     "order_entries",
     "render",
@@ -111,6 +114,54 @@ def _kdiffusion(function: str) -> Callable[..., Implementation]:
     return make
 
 
+@dataclass(frozen=True)
+class KnownFinding:
+    """A failure the chapter has classified: an implementation (its name up to the options), options the failing
+    configuration must have, a phrase of its first problem, and where it is classified (``findings/`` script)."""
+
+    implementation: str
+    options: dict[str, Any]
+    problem: str
+    where: str
+
+    def matches(self, finding: Finding) -> bool:
+        """Whether ``finding``'s smallest failure is this one."""
+        if finding.failure is None or finding.implementation.split("(")[0] != self.implementation:
+            return False
+        fits = all(finding.impl_options.get(k) == v for k, v in self.options.items())
+        return fits and self.problem in finding.failure.problems[0]
+
+
+#: The failures of ``make oracle`` that chapter 90 classifies, so that a known one reads as known in the report.
+KNOWN = (
+    KnownFinding("diffusers.DDPMScheduler", {"variance_type": "fixed_large"}, "first off the reference",
+                 "Finding 4, findings/diffusers_ddpm_fixed_large_final_noise.py"),
+    KnownFinding("diffusers.PNDMScheduler", {"skip_prk_steps": False}, "operands could not be broadcast",
+                 "Finding 7, findings/diffusers_pndm_prk_few_steps.py"),
+    KnownFinding("diffusers.DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}, "zero length",
+                 "Finding 7, no reproducer yet"),
+    KnownFinding("diffusers.DPMSolverSinglestepScheduler", {"final_sigmas_type": "sigma_min"}, "zero length",
+                 "Finding 7, findings/diffusers_dpmsolver_singlestep_sigma_min_zero_step.py"),
+    KnownFinding("diffusers.DPMSolverMultistepInverseScheduler", {}, "zero length",
+                 "Finding 8, findings/diffusers_dpmsolver_inverse_zero_step.py"),
+    KnownFinding("diffusers.EDMDPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}, "zero length",
+                 "Finding 8, findings/diffusers_edm_dpmsolver_sigma_min_zero_step.py"),
+    KnownFinding("diffusers.TCDScheduler", {"clip_sample": True}, "first off the reference",
+                 "Finding 8, findings/diffusers_tcd_clip_sample_ignored.py"),
+    KnownFinding("diffusers.KDPM2AncestralDiscreteScheduler", {}, "non-finite timesteps",
+                 "Finding 8, findings/diffusers_kdpm2_ancestral_nan.py"),
+    KnownFinding("k_diffusion.sample_dpmpp_2m_sde", {}, "UnboundLocalError",
+                 "Finding 7, findings/kdiffusion_sde_one_step.py"),
+    KnownFinding("k_diffusion.sample_dpmpp_3m_sde", {}, "UnboundLocalError",
+                 "Finding 7, findings/kdiffusion_sde_one_step.py"),
+)  # fmt: skip
+
+
+def known(finding: Finding) -> str | None:
+    """Where chapter 90 classifies ``finding``'s smallest failure (None: not a known one)."""
+    return next((k.where for k in KNOWN if k.matches(finding)), None)
+
+
 #: Step counts of the order checks (uniform in lambda for k-diffusion; diffusers' own "linspace" grids).
 ORDER_STEPS = (20, 40, 80, 160)
 
@@ -184,6 +235,8 @@ def render(findings: list[Finding], orders: list[OrderReport] | None = None) -> 
     ]
     for f in findings:
         verdict = "agrees" if f.failure is None else f"FAILS: {f.failure.problems[0]}"
+        if (where := known(f)) is not None:
+            verdict += f" (known: {where})"
         if f.crash is not None:
             verdict = f"CRASHED: {f.crash}"
         lines.append(f"| {f.implementation} | {f.method} | {f.examples} | {f.cpu_s:.1f} | {verdict} |")

@@ -236,6 +236,7 @@ def run_checked(impl: Implementation, config: Config, model: Any, x_T: Tensor, n
     return run
 
 
-def nonzero_steps(times: Tensor) -> list[int]:
-    """Indices of the grid times that end a step of non-zero length (and 0)."""
-    return [0] + [i + 1 for i in range(len(times) - 1) if not times[i + 1] == times[i]]
+def nonzero_steps(times: Tensor, rel: float = 0.0) -> list[int]:
+    """Indices of the grid times that end a step of non-zero length (and 0): a step from t_i to t_{i+1} has zero
+    length when |t_{i+1} - t_i| <= rel |t_i| (``rel``: the round-off of the table the grid came from; 0: equal)."""
+    return [0] + [i + 1 for i in range(len(times) - 1) if not abs(times[i + 1] - times[i]) <= rel * abs(times[i])]
