@@ -114,6 +114,7 @@ from refimpl.exercises import (  # noqa: E402, F401
     discrete,
     editing,
     exponential,
+    forward,
     gallery,
     inversion,
     multistep,
