@@ -114,9 +114,11 @@ from refimpl.exercises import (  # noqa: E402, F401
     discrete,
     editing,
     exponential,
+    forward,
     gallery,
     inversion,
     multistep,
+    notation,
     score_distillation,
     trained,
 )
