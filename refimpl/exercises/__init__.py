@@ -115,6 +115,7 @@ from refimpl.exercises import (  # noqa: E402, F401
     editing,
     exponential,
     gallery,
+    guidance,
     inversion,
     multistep,
     score_distillation,
