@@ -118,8 +118,9 @@ def _resample(answer: Any) -> str:
         )
     if not bool((counts == counts.round()).all()) or not bool((counts.sum(1) == N_PARTICLES).all()):
         raise ExerciseFailed(f"each row should hold whole copy counts summing to N = {N_PARTICLES}")
-    weights = torch.softmax(torch.randn(N_PARTICLES, generator=torch.Generator().manual_seed(RESAMPLE_SEED)), 0)
-    expected = N_PARTICLES * weights.to(torch.float64)
+    gen = torch.Generator().manual_seed(RESAMPLE_SEED)  # the book draws in float64, its default dtype
+    weights = torch.softmax(torch.randn(N_PARTICLES, generator=gen, dtype=torch.float64), 0)
+    expected = N_PARTICLES * weights
     low, high = torch.floor(expected), torch.ceil(expected)
     bad = ((counts < low) | (counts > high)).any(0)
     if bool(bad.any()):
