@@ -116,9 +116,11 @@ from refimpl.exercises import (  # noqa: E402, F401
     exponential,
     forward,
     gallery,
+    guidance,
     inversion,
     multistep,
     notation,
     score_distillation,
+    search,
     trained,
 )
