@@ -112,6 +112,7 @@ from refimpl.exercises import (  # noqa: E402, F401
     analytic_lab,
     differentiating,
     discrete,
+    distillation,
     editing,
     exponential,
     gallery,
