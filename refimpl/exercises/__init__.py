@@ -120,4 +120,5 @@ from refimpl.exercises import (  # noqa: E402, F401
     multistep,
     score_distillation,
     trained,
+    transport,
 )
