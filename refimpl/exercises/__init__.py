@@ -112,6 +112,7 @@ from refimpl.exercises import (  # noqa: E402, F401
     analytic_lab,
     differentiating,
     discrete,
+    distillation,
     editing,
     exponential,
     forward,
@@ -123,4 +124,5 @@ from refimpl.exercises import (  # noqa: E402, F401
     score_distillation,
     search,
     trained,
+    transport,
 )
