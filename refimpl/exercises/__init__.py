@@ -118,5 +118,6 @@ from refimpl.exercises import (  # noqa: E402, F401
     inversion,
     multistep,
     score_distillation,
+    selection,
     trained,
 )
