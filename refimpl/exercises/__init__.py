@@ -117,6 +117,7 @@ from refimpl.exercises import (  # noqa: E402, F401
     gallery,
     inversion,
     multistep,
+    oracle,
     score_distillation,
     selection,
     trained,
