@@ -72,7 +72,8 @@ def toc_chapters() -> list[str]:
 def student_config() -> str:
     """The book's ``_config.yml`` with sphinx-exercise's ``hide_solutions: true`` added to the Sphinx config."""
     config = (BOOK / "_config.yml").read_text()
-    config, n = re.subn(r"(\nsphinx:\n(?:  (?!config:).*\n|    .*\n)*  config:\n)", r"\1    hide_solutions: true\n", config)
+    block = r"(\nsphinx:\n(?:  (?!config:).*\n|    .*\n)*  config:\n)"  # the sphinx block, up to its config:
+    config, n = re.subn(block, r"\1    hide_solutions: true\n", config)
     if n != 1:
         raise SystemExit("book/_config.yml: expected one 'sphinx: config:' block to add hide_solutions to")
     return config.replace('title: "refimpl:', 'title: "refimpl (student edition):', 1)

@@ -121,8 +121,10 @@ from refimpl.exercises import (  # noqa: E402, F401
     inversion,
     multistep,
     notation,
+    oracle,
     score_distillation,
     search,
+    selection,
     trained,
     transport,
 )
