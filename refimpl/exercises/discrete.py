@@ -78,7 +78,7 @@ def _cache(answer: Any) -> str:
     # a sum of N terms 1 - (1 - pi)^4, each a few roundings
     return close(
         got,
-        torch.tensor(expected),
+        torch.tensor(expected, dtype=torch.float64),
         16 * 512 * U64 * L_TOY,
         "the expected model calls",
         "sum over steps of P(the step reveals at least one of the L positions)",
@@ -111,7 +111,7 @@ def _runningsum(answer: Any) -> str:
     # counts of lattice points: exact multiples of 2^-24, so only the answer's own rounding is allowed
     return close(
         got,
-        torch.tensor(expected),
+        torch.tensor(expected, dtype=torch.float64),
         2.0**-30,
         "the tail masses (head first, head last)",
         "count the lattice points k 2^-24 under each token's step of the float32 running sum",
@@ -140,7 +140,7 @@ def _kseq(answer: Any) -> str:
     # rho is a root found to 1e-15 relative; beta(rho) and the power add a few roundings
     return close(
         got,
-        torch.tensor(exact),
+        torch.tensor(exact, dtype=torch.float64),
         1e-12,
         "the K-SEQ acceptance rates",
         "rho solves rho beta(rho) = 1 - (1 - beta(rho))^n, beta(rho) = sum_x min(q(x), p(x)/rho)",
@@ -168,7 +168,7 @@ def _temperature(answer: Any) -> str:
     # a root of an entropy match, found by brentq to about 1e-12
     return close(
         float(as_array(answer, "the effective temperature")),
-        torch.tensor(expected),
+        torch.tensor(expected, dtype=torch.float64),
         1e-9,
         "the effective temperature",
         "match the entropy of tempered(p, T) to the lattice law's",
@@ -189,7 +189,7 @@ answer = None
 )
 def _vq_mixing(answer: Any) -> str:
     sched = vq.uniform_schedule(32, 16)
-    expected = torch.tensor([(1 - 1 / 32) * sched.cumulative(t)[0] for t in range(17)])
+    expected = torch.tensor([(1 - 1 / 32) * sched.cumulative(t)[0] for t in range(17)], dtype=torch.float64)
     # a row of 32 entries summed: 32 roundings of values <= 1
     return close(
         answer, expected, 64 * U64, "the TV distances", "row x_0 of Qbar_t is alphabar_t e_x0 + (1 - alphabar_t)/K"

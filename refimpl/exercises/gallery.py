@@ -114,4 +114,5 @@ def _memory(answer: Any) -> str:
         expected.append(float(gmm.responsibilities(xt, alpha, sigma).max(-1).values.mean()))
     # CLT: a mean of n values in [0, 1] has a standard error at most 0.5 / sqrt(n); 5 joint standard errors
     tol = 5 * 0.5 * math.sqrt(1 / 4000 + 1 / n_ref)
-    return close(got, torch.tensor(expected), tol, "the mean largest responsibilities", "4000 samples of ring(K=8)")
+    expected = torch.tensor(expected, dtype=torch.float64)
+    return close(got, expected, tol, "the mean largest responsibilities", "4000 samples of ring(K=8)")
