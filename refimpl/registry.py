@@ -6,9 +6,10 @@ whether it is stochastic, its encoder (the map back from data to noise) and whet
 inverse (with the factor by which its rounding can grow), how many model calls it makes for n steps, and
 the paper and equation it implements.
 ``tests/test_registry.py`` iterates over ``REGISTRY``: measured order (strong order of deterministic entries on
-drawn mixtures or on the closed-form Gaussian, as ``order_check`` says; weak order of stochastic entries from their
-exact output law on Gaussian data; for adaptive entries, the error against the tolerance), call counts, bad input,
-invertibility and reproducibility with injected noise.
+drawn mixtures or on the closed-form Gaussian, as ``order_check`` says, on the schedules smooth in t where
+``order_needs_smooth_t`` asks for them; weak order of stochastic entries from their exact output law on Gaussian
+data; for adaptive entries, the error against the tolerance), call counts, bad input, invertibility and
+reproducibility with injected noise.
 
 ``REGISTRY`` is one ``Registry`` (a read-only mapping from name to spec) filled when ``refimpl.samplers`` is
 imported. ``Registry()`` builds a fresh, empty one, and ``load_module`` executes a private copy of a sampler module

@@ -3,7 +3,8 @@
 A new method is covered the moment it is registered:
 
 * order -- deterministic entries: strong order against the closed-form Gaussian ODE map (every entry) and on drawn
-  mixtures against DOP853 (entries with ``order_check="mixture"``; slow); stochastic entries: weak order from
+  mixtures against DOP853 (entries with ``order_check="mixture"``, on the schedules smooth in t for those that
+  declare ``order_needs_smooth_t``; slow); stochastic entries: weak order from
   their exact output law on Gaussian data (``reference.measure_weak_order``), no Monte Carlo; adaptive entries
   (``kind="adaptive"``, which choose their own steps, so that no order against a step count exists: the order
   tests skip them by design, with that reason): their error against the exact Gaussian map, which shrinks with
@@ -526,10 +527,11 @@ def test_the_registry_can_be_built_fresh_from_the_sampler_modules() -> None:
     assert set(fresh) == set(REGISTRY)
     for name, spec in fresh.items():
         assert spec.sample is not REGISTRY[name].sample
-        assert (spec.order, spec.stochastic, spec.order_check, dict(spec.options)) == (
+        assert (spec.order, spec.stochastic, spec.order_check, spec.order_needs_smooth_t, dict(spec.options)) == (
             REGISTRY[name].order,
             REGISTRY[name].stochastic,
             REGISTRY[name].order_check,
+            REGISTRY[name].order_needs_smooth_t,
             dict(REGISTRY[name].options),
         )
     assert dict(REGISTRY) == before and dict(sys.modules) == modules
