@@ -6,9 +6,10 @@ whether it is stochastic, its encoder (the map back from data to noise) and whet
 inverse (with the factor by which its rounding can grow), how many model calls it makes for n steps, and
 the paper and equation it implements.
 ``tests/test_registry.py`` iterates over ``REGISTRY``: measured order (strong order of deterministic entries on
-drawn mixtures or on the closed-form Gaussian, as ``order_check`` says; weak order of stochastic entries from their
-exact output law on Gaussian data; for adaptive entries, the error against the tolerance), call counts, bad input,
-invertibility and reproducibility with injected noise.
+drawn mixtures or on the closed-form Gaussian, as ``order_check`` says, on the schedules smooth in t where
+``order_needs_smooth_t`` asks for them; weak order of stochastic entries from their exact output law on Gaussian
+data; for adaptive entries, the error against the tolerance), call counts, bad input, invertibility and
+reproducibility with injected noise.
 
 ``REGISTRY`` is one ``Registry`` (a read-only mapping from name to spec) filled when ``refimpl.samplers`` is
 imported. ``Registry()`` builds a fresh, empty one, and ``load_module`` executes a private copy of a sampler module
@@ -110,6 +111,11 @@ class SamplerSpec:
         order_span: the log-SNR interval (lambda_start, lambda_end), lambda_start < lambda_end, over which the order
             is measured, for a method whose asymptotic regime needs it (e.g. a boundary term that dominates near
             the data); None measures over the toys' whole time range.
+        order_needs_smooth_t: whether the declared order needs alpha_t and sigma_t smooth in t: true for a method
+            that steps in t on dx/dt (the flow samplers' velocity alpha_t' x0 + sigma_t' eps), which jumps at the
+            knots of a piecewise schedule (``t_knots``: the discrete DDPM schedules, log alpha piecewise linear
+            in t), so that a step straddling a knot loses the order. The order tests then measure it on the smooth
+            schedules only; ``order_note`` says why (required when true).
         kind: one of ``KINDS``: "grid" (the default), "adaptive" or "fixed".
         fixed_grid: for (and only for) kind "fixed": (schedule name, decreasing times), the one grid on which the
             sampler is defined, the only ``timesteps`` it accepts, with a model on that schedule (e.g. a student
@@ -134,6 +140,7 @@ class SamplerSpec:
     order_note: str = ""
     order_steps: tuple[int, ...] | None = None
     order_span: tuple[float, float] | None = None
+    order_needs_smooth_t: bool = False
     kind: str = "grid"
     fixed_grid: tuple[str, tuple[float, ...]] | None = None
     stochastic_rule: Callable[[Mapping[str, Any]], bool] | None = field(default=None, repr=False)
@@ -175,6 +182,10 @@ class SamplerSpec:
             raise ValueError(f"{self.name}: order_check must be one of {ORDER_CHECKS}, got {self.order_check!r}")
         if self.order_check != "mixture" and not self.order_note:
             raise ValueError(f"{self.name}: say in order_note why the order is not measured on the mixtures")
+        if not isinstance(self.order_needs_smooth_t, bool):
+            raise TypeError(f"{self.name}: order_needs_smooth_t must be a bool, got {self.order_needs_smooth_t!r}")
+        if self.order_needs_smooth_t and not self.order_note:
+            raise ValueError(f"{self.name}: say in order_note why the order needs a schedule smooth in t")
         steps = self.order_steps
         if steps is not None and (
             len(steps) < 2 or any(not isinstance(n, int) or n < 1 for n in steps) or list(steps) != sorted(set(steps))

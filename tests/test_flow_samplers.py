@@ -1,6 +1,7 @@
 """Flow-model samplers: equivalences with DDIM, DPM-Solver-2 and EDM-Heun to round-off under the change of
-variables y = x / alpha on the EDM path, and the order of the t-midpoint rule (2 on mixtures, 3 on a Gaussian on a
-path affine in t)."""
+variables y = x / alpha on the EDM path, the order of the t-midpoint rule (2 on mixtures, 3 on a Gaussian on a
+path affine in t), and the loss of order on the discrete schedules that their specs exclude (their registered
+orders are measured by the shared registry tests, tests/test_registry.py)."""
 
 from __future__ import annotations
 
@@ -91,23 +92,18 @@ def test_bad_midpoint_option_raises() -> None:
         sample_flow_midpoint(ExactModel(ring(), s), torch.zeros(2, 2), grids.uniform_t(s, 3), midpoint="sigma")
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "flow_euler",
-        pytest.param("flow_heun", marks=pytest.mark.slow),
-        pytest.param("flow_midpoint", marks=pytest.mark.slow),
-    ],
-)
-@pytest.mark.parametrize("schedule_name", ["rectified_flow", pytest.param("vp_cosine", marks=pytest.mark.slow)])
-def test_registered_orders_on_a_mixture_on_smooth_paths(name: str, schedule_name: str) -> None:
-    """The registered flow samplers' declared orders on a two-mode mixture (the shared mixture test cannot: see
-    ``order_note``), settled finest-pair order."""
+@pytest.mark.parametrize("schedule_name", ["ddpm_linear", "scaled_linear"])
+def test_heun_in_t_loses_its_order_on_a_discrete_schedule(schedule_name: str) -> None:
+    """Why the flow entries declare ``order_needs_smooth_t`` (the shared mixture test measures their orders on the
+    smooth schedules): on a discrete schedule the velocity in t jumps at the knots, and Heun's local orders from 64 to
+    512 steps on the closed-form Gaussian leave the band around 2 (on the smooth schedules the registry's Gaussian
+    and mixture tests hold them in it)."""
     from refimpl.registry import get_sampler
 
-    spec = get_sampler(name)
+    spec = get_sampler("flow_heun")
+    assert spec.order_needs_smooth_t and spec.order == 2
     s = get_schedule(schedule_name)
-    model = ExactModel(random_mixture(2, 2, seed=3), s)
+    model = ExactModel(anisotropic_gaussian(2, seed=1), s)
     x = model.sample_xt(4, s.t_max, torch.Generator().manual_seed(0))[1]
-    result = measure_settled_order(spec, model, x, (32, 64, 128, 256), settle=ORDER_TOL / 3)
-    assert result.local_orders[-1] == pytest.approx(spec.order, abs=ORDER_TOL), str(result)
+    result = measure_order(spec, model, x, (64, 128, 256, 512), reference=model.pf_ode_map(x, s.t_max, s.t_min))
+    assert any(abs(p - spec.order) > ORDER_TOL for p in result.local_orders), str(result)

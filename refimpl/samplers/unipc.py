@@ -144,12 +144,17 @@ def sample_unipc(
 
 # UniPC-1 and UniPC-2 with both B(h), in data and noise prediction. The toys' sharp modes keep UniPC-2 pre-asymptotic
 # for long: its third-order error constant is small, so the fourth-order term competes with it up to hundreds of
-# steps, and its order is measured from 256 steps on (local slopes in the multistep chapter, "Why some settings are not
-# registered"). UniPC-3 (UniP-3 + UniC): the warm-up step (UniP-1, then UniC-1) has local error O(h^3), which
+# steps (local slopes in the multistep chapter, "Why some settings are not registered"). On the sharpest mixtures the
+# strategy draws (1-D modes of variance 0.05, to t_min) the B(h) = e^h - 1 variants' local slopes stay above 3 and
+# nearly level below 256 steps, then fall towards 3: slopes taken from 64 steps can look settled there, while from 128
+# steps on they fall by more than the settling threshold, and the doublings carry the measurement on into the
+# asymptotic regime. The shared mixture test runs the three finest counts (from 128 steps on); the closed-form
+# Gaussian test, where no such plateau occurs, fits all four (from 64).
+# UniPC-3 (UniP-3 + UniC): the warm-up step (UniP-1, then UniC-1) has local error O(h^3), which
 # caps the global order at 3; from t_max its error on a single Gaussian follows order 4 (the warm-up's constant
 # carries alpha_T^2) and on sharp mixtures it changes sign between 16 and 512 steps (the multistep chapter), so its
 # order is measured on the closed-form Gaussian over lambda in [-1, 3], from 128 steps (local slopes settle towards 3).
-_ASYMPTOTIC = (256, 512, 1024, 2048)
+_ASYMPTOTIC = (64, 128, 256, 512)
 for _p, _variant, _prediction in (
     (1, "bh1", "x0"), (1, "bh2", "x0"), (2, "bh1", "x0"), (2, "bh2", "x0"),
     (1, "bh1", "eps"), (1, "bh2", "eps"), (2, "bh1", "eps"), (2, "bh2", "eps"),
