@@ -3,7 +3,7 @@ flow sigmas) the last of n model calls is a step of zero length (sigma_max to si
 
 set_timesteps appends sigma_max to a table that already ends at sigma_max (or repeats its last sigma), so the last
 step has h = 0 and returns its input. The forward DPMSolverMultistepScheduler had the same dummy step with
-use_karras_sigmas, fixed there in huggingface/diffusers#6477.
+use_karras_sigmas, fixed there in huggingface/diffusers#6477 for the default final_sigmas_type="zero" only.
 Status: not found reported for the inverse scheduler (searched huggingface/diffusers issues and pull requests for
 DPMSolverMultistepInverseScheduler, trailing, duplicate sigma, zero step).
 """

@@ -139,7 +139,7 @@ KNOWN = (
     KnownFinding("diffusers.PNDMScheduler", {"skip_prk_steps": False}, "operands could not be broadcast",
                  "Finding 7, findings/diffusers_pndm_prk_few_steps.py"),
     KnownFinding("diffusers.DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min"}, "zero length",
-                 "Finding 7, no reproducer yet"),
+                 "Finding 7, findings/diffusers_dpmsolver_multistep_sigma_min_zero_step.py"),
     KnownFinding("diffusers.DPMSolverSinglestepScheduler", {"final_sigmas_type": "sigma_min"}, "zero length",
                  "Finding 7, findings/diffusers_dpmsolver_singlestep_sigma_min_zero_step.py"),
     KnownFinding("diffusers.DPMSolverMultistepInverseScheduler", {}, "zero length",
