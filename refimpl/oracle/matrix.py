@@ -150,6 +150,8 @@ KNOWN = (
                  "Finding 8, findings/diffusers_tcd_clip_sample_ignored.py"),
     KnownFinding("diffusers.KDPM2AncestralDiscreteScheduler", {}, "non-finite timesteps",
                  "Finding 8, findings/diffusers_kdpm2_ancestral_nan.py"),
+    KnownFinding("k_diffusion.sample_dpm_2_ancestral", {}, "first off the reference",
+                 "Finding 8, findings/kdiffusion_ancestral_sigma_down_cancellation.py"),
     KnownFinding("k_diffusion.sample_dpmpp_2m_sde", {}, "UnboundLocalError",
                  "Finding 7, findings/kdiffusion_sde_one_step.py"),
     KnownFinding("k_diffusion.sample_dpmpp_3m_sde", {}, "UnboundLocalError",
