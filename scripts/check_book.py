@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -257,6 +259,7 @@ class Chromium:
             [path, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
+            start_new_session=True,  # its own process group, so close() can end every helper process
         )
         port_file, deadline = Path(self._profile.name) / "DevToolsActivePort", time.monotonic() + 60
         while not (port_file.is_file() and len(port_file.read_text().split()) == 2):
@@ -314,13 +317,18 @@ class Chromium:
         return dom
 
     def close(self) -> None:
+        """Close the browser (over the protocol, so it shuts down its helper processes itself), then make sure its
+        whole process group is gone before the profile folder is removed: a helper still writing to the profile
+        would make the removal fail."""
         if getattr(self, "_ws", None) is not None:
+            with contextlib.suppress(Exception):  # the browser may be gone already: the kill below is the fallback
+                self.send("Browser.close")
             self._ws.close()
-        self._proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
         self._log.close()
         self._profile.cleanup()
 
