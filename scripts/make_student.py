@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BOOK = ROOT / "book"
-BOOK_FILES = ("_toc.yml", "intro.md", "references.bib")
-INCLUDED_TREES = ("refimpl", "toy_models", "tests")
+from stage_book import BOOK, ROOT, lay_out, toc_chapters
+
 SOLUTION = re.compile(
     r"```\{solution-start\} (?P<label>\S+)\n(?::[^\n]*\n)*```\n(?P<body>.*?)```\{solution-end\}\n```\n", re.S
 )
@@ -64,11 +61,6 @@ def student_source(text: str) -> tuple[str, list[str]]:
     return out, labels
 
 
-def toc_chapters() -> list[str]:
-    """The chapter names (``notebooks/<name>``) listed in the book's table of contents."""
-    return re.findall(r"file:\s*notebooks/(\S+)", (BOOK / "_toc.yml").read_text())
-
-
 def student_config() -> str:
     """The book's ``_config.yml`` with sphinx-exercise's ``hide_solutions: true`` added to the Sphinx config."""
     config = (BOOK / "_config.yml").read_text()
@@ -84,17 +76,8 @@ def build_sources(out: Path) -> dict[str, list[str]]:
     import jupytext
 
     src, notebooks = out / "src", out / "notebooks"
-    (src / "notebooks").mkdir(parents=True, exist_ok=True)
+    lay_out(src, student_config())
     notebooks.mkdir(parents=True, exist_ok=True)
-    for name in BOOK_FILES:
-        shutil.copy2(BOOK / name, src / name)
-    shutil.copytree(BOOK / "_static", src / "_static", dirs_exist_ok=True)  # the stylesheet of the wide column
-    shutil.copytree(BOOK / "_ext", src / "_ext", dirs_exist_ok=True)  # the old chapter URLs' redirects
-    (src / "_config.yml").write_text(student_config())
-    for tree in INCLUDED_TREES:
-        link = out / tree
-        if not link.exists():
-            link.symlink_to(ROOT / tree, target_is_directory=True)
     replaced = {}
     for chapter in toc_chapters():
         text, labels = student_source((ROOT / "notebooks" / f"{chapter}.md").read_text())

@@ -29,7 +29,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from stage_book import ROOT, toc_chapters
+
 NOTEBOOK_DIR = ROOT / "notebooks"
 CELL_TIMEOUT_S = 1800
 DEFAULT_KERNEL = "python3"
@@ -39,11 +40,6 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 class NotebookCellError(Exception):
     """A cell of a notebook failed; the message holds the cell's source and the error."""
-
-
-def toc_chapters() -> list[str]:
-    """The chapter names (``notebooks/<name>``) of the book's table of contents, in book order."""
-    return re.findall(r"file:\s*notebooks/(\S+)", (ROOT / "book" / "_toc.yml").read_text())
 
 
 def _error_text(cell: dict, err: Exception) -> str:

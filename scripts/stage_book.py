@@ -29,9 +29,26 @@ BOOK_FILES = ("_toc.yml", "intro.md", "references.bib")
 INCLUDED_TREES = ("refimpl", "toy_models", "tests")
 
 
-def _toc_chapters() -> list[str]:
-    """The chapter names (``notebooks/<name>``) listed in the book's table of contents."""
+def toc_chapters() -> list[str]:
+    """The chapter names (``notebooks/<name>``) listed in the book's table of contents, in book order."""
     return re.findall(r"file:\s*notebooks/(\S+)", (BOOK / "_toc.yml").read_text())
+
+
+def lay_out(stage_dir: Path, config: str) -> None:
+    """A copy of ``book/`` at ``stage_dir`` with the configuration ``config`` and without its chapters (the caller
+    writes them into ``stage_dir/notebooks``), and links beside it to the trees the chapters include code from.
+
+    Used by this script and by ``scripts/make_student.py`` (the student edition)."""
+    (stage_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    for name in BOOK_FILES:
+        shutil.copy2(BOOK / name, stage_dir / name)
+    shutil.copytree(BOOK / "_static", stage_dir / "_static", dirs_exist_ok=True)  # the book's stylesheet
+    shutil.copytree(BOOK / "_ext", stage_dir / "_ext", dirs_exist_ok=True)  # its redirect pages
+    (stage_dir / "_config.yml").write_text(config)
+    for tree in INCLUDED_TREES:
+        link = stage_dir.parent / tree
+        if not link.exists():
+            link.symlink_to(ROOT / tree, target_is_directory=True)
 
 
 def stage(stage_dir: Path) -> tuple[list[str], list[str]]:
@@ -39,24 +56,14 @@ def stage(stage_dir: Path) -> tuple[list[str], list[str]]:
     import jupytext
     import nbformat
 
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    for name in BOOK_FILES:
-        shutil.copy2(BOOK / name, stage_dir / name)
-    shutil.copytree(BOOK / "_static", stage_dir / "_static", dirs_exist_ok=True)  # the book's stylesheet
-    shutil.copytree(BOOK / "_ext", stage_dir / "_ext", dirs_exist_ok=True)  # its redirect pages
     config = (BOOK / "_config.yml").read_text()
     config, n = re.subn(r"execute_notebooks:\s*\S+", 'execute_notebooks: "off"', config)
     if n != 1:
         raise SystemExit("book/_config.yml: expected one 'execute_notebooks:' setting to switch off")
-    (stage_dir / "_config.yml").write_text(config)
-    for tree in INCLUDED_TREES:
-        link = stage_dir.parent / tree
-        if not link.exists():
-            link.symlink_to(ROOT / tree, target_is_directory=True)
+    lay_out(stage_dir, config)
     notebooks = stage_dir / "notebooks"
-    notebooks.mkdir(exist_ok=True)
     reused, executing = [], []
-    for chapter in _toc_chapters():
+    for chapter in toc_chapters():
         source, executed = SOURCES / f"{chapter}.md", notebooks / f"{chapter}.ipynb"
         if executed.exists() and executed.stat().st_mtime >= source.stat().st_mtime:
             reused.append(chapter)

@@ -13,27 +13,16 @@ notebook a second time (``scripts/stage_book.py``).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import run_chapters  # scripts/run_chapters.py: it executes the notebooks for make book and make bench too
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.md"))
 CELL_TIMEOUT_S = 600
-
-
-def _run_chapters() -> Any:
-    """``scripts/run_chapters.py``, which executes notebooks for ``make book`` and ``make bench`` too."""
-    spec = importlib.util.spec_from_file_location("run_chapters", NOTEBOOK_DIR.parent / "scripts" / "run_chapters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run_chapters = _run_chapters()
 
 
 def save_executed(nb: Any, path: Path) -> None:
